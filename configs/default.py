@@ -1,0 +1,108 @@
+"""Every config key of mec_jax, with its default. Dataset configs override a few of them.
+
+Use: ``python -m mec_jax.main --config=configs/<name>.py --workdir=DIR [--config.a.b=value ...]``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.stage = "all"  # all | pretrain | quantize | finetune | report
+
+  # --- data -------------------------------------------------------------------------------------
+  config.data = data = ml_collections.ConfigDict()
+  data.name = "synthetic"  # criteo_x1 | criteo_kaggle | avazu_x1 | kuairand | frappe | ipinyou | movielens | synthetic
+  data.dir = ""  # directory holding the downloaded files (unused by synthetic)
+  data.variant = ""  # dataset flavour, e.g. KuaiRand "pure" | "1k" | "27k"
+  data.cache_dir = ""  # encoded-array cache; "" means <workdir>/cache
+  data.min_count = 1  # train occurrences a value needs for an id of its own (else OOV)
+  data.split_seed = 2024  # seed of random re-splits (frappe, movielens, ipinyou valid)
+  data.split_fractions = (0.8, 0.1, 0.1)  # train/valid/test for datasets without an official split
+  data.numeric = "log"  # numeric fields: "log" (log1p-style transform) | "bucketize" (to categorical)
+  data.num_buckets = 32  # buckets per numeric field when data.numeric == "bucketize"
+  data.max_rows = 0  # read at most this many rows per file (0 = all); for quick looks at big data
+  # KuaiRand time split (inclusive YYYYMMDD bounds).
+  data.train_end = 20220428
+  data.valid_end = 20220503
+  # Synthetic generator (data.name == "synthetic").
+  data.synthetic = syn = ml_collections.ConfigDict()
+  syn.num_rows = 400_000  # total rows; split by data.split_fractions
+  syn.vocab_sizes = (50_000, 20_000, 5_000, 1_000, 100, 20, 10, 5)  # one categorical field each
+  syn.num_numeric = 2  # numeric fields appended after the categorical ones
+  syn.zipf_exponent = 1.1  # popularity skew of values within each field
+  syn.latent_dim = 8  # dimension of the planted value embeddings
+  syn.num_clusters = 32  # planted cluster structure of the value embeddings
+  syn.cluster_spread = 0.3  # within-cluster std relative to the cluster centres
+  syn.interaction_scale = 1.0  # weight of pairwise field interactions in the planted logit
+  syn.noise_scale = 0.5  # std of the logit noise
+  syn.click_rate = 0.2  # target click rate the intercept is calibrated to
+  syn.seed = 0
+
+  # --- model (stage C backbone; stage A uses pretrain.model) ---------------------------------------
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "deepfm"  # lr | fm | deepfm | dcnv2 | pnn | gdcn | fibinet | widedeep | autoint | finalmlp
+  model.embed_dim = 40  # d, the embedding size of every field
+  model.hidden_units = ()  # MLP widths; () means the backbone's DESIGN default
+  model.dropout = 0.0  # dropout rate in MLPs
+  model.batch_norm = False  # batch norm in MLPs
+  model.num_cross_layers = 3  # DCNv2 / GDCN cross depth
+  model.structure = "parallel"  # DCNv2 / GDCN: parallel | stacked
+  model.low_rank = 0  # DCNv2 low-rank mixture rank (0 = full-rank CrossNetV2)
+  model.num_experts = 4  # DCNv2 low-rank mixture experts
+  model.num_heads = 2  # AutoInt attention heads
+  model.num_attention_layers = 3  # AutoInt layers
+  model.attention_dim = 64  # AutoInt per-layer output size
+  model.embedding_regularizer = 0.0  # L2 on the looked-up embeddings (per batch)
+
+  # --- training (stages A and C) ------------------------------------------------------------------
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 4096
+  train.eval_batch_size = 16384
+  train.epochs = 10  # upper bound; early stopping usually ends sooner
+  train.learning_rate = 1e-3
+  train.grad_clip_norm = 10.0
+  train.weight_decay = 0.0
+  train.patience = 2  # epochs without improvement before stopping
+  train.lr_decay = 0.1  # lr factor on a plateau
+  train.monitor = "auc_minus_logloss"  # validation score that drives plateau / early stop
+  train.seed = 2024
+  train.checkpoint_every_steps = 500  # mid-epoch checkpoints, so a killed run resumes
+  train.log_every_steps = 50
+  train.progress = True  # tqdm progress bars
+
+  # --- stage A ------------------------------------------------------------------------------------
+  config.pretrain = pretrain = ml_collections.ConfigDict()
+  pretrain.model = "deepfm"  # backbone of stage A; may differ from model.name
+
+  # --- stage B ------------------------------------------------------------------------------------
+  config.quantize = q = ml_collections.ConfigDict()
+  q.variant = "mec"  # mec | reference | no_pwr | no_contrastive | no_balance | kmeans
+  q.num_subspaces = 4  # M (paper L)
+  q.codebook_size = 256  # K
+  q.min_vocab = 1000  # fields with at least this many ids are compressed
+  q.latent_dim = 0  # encoder output size M*s; 0 means model.embed_dim
+  q.epochs = 30  # quantizer training epochs (upper bound; early stop on held-out rows)
+  q.batch_size = 4096
+  q.learning_rate = 1e-3
+  q.patience = 3  # early stop on held-out weighted reconstruction
+  q.holdout_fraction = 0.05  # rows held out for early stopping
+  q.kmeans_iters = 25  # Lloyd iterations of the k-means initialization
+  q.weighted_sampling = False  # sample rows by popularity weight instead of weighting the loss
+  q.commitment = 0.25  # beta of the VQ commitment term
+  q.lambda_rec = 1.0
+  q.lambda_vq = 1.0
+  q.lambda_bal = 0.1
+  q.lambda_con = 0.1
+  q.balance_temperature = 1.0  # tau_a of the soft assignment
+  q.contrastive_temperature = 0.1  # tau_c of InfoNCE
+  q.num_negatives = 8
+  q.seed = 0
+
+  # --- stage C ------------------------------------------------------------------------------------
+  config.finetune = ft = ml_collections.ConfigDict()
+  ft.codebook_learning_rate = 0.0  # 0 means train.learning_rate
+  ft.init_from_pretrain = True  # start non-embedding weights from stage A when backbones match
+  ft.swap_in = True  # also evaluate stage-A weights with compressed tables, keep the better one
+
+  return config

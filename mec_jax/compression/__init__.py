@@ -1,0 +1,1 @@
+"""Stage B math: weighted k-means, product quantization, MEC losses and quantizer training."""

@@ -1,0 +1,147 @@
+"""`CompressedTable`: the artifact stage B hands to stage C (codes + codebooks of one field)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+
+def code_dtype(codebook_size: int) -> np.dtype:
+  """Smallest unsigned integer dtype that holds ids ``0..codebook_size-1``."""
+  if codebook_size < 2:
+    raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
+  for dtype in (np.uint8, np.uint16, np.uint32):
+    if codebook_size - 1 <= np.iinfo(dtype).max:
+      return np.dtype(dtype)
+  raise ValueError(f"codebook_size {codebook_size} does not fit in uint32")
+
+
+def bits_per_code(codebook_size: int) -> int:
+  return max(1, math.ceil(math.log2(codebook_size)))
+
+
+@dataclasses.dataclass
+class CompressedTable:
+  """Product-quantized replacement for one ``[vocab_size, dim]`` embedding table.
+
+  Row ``v`` is reconstructed as ``concat_m codebooks[m, codes[v, m]]`` (dim ``M * s``).
+  Codebooks live in the **embedding space of the table they replace**, so the reconstruction can
+  be swapped into the stage-A model directly and initializes stage C.
+
+  Attributes:
+    codes: ``[vocab_size, num_subspaces]`` in the smallest unsigned dtype holding codebook_size.
+    codebooks: float32 ``[num_subspaces, codebook_size, subspace_dim]``.
+    first_order: optional float32 ``[num_subspaces, codebook_size]``: compressed first-order (LR)
+      weights; a row's weight is ``sum_m first_order[m, codes[v, m]]``.
+    name: field name.
+    variant: stage-B variant that produced it (``mec``, ``reference``, ``kmeans``, ...).
+    usage_entropy: float ``[num_subspaces]`` usage entropy of the codes over all rows / ln K.
+    stats: free-form JSON-able diagnostics (losses, reconstruction error, epochs, ...).
+  """
+
+  codes: np.ndarray
+  codebooks: np.ndarray
+  first_order: np.ndarray | None = None
+  name: str = ""
+  variant: str = "mec"
+  usage_entropy: np.ndarray | None = None
+  stats: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    self.codebooks = np.asarray(self.codebooks, np.float32)
+    if self.codebooks.ndim != 3:
+      raise ValueError(
+        f"table {self.name!r}: codebooks must be [num_subspaces, codebook_size, subspace_dim], "
+        f"got shape {self.codebooks.shape}"
+      )
+    codes = np.asarray(self.codes)
+    if codes.ndim != 2 or codes.shape[1] != self.num_subspaces:
+      raise ValueError(
+        f"table {self.name!r}: codes must be [vocab_size, {self.num_subspaces}], got {codes.shape}"
+      )
+    if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
+      raise ValueError(
+        f"table {self.name!r}: codes must lie in [0, {self.codebook_size}), "
+        f"got range [{codes.min()}, {codes.max()}]"
+      )
+    self.codes = codes.astype(code_dtype(self.codebook_size))
+    if self.first_order is not None:
+      self.first_order = np.asarray(self.first_order, np.float32)
+      if self.first_order.shape != self.codebooks.shape[:2]:
+        raise ValueError(
+          f"table {self.name!r}: first_order must be {self.codebooks.shape[:2]}, "
+          f"got {self.first_order.shape}"
+        )
+
+  @property
+  def vocab_size(self) -> int:
+    return self.codes.shape[0]
+
+  @property
+  def num_subspaces(self) -> int:
+    return self.codebooks.shape[0]
+
+  @property
+  def codebook_size(self) -> int:
+    return self.codebooks.shape[1]
+
+  @property
+  def subspace_dim(self) -> int:
+    return self.codebooks.shape[2]
+
+  @property
+  def dim(self) -> int:
+    return self.num_subspaces * self.subspace_dim
+
+  def reconstruct(self) -> np.ndarray:
+    """float32 ``[vocab_size, dim]``: the dense table these codes stand for."""
+    m = np.arange(self.num_subspaces)[None, :]
+    return self.codebooks[m, self.codes.astype(np.int64)].reshape(self.vocab_size, self.dim)
+
+  def first_order_weights(self) -> np.ndarray | None:
+    """float32 ``[vocab_size]`` or None."""
+    if self.first_order is None:
+      return None
+    m = np.arange(self.num_subspaces)[None, :]
+    return self.first_order[m, self.codes.astype(np.int64)].sum(axis=1)
+
+  def nbytes(self, packed: bool = True) -> int:
+    """Bytes of codes (bit-packed or as stored) plus float32 codebooks (and first-order)."""
+    if packed:
+      code_bytes = math.ceil(self.vocab_size * self.num_subspaces * bits_per_code(self.codebook_size) / 8)
+    else:
+      code_bytes = self.codes.nbytes
+    extra = self.first_order.nbytes if self.first_order is not None else 0
+    return int(code_bytes + self.codebooks.nbytes + extra)
+
+  def save(self, path: str) -> None:
+    """Writes one ``.npz`` atomically (temp file + rename)."""
+    arrays = {"codes": self.codes, "codebooks": self.codebooks}
+    if self.first_order is not None:
+      arrays["first_order"] = self.first_order
+    if self.usage_entropy is not None:
+      arrays["usage_entropy"] = np.asarray(self.usage_entropy, np.float32)
+    meta = {"name": self.name, "variant": self.variant, "stats": self.stats}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> CompressedTable:
+    if not os.path.exists(path):
+      raise ValueError(f"{path}: no compressed table here")
+    with np.load(path) as data:
+      meta = json.loads(bytes(data["meta"]).decode())
+      return cls(
+        codes=data["codes"],
+        codebooks=data["codebooks"],
+        first_order=data["first_order"] if "first_order" in data else None,
+        usage_entropy=data["usage_entropy"] if "usage_entropy" in data else None,
+        **meta,
+      )

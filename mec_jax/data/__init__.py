@@ -1,0 +1,1 @@
+"""Datasets: schemas, readers, encoding + cache, synthetic generator, Grain pipeline."""

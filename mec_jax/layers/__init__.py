@@ -1,0 +1,1 @@
+"""Embedding modules (full tables, CodebookEmbed) and shared blocks."""

@@ -1,0 +1,1 @@
+"""CTR backbones, one per file, and the registry."""

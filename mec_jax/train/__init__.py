@@ -1,0 +1,1 @@
+"""Training loop, steps, metrics, checkpointing, mesh."""
