@@ -1,0 +1,1 @@
+"""Makes the repo root importable in tests (``import configs``)."""

@@ -1,0 +1,41 @@
+"""Memory accounting against hand-computed bytes (DESIGN §4)."""
+
+import numpy as np
+import pytest
+
+from mec_jax.compression.table import CompressedTable
+from mec_jax.memory import field_memories, memory_report
+
+
+def _table(vocab, m, k, dim):
+  return CompressedTable(codes=np.zeros((vocab, m), int), codebooks=np.zeros((m, k, dim // m)))
+
+
+def test_bytes_by_hand():
+  tables = {"big": _table(1000, 4, 256, 8)}
+  fields = field_memories(["big", "small"], [1000, 10], 8, tables)
+  mem = memory_report(fields, first_order=True, dense_param_count=100)
+  full = (1000 + 10) * 8 * 4
+  packed = 1000 * 4 * 8 // 8 + 256 * 8 * 4 + 10 * 8 * 4
+  assert mem["full_bytes"] == full
+  assert mem["compressed_bytes_packed"] == packed
+  assert mem["compressed_bytes_stored"] == packed  # uint8 codes: stored == packed for K=256
+  assert mem["ratio_packed"] == pytest.approx(full / packed)
+  only = mem["compressed_fields_only"]
+  assert only["full_bytes"] == 1000 * 32 and only["compressed_bytes_packed"] == 4000 + 8192
+  whole = mem["whole_model"]
+  assert whole["full_bytes"] == full + 1010 * 4 + 400
+  assert whole["compressed_bytes_packed"] == packed + (4 * 256 + 10) * 4 + 400
+  assert mem["per_field"]["small"]["ratio_packed"] == 1.0
+
+
+def test_packed_smaller_than_stored_for_odd_codebook_sizes():
+  fields = field_memories(["f"], [1000], 8, {"f": _table(1000, 2, 16, 8)})
+  mem = memory_report(fields, first_order=False, dense_param_count=0)
+  assert mem["compressed_bytes_packed"] == 1000 * 2 * 4 // 8 + 16 * 8 * 4
+  assert mem["compressed_bytes_stored"] == 1000 * 2 + 16 * 8 * 4
+
+
+def test_shape_mismatch_is_reported():
+  with pytest.raises(ValueError, match="'f'"):
+    field_memories(["f"], [999], 8, {"f": _table(1000, 2, 16, 8)})
