@@ -19,7 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.min_count = 1  # train occurrences a value needs for an id of its own (else OOV)
   data.split_seed = 2024  # seed of random re-splits (frappe, movielens, ipinyou valid)
   data.split_fractions = (0.8, 0.1, 0.1)  # train/valid/test for datasets without an official split
-  data.numeric = "log"  # numeric fields: "log" (log1p-style transform) | "bucketize" (to categorical)
+  data.numeric = (
+    "log"  # numeric fields: "log" (log1p-style transform) | "bucketize" (to categorical)
+  )
   data.num_buckets = 32  # buckets per numeric field when data.numeric == "bucketize"
   data.max_rows = 0  # read at most this many rows per file (0 = all); for quick looks at big data
   # KuaiRand time split (inclusive YYYYMMDD bounds).
@@ -41,7 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- model (stage C backbone; stage A uses pretrain.model) ---------------------------------------
   config.model = model = ml_collections.ConfigDict()
-  model.name = "deepfm"  # lr | fm | deepfm | dcnv2 | pnn | gdcn | fibinet | widedeep | autoint | finalmlp
+  model.name = (
+    "deepfm"  # lr | fm | deepfm | dcnv2 | pnn | gdcn | fibinet | widedeep | autoint | finalmlp
+  )
   model.embed_dim = 40  # d, the embedding size of every field
   model.hidden_units = ()  # MLP widths; () means the backbone's DESIGN default
   model.dropout = 0.0  # dropout rate in MLPs

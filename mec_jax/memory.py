@@ -87,9 +87,7 @@ def _sum(fields: list[FieldMemory]) -> dict:
   )
 
 
-def memory_report(
-  fields: list[FieldMemory], *, first_order: bool, dense_param_count: int
-) -> dict:
+def memory_report(fields: list[FieldMemory], *, first_order: bool, dense_param_count: int) -> dict:
   """The ``memory`` section of report.json.
 
   Args:

@@ -112,7 +112,9 @@ class CompressedTable:
   def nbytes(self, packed: bool = True) -> int:
     """Bytes of codes (bit-packed or as stored) plus float32 codebooks (and first-order)."""
     if packed:
-      code_bytes = math.ceil(self.vocab_size * self.num_subspaces * bits_per_code(self.codebook_size) / 8)
+      code_bytes = math.ceil(
+        self.vocab_size * self.num_subspaces * bits_per_code(self.codebook_size) / 8
+      )
     else:
       code_bytes = self.codes.nbytes
     extra = self.first_order.nbytes if self.first_order is not None else 0
