@@ -1,0 +1,197 @@
+"""`report.json`, `report.md` and the plots of a finished run (DESIGN §7)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from mec_jax.compression.table import CompressedTable
+
+METRIC_KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
+
+
+def write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as fh:
+    json.dump(obj, fh, indent=2, default=_jsonable)
+  os.replace(tmp, path)
+
+
+def _jsonable(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serializable: {type(value)}")
+
+
+def read_json(path: str):
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def usage_counts(table: CompressedTable) -> np.ndarray:
+  """int ``[M, K]``: how many ids use each code in each sub-space."""
+  codes = table.codes.astype(np.int64)
+  return np.stack(
+    [np.bincount(codes[:, m], minlength=table.codebook_size) for m in range(table.num_subspaces)]
+  )
+
+
+def usage_entropy(table: CompressedTable) -> np.ndarray:
+  """float ``[M]``: entropy of the code usage over all ids, divided by ln K (1 = perfectly even)."""
+  counts = usage_counts(table).astype(np.float64)
+  p = counts / counts.sum(axis=1, keepdims=True)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+  return h / math.log(table.codebook_size)
+
+
+def compressed_fields_section(tables: dict[str, CompressedTable]) -> dict:
+  return {
+    name: {
+      "vocab_size": t.vocab_size,
+      "num_subspaces": t.num_subspaces,
+      "codebook_size": t.codebook_size,
+      "code_usage_entropy": float(np.mean(usage_entropy(t))),
+      "variant": t.variant,
+      **{k: v for k, v in t.stats.items() if isinstance(v, (int, float, str))},
+    }
+    for name, t in tables.items()
+  }
+
+
+def _fmt_bytes(n: float) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB"):
+    if abs(n) < 1024 or unit == "GiB":
+      return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    n /= 1024
+  return str(n)
+
+
+def _metric_row(label: str, metrics: dict | None) -> str:
+  if not metrics:
+    return f"| {label} | – | – | – | – |"
+  vals = " | ".join(f"{metrics.get(k, float('nan')):.4f}" for k in METRIC_KEYS)
+  return f"| {label} | {vals} |"
+
+
+def to_markdown(report: dict) -> str:
+  lines = [
+    f"# mec_jax report: {report['dataset']}",
+    "",
+    f"Stage A backbone `{report.get('pretrain_model')}`, stage C backbone `{report['model']}`.",
+    "",
+    "| model | test AUC | test logloss | valid AUC | valid logloss |",
+    "|---|---|---|---|---|",
+    _metric_row("full (stage A)", report.get("full")),
+  ]
+  if "compressed_swap" in report:
+    lines.append(_metric_row("compressed, swap-in", report["compressed_swap"]))
+  if "compressed_finetune" in report:
+    lines.append(_metric_row("compressed, finetuned", report["compressed_finetune"]))
+  comp = report.get("compressed")
+  if comp:
+    lines += ["", f"Compressed model kept (better validation score): **{comp.get('source')}**."]
+    if report.get("full"):
+      delta = comp["test_auc"] - report["full"]["test_auc"]
+      lines.append(f"Test AUC change vs full: {delta:+.4f}.")
+  mem = report.get("memory")
+  if mem:
+    lines += [
+      "",
+      "## Memory",
+      "",
+      "| scope | full | compressed (bit-packed) | ratio | compressed (stored) | ratio |",
+      "|---|---|---|---|---|---|",
+    ]
+    for label, m in (
+      ("all embedding tables", mem),
+      ("compressed fields only", mem.get("compressed_fields_only")),
+      ("whole model", mem.get("whole_model")),
+    ):
+      if m and m.get("full_bytes"):
+        lines.append(
+          f"| {label} | {_fmt_bytes(m['full_bytes'])} | {_fmt_bytes(m['compressed_bytes_packed'])} "
+          f"| {m['ratio_packed']:.1f}x | {_fmt_bytes(m['compressed_bytes_stored'])} "
+          f"| {m['ratio_stored']:.1f}x |"
+        )
+    lines += [
+      "",
+      "| field | vocab | compressed | full | packed | ratio |",
+      "|---|---|---|---|---|---|",
+    ]
+    for name, f in mem.get("per_field", {}).items():
+      lines.append(
+        f"| {name} | {f['vocab_size']} | {'yes' if f['compressed'] else 'no'} "
+        f"| {_fmt_bytes(f['full_bytes'])} | {_fmt_bytes(f['compressed_bytes_packed'])} "
+        f"| {f['ratio_packed']:.1f}x |"
+      )
+  fields = report.get("compressed_fields")
+  if fields:
+    lines += [
+      "",
+      "## Compressed fields",
+      "",
+      "| field | vocab | M | K | usage entropy / ln K |",
+      "|---|---|---|---|---|",
+    ]
+    for name, f in fields.items():
+      lines.append(
+        f"| {name} | {f['vocab_size']} | {f['num_subspaces']} | {f['codebook_size']} "
+        f"| {f['code_usage_entropy']:.3f} |"
+      )
+  timings = report.get("timings")
+  if timings:
+    lines += ["", "## Timings", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+  return "\n".join(lines) + "\n"
+
+
+def write_plots(workdir: str, report: dict, tables: dict[str, CompressedTable]) -> list[str]:
+  """Writes ``code_usage.png`` and ``auc_vs_bytes.png``; returns the paths written."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  paths = []
+  if tables:
+    fig, axes = plt.subplots(len(tables), 1, figsize=(8, 2.2 * len(tables)), squeeze=False)
+    for ax, (name, table) in zip(axes[:, 0], tables.items(), strict=True):
+      counts = usage_counts(table)
+      ent = usage_entropy(table)
+      for m in range(table.num_subspaces):
+        ax.plot(np.sort(counts[m])[::-1], label=f"sub-space {m} (H/lnK={ent[m]:.2f})")
+      ax.set_yscale("symlog")
+      ax.set_title(f"{name}: ids per code, sorted")
+      ax.set_xlabel("code rank")
+      ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(os.path.join(workdir, "code_usage.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+  mem = report.get("memory", {})
+  points = []
+  if report.get("full") and mem:
+    points.append(("full", mem["full_bytes"], report["full"]["test_auc"]))
+  for key, label in (("compressed_swap", "swap-in"), ("compressed_finetune", "finetuned")):
+    if report.get(key) and mem:
+      points.append((label, mem["compressed_bytes_packed"], report[key]["test_auc"]))
+  if points:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, size, auc in points:
+      ax.scatter([size], [auc], label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding bytes (compressed: bit-packed)")
+    ax.set_ylabel("test AUC")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(os.path.join(workdir, "auc_vs_bytes.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+  return paths
