@@ -1,1 +1,89 @@
-"""Datasets: schemas, readers, encoding + cache, synthetic generator, Grain pipeline."""
+"""Datasets: schemas, readers, encoding + cache, synthetic generator, Grain pipeline.
+
+Public entry point::
+
+  from mec_jax.data import load_dataset
+  dataset = load_dataset(config.data, cache_dir)   # EncodedDataset
+  dataset.splits["train"]["ids"]                   # int32 [N, F]
+  print(dataset.summary(min_vocab=1000))
+"""
+
+from __future__ import annotations
+
+import os
+
+from mec_jax.data import cache, encode
+from mec_jax.data.encoded import EncodedDataset
+from mec_jax.data.raw import RawData
+from mec_jax.data.registry import dataset_names, get_reader
+from mec_jax.data.schema import CATEGORICAL, NUMERIC, SPLITS, FeatureMap, FieldSpec
+
+__all__ = [
+  "CATEGORICAL",
+  "NUMERIC",
+  "SPLITS",
+  "EncodedDataset",
+  "FeatureMap",
+  "FieldSpec",
+  "RawData",
+  "cache_document",
+  "dataset_names",
+  "encode_raw",
+  "load_dataset",
+]
+
+
+def cache_document(data_config) -> dict:
+  """Everything that determines the encoded arrays of ``data_config`` (hashed into the cache key)."""
+  reader = get_reader(data_config.name)
+  options = encode.EncodeOptions.from_config(data_config)
+  config = {}
+  for key in reader.CONFIG_KEYS:
+    value = data_config.get(key)
+    if key == "dir" and value:
+      value = os.path.abspath(str(value))
+    config[key] = value
+  return {
+    "dataset": data_config.name,
+    "reader_version": reader.VERSION,
+    "encode_version": encode.ENCODE_VERSION,
+    "encode": {"min_count": options.min_count, "numeric": options.numeric}
+    | ({"num_buckets": options.num_buckets} if options.numeric == "bucketize" else {}),
+    "config": config,
+  }
+
+
+def encode_raw(raw: RawData, data_config) -> EncodedDataset:
+  """Encodes raw splits with the options of ``data_config`` (no cache)."""
+  splits, feature_map, stats = encode.encode(raw, encode.EncodeOptions.from_config(data_config))
+  return EncodedDataset(feature_map, splits, stats)
+
+
+def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
+  """Reads, encodes and caches the dataset ``data_config.name``.
+
+  Args:
+    data_config: the ``config.data`` ConfigDict (see ``configs/default.py``).
+    cache_dir: directory of encoded-array caches; a second call with the same options loads the
+      arrays from there without parsing. ``""`` disables the cache.
+
+  Returns:
+    The `EncodedDataset` (train/valid/test splits and the feature map).
+
+  Raises:
+    ValueError: unknown ``data.name`` (listing the valid ones), bad options, or missing or
+      malformed input files (naming the file, line and column).
+  """
+  reader = get_reader(data_config.name)
+  document = cache_document(data_config)
+  directory = cache.entry_dir(cache_dir, data_config.name, document) if cache_dir else None
+  if directory:
+    hit = cache.load_entry(directory)
+    if hit is not None:
+      splits, feature_map, stats = hit
+      return EncodedDataset(feature_map, splits, stats, cache_path=directory)
+  dataset = encode_raw(reader.read(data_config), data_config)
+  if directory:
+    cache.save_entry(directory, document, dataset.splits, dataset.feature_map, dataset.stats)
+    dataset.cache_path = directory
+  return dataset
