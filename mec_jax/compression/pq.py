@@ -1,0 +1,187 @@
+"""Product quantization: split vectors into sub-vectors, encode each against its own codebook.
+
+A ``[num_rows, dim]`` array is viewed as ``[num_rows, num_subspaces, subspace_dim]``; sub-space
+``m`` has a codebook ``[codebook_size, subspace_dim]``, all stacked as ``codebooks [M, K, s]``.
+A row's code is the nearest codeword per sub-space; decoding concatenates the codewords.
+
+Codes are computed as int32 in JAX and stored as the smallest unsigned dtype holding K
+(`table.code_dtype`); `pack_codes` / `unpack_codes` give the bit-packed form that
+``ceil(log2 K)`` bits per code implies.
+
+References:
+  Jégou, Douze & Schmid, "Product Quantization for Nearest Neighbor Search", TPAMI 2011.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+
+from mec_jax.compression.kmeans import weighted_kmeans
+from mec_jax.compression.table import bits_per_code, code_dtype
+
+_PRECISION = lax.Precision.HIGHEST
+
+
+def split_subspaces(x: jax.Array, num_subspaces: int) -> jax.Array:
+  """``[..., dim] -> [..., num_subspaces, dim // num_subspaces]``."""
+  dim = x.shape[-1]
+  if dim % num_subspaces:
+    raise ValueError(f"dim {dim} is not divisible by num_subspaces {num_subspaces}")
+  return x.reshape(*x.shape[:-1], num_subspaces, dim // num_subspaces)
+
+
+def nearest_codes(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
+  """int32 ``[n, M]`` nearest codeword per sub-space for ``sub [n, M, s]``, ``codebooks [M, K, s]``.
+
+  Materializes ``[n, M, K]`` distances: call it on batches (or use `encode`, which chunks).
+  """
+  cross = jnp.einsum("nms,mks->nmk", sub, codebooks, precision=_PRECISION)
+  d2 = jnp.sum(codebooks * codebooks, -1)[None] - 2.0 * cross  # ||sub||^2 is constant per row
+  return jnp.argmin(d2, axis=-1).astype(jnp.int32)
+
+
+def lookup(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
+  """``[..., M, s]`` codewords for ``codes [..., M]``."""
+  num_subspaces = codebooks.shape[0]
+  return codebooks[jnp.arange(num_subspaces), codes]
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def encode(x: jax.Array, codebooks: jax.Array, *, chunk_size: int = 16384) -> jax.Array:
+  """int32 ``[num_rows, M]`` codes of ``x [num_rows, M * s]`` against ``codebooks [M, K, s]``.
+
+  Rows are encoded ``chunk_size`` at a time (``lax.map`` over padded chunks), so the distance
+  block is at most ``[chunk_size, M, K]``.
+  """
+  num_rows = x.shape[0]
+  num_subspaces = codebooks.shape[0]
+  chunk = max(1, min(chunk_size, num_rows))
+  padded = -(-num_rows // chunk) * chunk
+  sub = split_subspaces(jnp.pad(x, ((0, padded - num_rows), (0, 0))), num_subspaces)
+  codes = lax.map(lambda s: nearest_codes(s, codebooks), sub.reshape(-1, chunk, *sub.shape[1:]))
+  return codes.reshape(padded, num_subspaces)[:num_rows]
+
+
+@jax.jit
+def decode(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
+  """``[num_rows, M * s]`` concatenated codewords of ``codes [num_rows, M]``."""
+  words = lookup(codes, codebooks)
+  return words.reshape(*codes.shape[:-1], -1)
+
+
+def train_pq(
+  key: jax.Array,
+  x: jax.Array,
+  weights: jax.Array | None,
+  num_subspaces: int,
+  codebook_size: int,
+  iters: int = 25,
+  *,
+  chunk_size: int = 16384,
+  mesh: Mesh | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Weighted product quantizer: weighted k-means (k-means++ init) in every sub-space.
+
+  Args:
+    key: PRNG key; sub-space ``m`` uses ``fold_in(key, m)``.
+    x: ``[num_rows, dim]``, ``dim`` divisible by ``num_subspaces``.
+    weights: ``[num_rows]`` row weights (e.g. popularity weights) or None.
+    num_subspaces: M.
+    codebook_size: K.
+    iters: Lloyd iterations per sub-space.
+    chunk_size, mesh: as in `weighted_kmeans`.
+
+  Returns:
+    ``(codebooks [M, K, s] float32, codes [num_rows, M] int32)``.
+  """
+  sub = split_subspaces(jnp.asarray(x, jnp.float32), num_subspaces)
+  codebooks, codes = [], []
+  for m in range(num_subspaces):
+    result = weighted_kmeans(
+      jax.random.fold_in(key, m),
+      sub[:, m],
+      weights,
+      codebook_size,
+      num_iters=iters,
+      chunk_size=chunk_size,
+      mesh=mesh,
+    )
+    codebooks.append(np.asarray(result.centroids))
+    codes.append(np.asarray(result.assignments))
+  return jnp.asarray(np.stack(codebooks)), jnp.asarray(np.stack(codes, axis=1))
+
+
+def as_stored_codes(codes, codebook_size: int) -> np.ndarray:
+  """Codes as the smallest unsigned numpy dtype holding ``codebook_size`` (uint8 for K <= 256)."""
+  return np.asarray(codes).astype(code_dtype(codebook_size))
+
+
+def packed_nbytes(num_rows: int, num_subspaces: int, codebook_size: int) -> int:
+  """Bytes of ``num_rows * num_subspaces`` codes at ``ceil(log2 K)`` bits each."""
+  return math.ceil(num_rows * num_subspaces * bits_per_code(codebook_size) / 8)
+
+
+_PACK_CHUNK = 1 << 20  # codes per block; a multiple of 8 so blocks pack to whole bytes
+
+
+def pack_codes(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+  """Bit-packs ``codes [num_rows, M]`` into uint8 ``[packed_nbytes]`` (little-endian bit order)."""
+  codes = np.asarray(codes)
+  if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+    raise ValueError(f"codes must lie in [0, {codebook_size}), got [{codes.min()}, {codes.max()}]")
+  bits = bits_per_code(codebook_size)
+  flat = codes.reshape(-1).astype("<u4")
+  pieces = []
+  for start in range(0, flat.size, _PACK_CHUNK):
+    block = flat[start : start + _PACK_CHUNK]
+    code_bits = np.unpackbits(block.view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
+    pieces.append(np.packbits(code_bits[:, :bits].reshape(-1), bitorder="little"))
+  # Every block but the last holds a multiple of 8 codes, so blocks end on byte boundaries.
+  return np.concatenate(pieces) if pieces else np.zeros((0,), np.uint8)
+
+
+def unpack_codes(
+  packed: np.ndarray, num_rows: int, num_subspaces: int, codebook_size: int
+) -> np.ndarray:
+  """Inverse of `pack_codes`: ``[num_rows, num_subspaces]`` codes in `code_dtype(codebook_size)`."""
+  bits = bits_per_code(codebook_size)
+  total = num_rows * num_subspaces
+  expected = math.ceil(total * bits / 8)
+  packed = np.asarray(packed, np.uint8)
+  if packed.shape != (expected,):
+    raise ValueError(f"packed codes must have shape ({expected},), got {packed.shape}")
+  out = np.empty((total,), np.uint32)
+  byte_block = _PACK_CHUNK * bits // 8
+  for i, start in enumerate(range(0, total, _PACK_CHUNK)):
+    count = min(_PACK_CHUNK, total - start)
+    chunk = packed[i * byte_block : i * byte_block + math.ceil(count * bits / 8)]
+    code_bits = np.unpackbits(chunk, bitorder="little")[: count * bits].reshape(count, bits)
+    full = np.zeros((count, 32), np.uint8)
+    full[:, :bits] = code_bits
+    out[start : start + count] = np.packbits(full, axis=1, bitorder="little").view("<u4")[:, 0]
+  return out.reshape(num_rows, num_subspaces).astype(code_dtype(codebook_size))
+
+
+def usage_entropy(codes, codebook_size: int, weights=None) -> np.ndarray:
+  """float ``[M]``: entropy of each sub-space's code usage divided by ``ln K`` (1 = uniform).
+
+  Args:
+    codes: ``[num_rows, M]`` integer codes.
+    codebook_size: K.
+    weights: optional ``[num_rows]`` row weights (usage counted with these weights).
+  """
+  codes = np.asarray(codes, np.int64)
+  w = np.ones(codes.shape[0]) if weights is None else np.asarray(weights, np.float64)
+  out = np.empty(codes.shape[1])
+  for m in range(codes.shape[1]):
+    usage = np.bincount(codes[:, m], weights=w, minlength=codebook_size)
+    p = usage[usage > 0] / usage.sum()
+    out[m] = -np.sum(p * np.log(p)) / math.log(codebook_size)
+  return out

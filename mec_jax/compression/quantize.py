@@ -1,0 +1,161 @@
+"""`quantize_table`: stage B for one field, table + train counts in, `CompressedTable` out.
+
+1. Validate; popularity weights ``w_v = max(1, floor(log2 n_v))`` (all ones for ``no_pwr``).
+2. Normalize: subtract the per-dimension mean and divide by the global standard deviation, so
+   losses, temperatures and learning rate mean the same on every table. Normalization is an
+   affine map, so it changes neither nearest-code assignments of k-means-style quantizers nor
+   which codes a row shares with which; it is undone by refitting in step 4.
+3. Codes: ``kmeans`` runs weighted PQ (k-means per sub-space of the raw table); the other
+   variants train an `MECQuantizer` (see `training.py`) and encode every row.
+4. Codebooks: refit in the table's own space as popularity-weighted per-code means
+   (`refit.refit_codebooks`), so ``reconstruct()`` approximates the table and the artifact can be
+   swapped into the stage-A model; with ``bias`` the first-order terms are fit the same way.
+5. Statistics: weighted/unweighted reconstruction error in table units, usage entropy / ln K per
+   sub-space, how often rare rows get a code tuple of their own, training history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from mec_jax.compression import pq
+from mec_jax.compression.losses import popularity_weights
+from mec_jax.compression.mesh import check_mesh
+from mec_jax.compression.refit import fit_first_order, refit_codebooks
+from mec_jax.compression.settings import QuantizeSettings, check_table
+from mec_jax.compression.table import CompressedTable
+from mec_jax.compression.training import train_quantizer
+
+# Rows seen at most this often in train (PWR weight 1) count as "rare" in the statistics.
+RARE_MAX_COUNT = 3
+
+
+def row_weights(counts: np.ndarray, settings: QuantizeSettings) -> np.ndarray:
+  """float32 ``[V]`` per-row weights the variant trains and refits with."""
+  if settings.variant == "no_pwr":
+    return np.ones(counts.shape[0], np.float32)
+  return popularity_weights(counts)
+
+
+def reconstruction_errors(table, reconstruction, weights) -> dict:
+  """Mean squared row error ``||x_hat - x||^2``: popularity-weighted, unweighted, and relative
+  to the (weighted) total variance of the table."""
+  err = ((np.asarray(reconstruction, np.float64) - table) ** 2).sum(1)
+  w = np.asarray(weights, np.float64)
+  centered = ((table - np.average(table, axis=0, weights=w)) ** 2).sum(1)
+  weighted = float(np.average(err, weights=w))
+  return {
+    "recon_error_weighted": weighted,
+    "recon_error_unweighted": float(err.mean()),
+    "recon_error_weighted_relative": weighted / max(float(np.average(centered, weights=w)), 1e-30),
+  }
+
+
+def code_sharing(
+  codes: np.ndarray, counts: np.ndarray, rare_max_count: int = RARE_MAX_COUNT
+) -> dict:
+  """How distinct the code tuples of rare rows (train count <= ``rare_max_count``) are.
+
+  Returns ``rare_rows``, ``rare_distinct_fraction`` (share of rare rows whose code tuple no other
+  row has), ``rare_mean_rows_per_code`` (mean size of the group of rows sharing a rare row's
+  tuple, itself included) and ``distinct_code_fraction`` (distinct tuples / rows, all rows).
+  """
+  codes = np.ascontiguousarray(codes)
+  tuples = codes.view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1]))).ravel()
+  _, inverse, group_size = np.unique(tuples, return_inverse=True, return_counts=True)
+  sizes = group_size[inverse.ravel()]
+  rare = counts <= rare_max_count
+  out = {
+    "rare_max_count": rare_max_count,
+    "rare_rows": int(rare.sum()),
+    "distinct_code_fraction": float(group_size.size / max(codes.shape[0], 1)),
+  }
+  if rare.any():
+    out["rare_distinct_fraction"] = float((sizes[rare] == 1).mean())
+    out["rare_mean_rows_per_code"] = float(sizes[rare].mean())
+  return out
+
+
+def quantize_table(
+  key: jax.Array | None,
+  table,
+  counts,
+  settings: QuantizeSettings,
+  *,
+  bias=None,
+  progress: Callable[[int, dict], None] | None = None,
+  mesh: Mesh | None = None,
+  name: str = "",
+) -> CompressedTable:
+  """Compresses one ``[V, d]`` embedding table into codes + codebooks (DESIGN §2).
+
+  Args:
+    key: PRNG key, or None for ``jax.random.key(settings.seed)``.
+    table: ``[V, d]`` float array (numpy or JAX), the stage-A embedding table.
+    counts: ``[V]`` non-negative train-split counts ``n_v`` of each value (the caller decides
+      which split; `reference` takes them as given too).
+    settings: `QuantizeSettings`.
+    bias: optional ``[V]`` first-order (LR) weights of the same values; compressed to
+      ``first_order [M, K]`` with `fit_first_order`.
+    progress: optional ``callback(epoch, metrics)`` called after every training epoch.
+    mesh: 1-D ``('data',)`` mesh for k-means and the train step (default: all devices).
+    name: field name, used in messages and stored in the artifact.
+
+  Returns:
+    A `CompressedTable` whose codebooks live in the table's embedding space.
+
+  Raises:
+    ValueError: non-finite rows (the first one is named), a latent dim not divisible by
+      ``num_subspaces``, ``codebook_size`` < 2 or above the number of distinct rows, counts of the
+      wrong shape or negative, bias of the wrong shape, an unknown variant.
+  """
+  if not isinstance(settings, QuantizeSettings):
+    raise ValueError(f"settings must be a QuantizeSettings, got {type(settings).__name__}")
+  table, counts = check_table(table, counts, settings, name)
+  if bias is not None and np.shape(bias) != (table.shape[0],):
+    raise ValueError(
+      f"table {name!r}: bias must have shape ({table.shape[0]},), got {np.shape(bias)}"
+    )
+  mesh = check_mesh(mesh)
+  key = jax.random.key(settings.seed) if key is None else key
+  start = time.perf_counter()
+  weights = row_weights(counts, settings)
+  num_subspaces, codebook_size = settings.num_subspaces, settings.codebook_size
+
+  mean = table.mean(axis=0)
+  scale = float(table.std()) or 1.0
+  normalized = (table - mean) / scale
+  if settings.variant == "kmeans":
+    _, codes = pq.train_pq(
+      key, normalized, weights, num_subspaces, codebook_size, settings.kmeans_iters, mesh=mesh
+    )
+    codes = np.asarray(codes)
+    info = {"epochs_run": 0}
+  else:
+    codes, info = train_quantizer(key, normalized, weights, settings, mesh=mesh, progress=progress)
+    info["holdout_error"] = info.pop("holdout_error_normalized") * scale**2
+
+  codebooks = refit_codebooks(table, codes, weights, codebook_size)
+  first_order = None if bias is None else fit_first_order(codes, bias, weights, codebook_size)
+  compressed = CompressedTable(
+    codes=pq.as_stored_codes(codes, codebook_size),
+    codebooks=codebooks,
+    first_order=first_order,
+    name=name,
+    variant=settings.variant,
+    usage_entropy=pq.usage_entropy(codes, codebook_size).astype(np.float32),
+  )
+  stats = reconstruction_errors(table, compressed.reconstruct(), weights)
+  stats.update(code_sharing(codes, counts))
+  stats.update(info)
+  stats["usage_entropy_weighted"] = pq.usage_entropy(codes, codebook_size, weights).tolist()
+  stats["normalization"] = {"scale": scale}
+  stats["seconds"] = time.perf_counter() - start
+  stats["settings"] = settings.to_dict()
+  compressed.stats = stats
+  return compressed

@@ -1,0 +1,162 @@
+"""`QuantizeSettings` (stage B's knobs, mirroring ``config.quantize``) and input validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeSettings:
+  """How one table is quantized. Field names are the keys of ``config.quantize``.
+
+  Attributes:
+    variant: ``mec`` | ``reference`` | ``no_pwr`` | ``no_contrastive`` | ``no_balance`` | ``kmeans``.
+    num_subspaces: M, sub-vectors per row.
+    codebook_size: K, codes per sub-space.
+    latent_dim: encoder output size ``M * s``; 0 means the table's dim.
+    epochs: maximum training epochs (early stopping usually ends sooner).
+    batch_size: rows per step (rounded up to a multiple of the device count).
+    learning_rate: Adam step size.
+    patience: epochs without a better held-out error before stopping.
+    holdout_fraction: rows held out of training to drive early stopping.
+    kmeans_iters: Lloyd iterations of the k-means initialization (and of ``kmeans``).
+    weighted_sampling: draw training rows with probability proportional to their popularity
+      weight and average the loss unweighted, instead of weighting the loss.
+    commitment: beta of the VQ commitment term.
+    lambda_rec, lambda_vq, lambda_bal, lambda_con: loss weights.
+    balance_temperature: tau_a of the soft assignment in the balance regularizer.
+    contrastive_temperature: tau_c of InfoNCE.
+    num_negatives: negatives per row in the contrastive term.
+    seed: PRNG seed used when no key is passed to `quantize_table`.
+  """
+
+  variant: str = "mec"
+  num_subspaces: int = 4
+  codebook_size: int = 256
+  latent_dim: int = 0
+  epochs: int = 30
+  batch_size: int = 4096
+  learning_rate: float = 1e-3
+  patience: int = 3
+  holdout_fraction: float = 0.05
+  kmeans_iters: int = 25
+  weighted_sampling: bool = False
+  commitment: float = 0.25
+  lambda_rec: float = 1.0
+  lambda_vq: float = 1.0
+  lambda_bal: float = 0.1
+  lambda_con: float = 0.1
+  balance_temperature: float = 1.0
+  contrastive_temperature: float = 0.1
+  num_negatives: int = 8
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"quantize.variant must be one of {VARIANTS}, got {self.variant!r}")
+    _at_least(self, "num_subspaces", 1)
+    _at_least(self, "codebook_size", 2)
+    _at_least(self, "latent_dim", 0)
+    _at_least(self, "epochs", 0)
+    _at_least(self, "batch_size", 1)
+    _at_least(self, "patience", 1)
+    _at_least(self, "kmeans_iters", 0)
+    _at_least(self, "num_negatives", 1)
+    for name in ("learning_rate", "balance_temperature", "contrastive_temperature"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"quantize.{name} must be > 0, got {getattr(self, name)}")
+    for name in ("commitment", "lambda_rec", "lambda_vq", "lambda_bal", "lambda_con"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"quantize.{name} must be >= 0, got {getattr(self, name)}")
+    if not 0.0 <= self.holdout_fraction < 1.0:
+      raise ValueError(f"quantize.holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+    if self.latent_dim and self.latent_dim % self.num_subspaces:
+      raise ValueError(
+        f"quantize.latent_dim {self.latent_dim} is not divisible by "
+        f"quantize.num_subspaces {self.num_subspaces}"
+      )
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any] | Any) -> QuantizeSettings:
+    """Builds settings from ``config.quantize`` (a ConfigDict or any mapping); unknown keys
+    such as ``min_vocab`` (the pipeline's business) are ignored."""
+    items = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    names = {f.name: f.type for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in items.items():
+      if name in names:
+        default = getattr(cls, name)
+        kwargs[name] = type(default)(value) if not isinstance(default, bool) else bool(value)
+    return cls(**kwargs)
+
+  def resolved_latent_dim(self, dim: int) -> int:
+    return self.latent_dim or dim
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _at_least(settings: QuantizeSettings, name: str, low: int) -> None:
+  value = getattr(settings, name)
+  if not isinstance(value, (int, np.integer)) or value < low:
+    raise ValueError(f"quantize.{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_table(table, counts, settings: QuantizeSettings, name: str = "") -> tuple:
+  """Validates a table, its counts and the settings that will quantize it.
+
+  Returns:
+    ``(table float32 [V, d], counts int64 [V])`` as numpy arrays.
+  """
+  label = f"table {name!r}" if name else "table"
+  table = np.asarray(table)
+  if table.ndim != 2 or table.shape[0] == 0 or table.shape[1] == 0:
+    raise ValueError(f"{label}: expected a non-empty [vocab_size, dim] array, got {table.shape}")
+  table = table.astype(np.float32, copy=False)
+  finite = np.isfinite(table).all(axis=1)
+  if not finite.all():
+    bad = int(np.argmin(finite))
+    raise ValueError(
+      f"{label}: row {bad} has NaN or inf values ({int((~finite).sum())} bad rows in all)"
+    )
+  vocab_size, dim = table.shape
+  latent = settings.resolved_latent_dim(dim)
+  if latent % settings.num_subspaces:
+    raise ValueError(
+      f"{label}: latent dim {latent} (quantize.latent_dim or the table dim) is not divisible "
+      f"by quantize.num_subspaces {settings.num_subspaces}"
+    )
+  if settings.variant == "kmeans" and latent != dim:
+    raise ValueError(f"{label}: variant 'kmeans' has no encoder; latent_dim must be 0 or {dim}")
+  counts = np.asarray(counts)
+  if counts.shape != (vocab_size,):
+    raise ValueError(f"{label}: counts must have shape ({vocab_size},), got {counts.shape}")
+  if counts.size and (not np.issubdtype(counts.dtype, np.number) or counts.min() < 0):
+    raise ValueError(f"{label}: counts must be non-negative numbers")
+  distinct = _distinct_rows_at_least(table, settings.codebook_size)
+  if distinct < settings.codebook_size:
+    raise ValueError(
+      f"{label}: codebook_size {settings.codebook_size} is larger than the number of "
+      f"distinct rows ({distinct})"
+    )
+  return table, counts.astype(np.int64)
+
+
+def _distinct_rows_at_least(table: np.ndarray, needed: int) -> int:
+  """Number of distinct rows, or any number >= ``needed`` once that many are found."""
+  rows = np.ascontiguousarray(table).view(
+    np.dtype((np.void, table.dtype.itemsize * table.shape[1]))
+  )
+  rows = rows.reshape(-1)
+  # Most tables prove themselves on a prefix; the full unique runs only on degenerate ones.
+  probe = min(rows.size, max(8 * needed, 4096))
+  distinct = np.unique(rows[:probe]).size
+  if distinct >= needed or probe == rows.size:
+    return distinct
+  return np.unique(rows).size
