@@ -70,4 +70,4 @@ def _weekday(yymmdd: np.ndarray, path: str) -> np.ndarray:
   if dates.isna().any():
     bad = uniques[dates.isna().to_numpy()][0]
     raise ValueError(f"{path}, column 'hour': {bad:06d}xx is not a YYMMDDHH date")
-  return dates.dt.weekday.to_numpy()[inverse]
+  return dates.dt.day_of_week.to_numpy()[inverse]

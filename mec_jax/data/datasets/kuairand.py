@@ -190,4 +190,4 @@ def _weekday(dates: np.ndarray) -> np.ndarray:
   parsed = pd.to_datetime(pd.Series(uniques).astype(str), format="%Y%m%d", errors="coerce")
   if parsed.isna().any():
     raise ValueError(f"kuairand: date {uniques[parsed.isna().to_numpy()][0]} is not YYYYMMDD")
-  return parsed.dt.weekday.to_numpy()[inverse]
+  return parsed.dt.day_of_week.to_numpy()[inverse]
