@@ -1,0 +1,63 @@
+"""`Embed`: a full embedding table for one field (the uncompressed `Table`)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+class Embed(nnx.Module):
+  """A full ``[vocab_size, dim]`` embedding table plus an optional first-order (LR) weight per id.
+
+  Implements the `mec_jax.layers.base.Table` protocol. Rows start from ``N(0, init_std²)`` (the
+  FuxiCTR default of 1e-4 keeps the initial FM/cross terms tiny); first-order weights start at 0.
+
+  Attributes:
+    vocab_size: number of ids.
+    dim: embedding size.
+    embedding: ``nnx.Param`` float32 ``[vocab_size, dim]``.
+    bias: ``nnx.Param`` float32 ``[vocab_size]`` (first-order weights), or None.
+  """
+
+  def __init__(
+    self,
+    vocab_size: int,
+    dim: int,
+    *,
+    rngs: nnx.Rngs,
+    first_order: bool = True,
+    init_std: float = 1e-4,
+  ):
+    if vocab_size < 1:
+      raise ValueError(f"Embed: vocab_size must be >= 1, got {vocab_size}")
+    if dim < 1:
+      raise ValueError(f"Embed: dim must be >= 1, got {dim}")
+    self.vocab_size = int(vocab_size)
+    self.dim = int(dim)
+    rows = init_std * jax.random.normal(rngs.params(), (self.vocab_size, self.dim), jnp.float32)
+    self.embedding = nnx.Param(rows)
+    self.bias = nnx.Param(jnp.zeros((self.vocab_size,), jnp.float32)) if first_order else None
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """Looks up rows.
+
+    Args:
+      ids: int ``[...]`` in ``[0, vocab_size)`` (validated by the caller; out-of-range ids clip).
+
+    Returns:
+      float32 ``[..., dim]``.
+    """
+    return jnp.take(self.embedding[...], ids, axis=0, mode="clip")
+
+  def first_order(self, ids: jax.Array) -> jax.Array:
+    """First-order weight of each id: float32 ``[...]`` (zeros when built without ``bias``)."""
+    if self.bias is None:
+      return jnp.zeros(jnp.shape(ids), jnp.float32)
+    return jnp.take(self.bias[...], ids, axis=0, mode="clip")
+
+  def as_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
+    """Host copies: (embedding ``[vocab_size, dim]``, bias ``[vocab_size]`` or None)."""
+    bias = None if self.bias is None else np.asarray(self.bias[...])
+    return np.asarray(self.embedding[...]), bias

@@ -1,0 +1,408 @@
+"""`fit`: the training loop of stages A and C (DESIGN §3).
+
+Adam with global-norm clipping, per-epoch validation on ``train.monitor`` (AUC − logloss by
+default), lr × ``lr_decay`` on a plateau, early stopping after ``patience`` epochs without
+improvement, then the best state is restored and the test split evaluated.
+
+Run directory ``<workdir>/<name>/``::
+
+  metrics.jsonl   one JSON object per line: train (every log_every_steps), valid (per epoch),
+                  test (once), resume events
+  checkpoints/    Orbax: the last 2 checkpoints (mid-epoch every checkpoint_every_steps, and
+                  at each epoch end) + the best epoch's
+  result.json     the `FitResult`, written when the run finishes
+
+Calling `fit` again with the same run directory resumes a killed run at the batch after its
+last checkpoint (same data order, same dropout masks), or, when ``result.json`` exists, restores
+the best state into the model and returns the stored result without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+from tqdm.auto import tqdm
+
+from mec_jax.data.loader import BatchLoader
+from mec_jax.train import metrics as metrics_lib
+from mec_jax.train import steps
+from mec_jax.train.checkpoint import Checkpointer
+from mec_jax.train.evaluation import check_split, evaluate_split
+from mec_jax.train.result import FitResult, load_result, result_path, write_json_atomic
+
+__all__ = [
+  "FitResult",
+  "NonFiniteLossError",
+  "TrainConfig",
+  "evaluate_splits",
+  "fit",
+  "load_result",
+  "result_path",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Training settings; field names and defaults mirror ``config.train`` (configs/default.py)."""
+
+  batch_size: int = 4096
+  eval_batch_size: int = 16384
+  epochs: int = 10
+  learning_rate: float = 1e-3
+  grad_clip_norm: float = 10.0
+  weight_decay: float = 0.0
+  patience: int = 2
+  lr_decay: float = 0.1
+  monitor: str = "auc_minus_logloss"
+  seed: int = 2024
+  checkpoint_every_steps: int = 500
+  log_every_steps: int = 50
+  progress: bool = True
+  embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
+
+  def __post_init__(self):
+    for key in ("batch_size", "eval_batch_size", "epochs", "log_every_steps"):
+      if getattr(self, key) < 1:
+        raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+    if self.patience < 1:
+      raise ValueError(f"train.patience must be >= 1, got {self.patience}")
+    if not 0 < self.lr_decay <= 1:
+      raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+    if self.monitor not in metrics_lib.MONITORS:
+      raise ValueError(f"train.monitor={self.monitor!r}; expected one of {metrics_lib.MONITORS}")
+
+  @classmethod
+  def from_config(cls, config, **overrides) -> TrainConfig:
+    """From the root config (reads ``train`` and ``model.embedding_regularizer``) or ``config.train``.
+
+    Keys of ``config.train`` that are not fields here are ignored; ``overrides`` win.
+    """
+    train = config.train if "train" in config else config
+    kwargs = {f.name: train[f.name] for f in dataclasses.fields(cls) if f.name in train}
+    if "model" in config and "embedding_regularizer" in config.model:
+      kwargs["embedding_regularizer"] = float(config.model.embedding_regularizer)
+    return cls(**(kwargs | overrides))
+
+
+class _MetricsLog:
+  """Appends JSON lines to ``metrics.jsonl`` (flushed per line, so a kill loses nothing)."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write(self, event: str, **fields) -> None:
+    with open(self.path, "a") as fh:
+      fh.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+
+
+def _run_dir(workdir: str, name: str) -> str:
+  if not name or os.sep in name:
+    raise ValueError(f"fit: name must be a plain directory name, got {name!r}")
+  return os.path.join(os.path.abspath(workdir), name)
+
+
+def _fresh_loop_state(lr_scale: float) -> dict:
+  return {
+    "epoch": 0,  # epochs completed
+    "next_batch": 0,  # position of the train iterator inside the current epoch
+    "step": 0,
+    "best_score": None,
+    "best_step": None,
+    "best_epoch": None,
+    "patience_counter": 0,
+    "lr_scale": lr_scale,
+    "stopped": False,  # early stopping triggered
+    "epoch_loss_sum": 0.0,
+    "epoch_loss_count": 0,
+    "history": [],
+  }
+
+
+def fit(
+  model: nnx.Module,
+  splits: Mapping[str, Mapping[str, np.ndarray]],
+  *,
+  train_config: TrainConfig,
+  workdir: str,
+  name: str = "pretrain",
+  lr_overrides: Mapping[str, float] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  on_step: Callable[[int], None] | None = None,
+) -> FitResult:
+  """Trains ``model`` in place; on return it holds the best validation state.
+
+  Args:
+    model: a backbone (``model(ids, values) -> logits [batch]``), e.g. from
+      `mec_jax.models.build_model`.
+    splits: ``{"train", "valid"[, "test"]}`` arrays in the batch format of `mec_jax.data.schema`.
+    train_config: settings (`TrainConfig.from_config(config)`).
+    workdir: run root; files go to ``<workdir>/<name>/``.
+    name: run name (``"pretrain"``, ``"finetune"``, ...).
+    lr_overrides: ``{parameter-path substring: learning rate}`` for parameters that need their
+      own rate, e.g. ``{"codebooks": 1e-2}``; every other parameter uses ``learning_rate``.
+      Plateau decay scales all rates alike.
+    mesh: 1-D ``('data',)`` mesh (default: all devices).
+    on_step: called with the global step after every train step (tests use it to simulate a
+      kill by raising).
+
+  Returns:
+    The `FitResult` (best-epoch validation metrics, test metrics of the restored best state,
+    per-epoch history).
+
+  Raises:
+    ValueError: malformed splits or settings.
+    NonFiniteLossError: the loss became NaN/inf (names the step and epoch).
+  """
+  cfg = train_config
+  run_dir = _run_dir(workdir, name)
+  os.makedirs(run_dir, exist_ok=True)
+  for split in ("train", "valid"):
+    if split not in splits:
+      raise ValueError(f"fit: splits has no {split!r} split (got {sorted(splits)})")
+  for split, arrays in splits.items():
+    check_split(arrays, model, split)
+  mesh = mesh or steps.data_mesh()
+  if cfg.batch_size % mesh.size:
+    raise ValueError(
+      f"train.batch_size={cfg.batch_size} must be a multiple of the {mesh.size} devices"
+    )
+
+  model.train()
+  graphdef, params, rng_state, other = steps.split_model(model)
+  tx = steps.make_optimizer(
+    cfg.learning_rate,
+    grad_clip_norm=cfg.grad_clip_norm,
+    weight_decay=cfg.weight_decay,
+    lr_overrides=lr_overrides,
+  )
+  steps.log_lr_overrides(params, lr_overrides)
+  state = jax.device_put(steps.init_train_state(params, other, tx), steps.replicated(mesh))
+  checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+  try:
+    if os.path.exists(result_path(workdir, name)):
+      result = load_result(workdir, name)
+      state, _ = checkpointer.restore(result.best_step, state)
+      nnx.update(model, state.params, state.other)
+      model.eval()
+      logging.info(
+        "%s: finished run found in %s; restored step %d", name, run_dir, result.best_step
+      )
+      return result
+    return _train(
+      model, splits, cfg, run_dir, name, graphdef, rng_state, tx, state, checkpointer, mesh, on_step
+    )
+  finally:
+    checkpointer.close()
+
+
+def _train(
+  model, splits, cfg, run_dir, name, graphdef, rng_state, tx, state, checkpointer, mesh, on_step
+) -> FitResult:
+  log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
+  loop = _fresh_loop_state(steps.lr_scale(state.opt_state))
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, loop = checkpointer.restore(latest, state)
+    logging.info(
+      "%s: resuming from step %d (epoch %d, batch %d)",
+      name,
+      latest,
+      loop["epoch"],
+      loop["next_batch"],
+    )
+    log.write("resume", step=latest, epoch=loop["epoch"], next_batch=loop["next_batch"])
+
+  loader = BatchLoader(
+    splits["train"], cfg.batch_size, shuffle=True, seed=cfg.seed, drop_remainder=True
+  )
+  train_step = steps.make_train_step(
+    graphdef,
+    rng_state,
+    tx,
+    mesh,
+    dropout_key=jax.random.fold_in(jax.random.key(cfg.seed), 1),
+    embedding_regularizer=cfg.embedding_regularizer,
+  )
+  model.eval()
+  eval_graphdef = nnx.graphdef(model)
+  model.train()
+  eval_step = steps.make_eval_step(eval_graphdef, rng_state, mesh)
+
+  pending: list = []  # device losses not yet checked on the host
+
+  def drain(step: int) -> float | None:
+    """Checks pending losses for NaN/inf; adds them to the epoch sums; returns their mean."""
+    if not pending:
+      return None
+    values = np.asarray(jax.device_get(pending), np.float64)
+    first = step - len(values) + 1
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+      at = first + int(bad[0])
+      raise NonFiniteLossError(
+        f"{name}: training loss is {values[bad[0]]} at step {at} (epoch "
+        f"{(at - 1) // loader.num_batches + 1}); the run diverged. Lower train.learning_rate "
+        f"(now {cfg.learning_rate:g} x lr scale {loop['lr_scale']:g}) or train.grad_clip_norm."
+      )
+    pending.clear()
+    loop["epoch_loss_sum"] += float(values.sum())
+    loop["epoch_loss_count"] += len(values)
+    return float(values.mean())
+
+  while loop["epoch"] < cfg.epochs and not loop["stopped"]:
+    epoch = loop["epoch"]
+    iterator = loader.iterator({"epoch": epoch, "next_batch": loop["next_batch"]})
+    bar = tqdm(
+      total=loader.num_batches,
+      initial=loop["next_batch"],
+      desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
+      disable=not cfg.progress,
+      leave=False,
+    )
+    epoch_start = tick = time.time()
+    tick_step = loop["step"]
+    for batch in iterator:
+      state, loss = train_step(state, steps.shard_batch(batch, mesh))
+      loop["step"] += 1
+      step = loop["step"]
+      pending.append(loss)
+      bar.update(1)
+      if step % cfg.log_every_steps == 0:
+        mean_loss = drain(step)
+        now = time.time()
+        rate = (step - tick_step) * cfg.batch_size / max(now - tick, 1e-9)
+        tick, tick_step = now, step
+        bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{rate:,.0f}")
+        log.write(
+          "train",
+          epoch=epoch + 1,
+          step=step,
+          loss=mean_loss,
+          samples_per_s=rate,
+          lr=cfg.learning_rate * loop["lr_scale"],
+        )
+      if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and len(iterator):
+        drain(step)
+        loop["next_batch"] = iterator.get_state()["next_batch"]
+        checkpointer.save(step, state, loop)
+      if on_step is not None:
+        on_step(step)
+    bar.close()
+    drain(loop["step"])
+
+    valid = evaluate_split(
+      eval_step, state.params, state.other, splits["valid"], cfg.eval_batch_size, mesh, "valid"
+    )
+    score = metrics_lib.monitor_score(valid, cfg.monitor)
+    improved = loop["best_score"] is None or score > loop["best_score"]
+    if improved:
+      loop.update(
+        best_score=score, best_step=loop["step"], best_epoch=epoch + 1, patience_counter=0
+      )
+    else:
+      loop["patience_counter"] += 1
+      loop["lr_scale"] *= cfg.lr_decay
+      state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, loop["lr_scale"]))
+      loop["stopped"] = loop["patience_counter"] >= cfg.patience
+    count = max(loop["epoch_loss_count"], 1)
+    record = {
+      "epoch": epoch + 1,
+      "step": loop["step"],
+      "train_loss": loop["epoch_loss_sum"] / count,
+      "valid_auc": valid["auc"],
+      "valid_logloss": valid["logloss"],
+      "score": score,
+      "improved": improved,
+      "lr": cfg.learning_rate * loop["lr_scale"],
+      "seconds": time.time() - epoch_start,
+    }
+    loop["history"].append(record)
+    log.write("valid", **record)
+    logging.info(
+      "%s epoch %d: valid AUC %.5f logloss %.5f%s",
+      name,
+      epoch + 1,
+      valid["auc"],
+      valid["logloss"],
+      "" if improved else " (no improvement)",
+    )
+    loop.update(epoch=epoch + 1, next_batch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
+    checkpointer.save(loop["step"], state, loop, score=score if improved else None)
+
+  best_state, best_loop = checkpointer.restore(loop["best_step"], state)
+  nnx.update(model, best_state.params, best_state.other)
+  best = next(h for h in loop["history"] if h["epoch"] == loop["best_epoch"])
+  test = {}
+  if "test" in splits:
+    test = evaluate_split(
+      eval_step,
+      best_state.params,
+      best_state.other,
+      splits["test"],
+      cfg.eval_batch_size,
+      mesh,
+      "test",
+    )
+    log.write("test", step=loop["best_step"], auc=test["auc"], logloss=test["logloss"])
+  model.eval()
+  result = FitResult(
+    valid={"auc": best["valid_auc"], "logloss": best["valid_logloss"]},
+    test=test,
+    history=loop["history"],
+    best_epoch=loop["best_epoch"],
+    best_step=loop["best_step"],
+    steps=loop["step"],
+  )
+  del best_loop
+  write_json_atomic(os.path.join(run_dir, "result.json"), result.to_dict())
+  return result
+
+
+def evaluate_splits(
+  model: nnx.Module,
+  splits: Mapping[str, Mapping[str, np.ndarray]],
+  names: Sequence[str] = ("valid", "test"),
+  train_config=None,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, float]:
+  """Evaluates ``model`` (eval mode) on the named splits without training.
+
+  Args:
+    model: any backbone.
+    splits: split arrays.
+    names: splits to evaluate.
+    train_config: a `TrainConfig` or ``config.train`` (only ``eval_batch_size`` is read).
+    mesh: device mesh (default: all devices).
+
+  Returns:
+    ``{"<split>_auc", "<split>_logloss"}`` for every name.
+  """
+  batch_size = int(getattr(train_config, "eval_batch_size", TrainConfig.eval_batch_size))
+  mesh = mesh or steps.data_mesh()
+  model.eval()
+  graphdef, params, rng_state, other = steps.split_model(model)
+  eval_step = steps.make_eval_step(graphdef, rng_state, mesh)
+  state = jax.device_put({"params": params, "other": other}, steps.replicated(mesh))
+  out = {}
+  for split in names:
+    if split not in splits:
+      raise ValueError(f"evaluate_splits: no {split!r} split (got {sorted(splits)})")
+    check_split(splits[split], model, split)
+    values = evaluate_split(
+      eval_step, state["params"], state["other"], splits[split], batch_size, mesh, split
+    )
+    out |= {f"{split}_{k}": v for k, v in values.items()}
+  return out
