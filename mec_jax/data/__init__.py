@@ -53,9 +53,13 @@ def cache_document(data_config) -> dict:
   }
 
 
-def encode_raw(raw: RawData, data_config) -> EncodedDataset:
-  """Encodes raw splits with the options of ``data_config`` (no cache)."""
-  splits, feature_map, stats = encode.encode(raw, encode.EncodeOptions.from_config(data_config))
+def encode_raw(raw: RawData, data_config, release_raw: bool = False) -> EncodedDataset:
+  """Encodes raw splits with the options of ``data_config`` (no cache).
+
+  ``release_raw`` drops each raw column once encoded (``raw`` is consumed; saves memory).
+  """
+  options = encode.EncodeOptions.from_config(data_config)
+  splits, feature_map, stats = encode.encode(raw, options, release_raw=release_raw)
   return EncodedDataset(feature_map, splits, stats)
 
 
@@ -82,7 +86,7 @@ def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
     if hit is not None:
       splits, feature_map, stats = hit
       return EncodedDataset(feature_map, splits, stats, cache_path=directory)
-  dataset = encode_raw(reader.read(data_config), data_config)
+  dataset = encode_raw(reader.read(data_config), data_config, release_raw=True)
   if directory:
     cache.save_entry(directory, document, dataset.splits, dataset.feature_map, dataset.stats)
     dataset.cache_path = directory

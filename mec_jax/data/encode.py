@@ -68,13 +68,15 @@ class EncodeOptions:
 
 
 def encode(
-  raw: RawData, options: EncodeOptions
+  raw: RawData, options: EncodeOptions, release_raw: bool = False
 ) -> tuple[dict[str, dict[str, np.ndarray]], FeatureMap, dict[str, dict]]:
   """Encodes the raw splits of a dataset.
 
   Args:
     raw: raw train/valid/test frames and field list.
     options: encoding options.
+    release_raw: drop each raw column from ``raw.splits`` once encoded, so that the peak memory
+      of a big dataset is the encoded arrays plus one field, not plus the whole raw frame.
 
   Returns:
     ``(splits, feature_map, stats)``: ``splits[name]`` holds ``ids`` int32 ``[N, F]``, ``values``
@@ -84,36 +86,36 @@ def encode(
   if len(raw.splits["train"]) == 0:
     raise ValueError(f"{raw.dataset}: the train split is empty; nothing to build a vocabulary from")
   numeric = set(raw.numeric)
-  ids_cols = {s: [] for s in SPLITS}
-  value_cols = {s: [] for s in SPLITS}
+  num_fields = len(raw.fields)
+  splits = {}
+  for s in SPLITS:
+    n = len(raw.splits[s])
+    splits[s] = {
+      "ids": np.zeros((n, num_fields), np.int32),
+      "values": np.ones((n, num_fields), np.float32),
+      "label": np.ascontiguousarray(raw.splits[s][raw.label], dtype=np.float32),
+    }
   fields, stats = [], {}
-  for name in raw.fields:
+  for j, name in enumerate(raw.fields):
     columns = {s: raw.splits[s][name] for s in SPLITS}
     if name in numeric and options.numeric == "log":
       values, mean, std = _log_standardize(columns)
       stats[name] = {"mode": "log", "mean": mean, "std": std}
       fields.append(FieldSpec(name, NUMERIC, 1, -1, np.array([len(columns["train"])])))
       for s in SPLITS:
-        ids_cols[s].append(np.zeros(len(values[s]), np.int32))
-        value_cols[s].append(values[s])
-      continue
-    if name in numeric:
-      columns, edges = _bucketize(columns, options.num_buckets)
-      stats[name] = {"mode": "bucketize", "edges": edges.tolist()}
-    ids, counts = encode_categorical(columns, options.min_count)
-    fields.append(FieldSpec(name, CATEGORICAL, len(counts), len(counts) - 1, counts))
-    for s in SPLITS:
-      ids_cols[s].append(ids[s])
-      value_cols[s].append(None)
-  splits = {}
-  for s in SPLITS:
-    n = len(raw.splits[s])
-    label = np.asarray(raw.splits[s][raw.label], dtype=np.float32)
-    splits[s] = {
-      "ids": _stack(ids_cols[s], n, np.int32, fill=0),
-      "values": _stack(value_cols[s], n, np.float32, fill=1.0),
-      "label": np.ascontiguousarray(label),
-    }
+        splits[s]["values"][:, j] = values[s]
+    else:
+      if name in numeric:
+        columns, edges = _bucketize(columns, options.num_buckets)
+        stats[name] = {"mode": "bucketize", "edges": edges.tolist()}
+      ids, counts = encode_categorical(columns, options.min_count)
+      fields.append(FieldSpec(name, CATEGORICAL, len(counts), len(counts) - 1, counts))
+      for s in SPLITS:
+        splits[s]["ids"][:, j] = ids[s]
+    del columns
+    if release_raw:
+      for s in SPLITS:
+        del raw.splits[s][name]
   return splits, FeatureMap(raw.dataset, fields), stats
 
 
@@ -209,15 +211,3 @@ def _bucketize(
     b[np.isnan(x)] = _MISSING_BUCKET
     buckets[split] = pd.Series(b)
   return buckets, edges
-
-
-def _stack(columns: list, num_rows: int, dtype, fill) -> np.ndarray:
-  """Column arrays (``None`` = constant ``fill``) -> C-ordered ``[num_rows, len(columns)]``."""
-  out = np.empty((num_rows, len(columns)), dtype=dtype)
-  # Row blocks keep the strided column writes inside the cache.
-  block = 1 << 16
-  for start in range(0, num_rows, block):
-    stop = min(start + block, num_rows)
-    for j, column in enumerate(columns):
-      out[start:stop, j] = fill if column is None else column[start:stop]
-  return out

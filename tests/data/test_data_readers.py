@@ -245,3 +245,16 @@ def test_kuairand_features_match_a_pandas_merge(tmp_path, data_config):
   np.testing.assert_array_equal(frame["duration_bucket"], np.floor(np.log2(1 + seconds)))
   weekday = pd.to_datetime(ref["date"].astype(str), format="%Y%m%d").dt.day_of_week
   np.testing.assert_array_equal(frame["weekday"], weekday)
+
+
+def test_max_rows_caps_every_file(tmp_path, data_config):
+  rng = np.random.default_rng(6)
+  header = ",".join(["label", *[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)]])
+  for split in SPLITS:
+    body = [",".join(_criteo_row(rng, r % 2)) for r in range(40)]
+    (tmp_path / f"{split}.csv").write_text("\n".join([header, *body]) + "\n")
+  data_config.name, data_config.dir, data_config.max_rows = "criteo_x1", str(tmp_path), 7
+  dataset = load_dataset(data_config, "")
+  assert [dataset.num_rows(s) for s in SPLITS] == [7, 7, 7]
+  full = pd.read_csv(tmp_path / "train.csv", nrows=7)
+  np.testing.assert_array_equal(dataset.splits["train"]["label"], full["label"])

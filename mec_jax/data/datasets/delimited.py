@@ -19,17 +19,17 @@ import pyarrow.csv as pa_csv
 
 # Column kinds a reader asks for.
 CATEGORY = "category"  # dictionary-encoded string; empty -> "" (its own value)
-FLOAT = "float"  # float64; empty -> NaN
+FLOAT = "float"  # float32 (half the memory of float64; ample for counts); empty -> NaN
 INT = "int"  # int64; empty -> NaN (column becomes float64 in pandas)
 LABEL = "label"  # float64, must be present on every row
 
 _ARROW_TYPES = {
   CATEGORY: pa.dictionary(pa.int32(), pa.string()),
-  FLOAT: pa.float64(),
+  FLOAT: pa.float32(),
   INT: pa.int64(),
   LABEL: pa.float64(),
 }
-_BLOCK_SIZE = 1 << 24
+_BLOCK_SIZE = 1 << 22  # 4 MiB blocks: measured faster than 16 MiB with 2 cores
 
 
 def header_of(path: str, delimiter: str) -> list[str]:
@@ -97,7 +97,10 @@ def read_delimited(
     raise ValueError(f"{path}: could not parse ({err})") from err
   if table.num_rows == 0:
     raise ValueError(f"{path}: no data rows" + (" after the header" if header else ""))
-  frame = table.unify_dictionaries().to_pandas()
+  # self_destruct frees each Arrow column once converted, so the peak stays near one copy.
+  table = table.unify_dictionaries()
+  frame = table.to_pandas(split_blocks=True, self_destruct=True)
+  del table
   label_cols = [c for c, k in kinds.items() if k == LABEL]
   for col in label_cols:
     if frame[col].isna().any():

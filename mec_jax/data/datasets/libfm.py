@@ -48,7 +48,7 @@ def _read_fast(path: str, num_fields: int, max_rows: int) -> tuple[np.ndarray, n
   names = ["label"] + [f"f{i}" for i in range(num_fields)]
   table = pa_csv.read_csv(
     path,
-    read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 24),
+    read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 22),
     parse_options=pa_csv.ParseOptions(delimiter=" "),
     convert_options=pa_csv.ConvertOptions(
       column_types={"label": pa.float64(), **{n: pa.string() for n in names[1:]}},
