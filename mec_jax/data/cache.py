@@ -63,6 +63,13 @@ def load_entry(
   """
   if not os.path.isfile(os.path.join(directory, "feature_map.json")):
     return None
+  expected = ["encoding.json", *(f"{s}_{n}.npy" for s in SPLITS for n in _ARRAYS)]
+  absent = [f for f in expected if not os.path.isfile(os.path.join(directory, f))]
+  if absent:
+    raise ValueError(
+      f"{directory}: cache entry lacks {absent} (edited by hand?); delete the directory to "
+      f"re-encode"
+    )
   feature_map = FeatureMap.load(directory)
   with open(os.path.join(directory, "encoding.json")) as fh:
     stats = json.load(fh)

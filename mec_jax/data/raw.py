@@ -108,21 +108,39 @@ def require_file(path: str, hint: str) -> str:
   return path
 
 
-def binary_labels(values: np.ndarray, path: str, column: str, first_line: int) -> np.ndarray:
+def line_of_row(path: str, row: int, header: bool) -> int:
+  """1-based line number of data row ``row`` (0-based) of a text file, skipping blank lines.
+
+  Readers skip blank lines, so ``row + 1 + header`` can be off; this scan (only run to build an
+  error message) gives the line a text editor shows.
+  """
+  seen = -1
+  with open(path, encoding="utf-8", errors="replace") as fh:
+    for lineno, line in enumerate(fh, start=1):
+      if (header and lineno == 1) or not line.strip():
+        continue
+      seen += 1
+      if seen == row:
+        return lineno
+  return row + 1 + header
+
+
+def binary_labels(values: np.ndarray, path: str, column: str, header: bool) -> np.ndarray:
   """Checks that ``values`` are all 0/1 and returns them as float32.
 
   Args:
     values: float ``[num_rows]`` label column as parsed (NaN = empty).
     path: file the labels came from, for the error message.
     column: label column name.
-    first_line: 1-based line number of row 0 in ``path`` (assumes no blank lines in between).
+    header: whether line 1 of ``path`` is a header.
   """
   values = np.asarray(values, dtype=np.float64)
   bad = ~np.isin(values, (0.0, 1.0))
   if bad.any():
     row = int(np.argmax(bad))
     raise ValueError(
-      f"{path}, line {row + first_line}, column {column!r}: label must be 0 or 1, got {values[row]}"
+      f"{path}, line {line_of_row(path, row, header)}, column {column!r}: label must be 0 or 1, "
+      f"got {values[row]}"
     )
   return values.astype(np.float32)
 

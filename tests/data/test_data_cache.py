@@ -111,3 +111,10 @@ def test_cache_document_resolves_relative_dirs(data_config, tmp_path, monkeypatc
   doc = mec_jax.data.cache_document(data_config)
   assert doc["config"]["dir"] == os.path.join(str(tmp_path), "frappe")
   assert "synthetic" not in doc["config"] and "train_end" not in doc["config"]
+
+
+def test_damaged_entry_is_reported(small_synthetic, tmp_path):
+  dataset = load_dataset(small_synthetic, str(tmp_path))
+  os.remove(os.path.join(dataset.cache_path, "valid_ids.npy"))
+  with pytest.raises(ValueError, match=r"lacks \['valid_ids.npy'\].*delete the directory"):
+    load_dataset(small_synthetic, str(tmp_path))

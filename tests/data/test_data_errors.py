@@ -48,6 +48,12 @@ def test_criteo_x1_bad_rows(tmp_path, data_config, lines, message):
     _load(data_config, "criteo_x1", tmp_path)
 
 
+def test_line_numbers_count_blank_lines(tmp_path, data_config):
+  _write_criteo_x1(tmp_path, [_criteo_line(), "", "", _criteo_line(label="3")])
+  with pytest.raises(ValueError, match=r"train.csv, line 5, column 'label': label must be 0 or 1"):
+    _load(data_config, "criteo_x1", tmp_path)
+
+
 def test_criteo_x1_missing_columns_are_named(tmp_path, data_config):
   header = [c for c in CRITEO_HEADER if c not in ("C26", "I3")]
   _write_criteo_x1(tmp_path, [_criteo_line(num_cats=25)[: -len(",00000018")]], header=header)

@@ -21,6 +21,7 @@ from mec_jax.data.raw import (
   RawData,
   binary_labels,
   data_dir_of,
+  line_of_row,
   max_rows_of,
   random_split,
   require_file,
@@ -52,11 +53,13 @@ def read(data_config) -> RawData:
   hour = frame.pop("hour").to_numpy(dtype=np.float64)
   if np.isnan(hour).any():
     row = int(np.argmax(np.isnan(hour)))
-    raise ValueError(f"{path}, line {row + 2}, column 'hour': empty (expected YYMMDDHH)")
+    raise ValueError(
+      f"{path}, line {line_of_row(path, row, True)}, column 'hour': empty (expected YYMMDDHH)"
+    )
   hour = hour.astype(np.int64)
   frame["hour_of_day"] = hour % 100
   frame["weekday"] = _weekday(hour // 100, path)
-  frame["label"] = binary_labels(frame.pop("click").to_numpy(), path, "click", first_line=2)
+  frame["label"] = binary_labels(frame.pop("click").to_numpy(), path, "click", header=True)
   splits = random_split(frame, data_config.split_fractions, int(data_config.split_seed))
   return RawData("avazu_kaggle", splits, FIELDS)
 

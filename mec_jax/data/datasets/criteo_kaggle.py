@@ -43,6 +43,6 @@ def read(data_config) -> RawData:
   frame = read_delimited(
     path, kinds, delimiter="\t", names=COLUMNS, max_rows=max_rows_of(data_config)
   )
-  frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", first_line=1)
+  frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", header=False)
   splits = random_split(frame, data_config.split_fractions, int(data_config.split_seed))
   return RawData("criteo_kaggle", splits, NUMERIC + CATEGORICAL, numeric=NUMERIC)

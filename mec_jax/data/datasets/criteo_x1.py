@@ -30,6 +30,6 @@ def read(data_config) -> RawData:
   for split, filename in FILES.items():
     path = require_file(os.path.join(directory, filename), HINT)
     frame = read_delimited(path, kinds, max_rows=max_rows_of(data_config))
-    frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", first_line=2)
+    frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", header=True)
     splits[split] = frame
   return RawData("criteo_x1", splits, NUMERIC + CATEGORICAL, numeric=NUMERIC)

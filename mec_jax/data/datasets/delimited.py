@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from mec_jax.data.raw import line_of_row
+
 # Column kinds a reader asks for.
 CATEGORY = "category"  # dictionary-encoded string; empty -> "" (its own value)
 FLOAT = "float"  # float32 (half the memory of float64; ample for counts); empty -> NaN
@@ -34,7 +36,7 @@ _BLOCK_SIZE = 1 << 22  # 4 MiB blocks: measured faster than 16 MiB with 2 cores
 
 def header_of(path: str, delimiter: str) -> list[str]:
   """The column names on the first line of ``path``; ValueError if the file is empty."""
-  with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+  with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
     first = fh.readline()
   if not first.strip():
     raise ValueError(f"{path}: file is empty (expected a header line)")
@@ -106,7 +108,8 @@ def read_delimited(
     if frame[col].isna().any():
       row = int(frame[col].isna().to_numpy().argmax())
       raise ValueError(
-        f"{path}, line {row + 1 + header}, column {col!r}: label is empty (expected a number)"
+        f"{path}, line {line_of_row(path, row, header)}, column {col!r}: label is empty "
+        "(expected a number)"
       )
   return frame
 
@@ -132,7 +135,7 @@ def _diagnose(path, names, kinds, delimiter, header, max_rows) -> None:
   numeric = {i: (c, kinds[c]) for i, c in enumerate(names) if kinds.get(c) in (FLOAT, INT, LABEL)}
   sep = {",": "comma", "\t": "tab"}.get(delimiter, repr(delimiter))
   data_rows = 0
-  with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+  with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
     for lineno, row in enumerate(csv.reader(fh, delimiter=delimiter), start=1):
       if header and lineno == 1:
         continue

@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from mec_jax.data.datasets.libfm import read_libfm
-from mec_jax.data.raw import RawData, data_dir_of, max_rows_of, random_split, require_file
+from mec_jax.data.raw import (
+  RawData,
+  data_dir_of,
+  line_of_row,
+  max_rows_of,
+  random_split,
+  require_file,
+)
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "max_rows", "split_fractions", "split_seed")
@@ -48,7 +55,8 @@ def read(data_config) -> RawData:
     if bad.any():
       row = int(np.argmax(bad))
       raise ValueError(
-        f"{path}, line {row + 1}, column 'label': expected 1 or -1, got {labels[row]}"
+        f"{path}, line {line_of_row(path, row, header=False)}, column 'label': "
+        f"expected 1 or -1, got {labels[row]}"
       )
     frame = pd.DataFrame(indices, columns=FIELDS)
     frame["label"] = (labels > 0).astype(np.float32)

@@ -65,7 +65,7 @@ def read(data_config) -> RawData:
     path = require_file(os.path.join(directory, f"{name}.fm.txt"), HINT)
     labels, indices = read_libfm(path, fields, max_rows)
     frame = pd.DataFrame(indices, columns=fields)
-    frame["label"] = binary_labels(labels, path, "label", first_line=1)
+    frame["label"] = binary_labels(labels, path, "label", header=False)
     frames[name] = frame
   train_share, valid_share, _ = check_fractions(data_config.split_fractions)
   share = valid_share / (train_share + valid_share)

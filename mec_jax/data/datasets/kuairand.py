@@ -31,7 +31,7 @@ import pandas as pd
 
 from mec_jax.data.datasets.delimited import CATEGORY, FLOAT, INT, LABEL, read_delimited
 from mec_jax.data.datasets.kuairand_fixture import write_tiny_kuairand
-from mec_jax.data.raw import RawData, binary_labels, max_rows_of, require_file
+from mec_jax.data.raw import RawData, binary_labels, line_of_row, max_rows_of, require_file
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "variant", "max_rows", "train_end", "valid_end")
@@ -146,9 +146,10 @@ def _read_log(path: str, max_rows: int) -> pd.DataFrame:
     empty = log[col].isna().to_numpy()
     if empty.any():
       row = int(np.argmax(empty))
-      raise ValueError(f"{path}, line {row + 2}, column {col!r}: empty (expected an integer)")
+      line = line_of_row(path, row, header=True)
+      raise ValueError(f"{path}, line {line}, column {col!r}: empty (expected an integer)")
     log[col] = log[col].astype(np.int64)
-  log["is_click"] = binary_labels(log["is_click"].to_numpy(), path, "is_click", first_line=2)
+  log["is_click"] = binary_labels(log["is_click"].to_numpy(), path, "is_click", header=True)
   return log
 
 
