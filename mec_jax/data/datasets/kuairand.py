@@ -51,7 +51,8 @@ __all__ = ["FIELDS", "read", "write_tiny_kuairand"]
 
 
 def _hint(variant: str) -> str:
-  name = {"pure": "Pure", "1k": "1K", "27k": "27K"}.get(variant, variant)
+  name = {"pure": "Pure", "1k": "1K", "27k": "27K"}.get(variant, "<Pure|1K|27K>")
+  variant = variant if variant in VARIANTS else "<variant>"
   return (
     f"Download KuaiRand-{name} from https://kuairand.com and unpack it so that "
     f"<data.dir>/data/log_standard_4_08_to_4_21_{variant}.csv exists."
@@ -70,13 +71,9 @@ def read(data_config) -> RawData:
   max_rows = max_rows_of(data_config)
   logs = [_read_log(path, max_rows) for path in _log_files(data_dir, variant, hint)]
   log = pd.concat(logs, ignore_index=True)
-  users = _read_side(
-    require_file(os.path.join(data_dir, f"user_features_{variant}.csv"), hint),
-    "user_id",
-    USER_FIELDS,
-  )
+  users = _read_side(_files(data_dir, f"user_features_{variant}", hint), "user_id", USER_FIELDS)
   videos = _read_side(
-    require_file(os.path.join(data_dir, f"video_features_basic_{variant}.csv"), hint),
+    _files(data_dir, f"video_features_basic_{variant}", hint),
     "video_id",
     VIDEO_COLUMNS,
     extra={"video_duration": FLOAT},
@@ -128,15 +125,19 @@ def _variant(data_config, data_dir: str) -> str:
   return found[0]
 
 
+def _files(data_dir: str, name: str, hint: str) -> list[str]:
+  """``<name>.csv``, or its ``<name>_part<k>.csv`` pieces (the 27K release splits big files)."""
+  stem = os.path.join(data_dir, name)
+  found = sorted(glob.glob(f"{stem}.csv") + glob.glob(f"{stem}_part*.csv"))
+  if not found:
+    raise ValueError(f"{stem}.csv: file not found (nor {stem}_part*.csv). {hint}")
+  return [require_file(p, hint) for p in found]
+
+
 def _log_files(data_dir: str, variant: str, hint: str) -> list[str]:
-  paths = []
-  for period in PERIODS:
-    stem = os.path.join(data_dir, f"log_standard_{period}_{variant}")
-    found = sorted(glob.glob(f"{stem}.csv") + glob.glob(f"{stem}_part*.csv"))
-    if not found:
-      raise ValueError(f"{stem}.csv: file not found (nor {stem}_part*.csv). {hint}")
-    paths += [require_file(p, hint) for p in found]
-  return paths
+  return [
+    p for period in PERIODS for p in _files(data_dir, f"log_standard_{period}_{variant}", hint)
+  ]
 
 
 def _read_log(path: str, max_rows: int) -> pd.DataFrame:
@@ -153,9 +154,15 @@ def _read_log(path: str, max_rows: int) -> pd.DataFrame:
   return log
 
 
-def _read_side(path: str, key: str, columns: list[str], extra=None) -> pd.DataFrame:
+def _read_side(paths: list[str], key: str, columns: list[str], extra=None) -> pd.DataFrame:
   """A user/video table: the key as int64 (first row of a duplicated key wins), others strings."""
-  table = read_delimited(path, {key: INT} | {c: CATEGORY for c in columns} | (extra or {}))
+  kinds = {key: INT} | {c: CATEGORY for c in columns} | (extra or {})
+  parts = [read_delimited(path, kinds) for path in paths]
+  # Concatenating categoricals with different categories would fall back to object strings.
+  table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+  for col in columns:
+    if not isinstance(table[col].dtype, pd.CategoricalDtype):
+      table[col] = table[col].astype("category")
   table = table[table[key].notna()].drop_duplicates(key).reset_index(drop=True)
   table[key] = table[key].astype(np.int64)
   return table
