@@ -295,7 +295,8 @@ def run(config, workdir: str) -> dict | None:
     compressed = load_compressed(config, dataset, wd)
 
   swap = None
-  if config.finetune.swap_in and compressed:
+  same_backbone = config.model.name == config.pretrain.model
+  if config.finetune.swap_in and compressed and same_backbone:
     swap = timed("swap", run_swap, config, dataset, wd, pretrained, compressed)
   finetune_result = None
   if stage in ("all", "finetune"):
