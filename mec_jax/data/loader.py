@@ -126,9 +126,10 @@ class BatchLoader:
     """Gathers one batch: ``ids`` int32 ``[b, F]``, ``values`` float32 ``[b, F]``, ``label``
     float32 ``[b]`` (plus ``mask`` float32 ``[b]`` when ``pad_to_batch``)."""
     rows, mask = self.local_rows(epoch, batch)
-    # Sorted rows read memory (or a memory map) in order; the order inside a batch is irrelevant.
-    order = np.argsort(rows, kind="stable")
-    rows, mask = rows[order], mask[order]
+    if self.shuffle:
+      # Sorted rows read memory (or a memory map) in order; the order inside a batch is irrelevant.
+      order = np.argsort(rows, kind="stable")
+      rows, mask = rows[order], mask[order]
     out = {
       "ids": np.asarray(self.arrays["ids"][rows], np.int32),
       "values": np.asarray(self.arrays["values"][rows], np.float32),
