@@ -3,6 +3,7 @@
 Pure arrays in, arrays out; nothing here imports the rest of mec_jax.
 """
 
+from mec_jax.compression.autoencoder import MECQuantizer
 from mec_jax.compression.kmeans import KMeansResult, kmeans_plus_plus, weighted_kmeans
 from mec_jax.compression.losses import popularity_weights
 from mec_jax.compression.mesh import data_mesh
@@ -15,8 +16,7 @@ from mec_jax.compression.pq import (
   unpack_codes,
   usage_entropy,
 )
-from mec_jax.compression.quantize import quantize_table
-from mec_jax.compression.quantizer import MECQuantizer
+from mec_jax.compression.quantizer import quantize_table
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
 from mec_jax.compression.settings import VARIANTS, QuantizeSettings
 from mec_jax.compression.table import CompressedTable, bits_per_code, code_dtype

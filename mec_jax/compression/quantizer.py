@@ -1,236 +1,167 @@
-"""The MEC quantizer (encoder -> product quantizer -> decoder) and its jitted train step.
+"""`quantize_table`: stage B for one field, table + train counts in, `CompressedTable` out.
 
-``z = enc(x)`` is split into M sub-vectors, each replaced by its nearest codeword, giving codes
-and ``q``; the decoder maps ``q`` back to the table space. With the straight-through estimator
-the decoder sees ``z + sg(q - z)``, so reconstruction gradients reach the encoder; the
-``reference`` variant (the released code) decodes ``q`` itself, which leaves the encoder with no
-gradient at all, i.e. a frozen random projection.
+The public face of stage B (`QuantizeSettings` is re-exported here); the network and its train
+step are in `autoencoder.py`, the training loop in `training.py`.
 
-References:
-  Wang et al., "A Universal Framework for Compressing Embeddings in CTR Prediction",
-  DASFAA 2025 (arXiv 2502.15355); Bengio et al., straight-through estimator, 2013.
+1. Validate; popularity weights ``w_v = max(1, floor(log2 n_v))`` (all ones for ``no_pwr``).
+2. Normalize: subtract the per-dimension mean and divide by the global standard deviation, so
+   losses, temperatures and learning rate mean the same on every table. Normalization is an
+   affine map, so it changes neither nearest-code assignments of k-means-style quantizers nor
+   which codes a row shares with which; it is undone by refitting in step 4.
+3. Codes: ``kmeans`` runs weighted PQ (k-means per sub-space of the raw table); the other
+   variants train an `MECQuantizer` (see `training.py`) and encode every row.
+4. Codebooks: refit in the table's own space as popularity-weighted per-code means
+   (`refit.refit_codebooks`), so ``reconstruct()`` approximates the table and the artifact can be
+   swapped into the stage-A model; with ``bias`` the first-order terms are fit the same way.
+5. Statistics: weighted/unweighted reconstruction error in table units, usage entropy / ln K per
+   sub-space, how often rare rows get a code tuple of their own, training history.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import NamedTuple
+import time
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+import numpy as np
+from jax.sharding import Mesh
 
-from mec_jax.compression import losses, pq
-from mec_jax.compression.mesh import DATA_AXIS
+from mec_jax.compression import pq
+from mec_jax.compression.losses import popularity_weights
+from mec_jax.compression.mesh import check_mesh
+from mec_jax.compression.refit import fit_first_order, refit_codebooks
+from mec_jax.compression.settings import VARIANTS as VARIANTS
+from mec_jax.compression.settings import QuantizeSettings, check_table
+from mec_jax.compression.table import CompressedTable
+from mec_jax.compression.training import train_quantizer
 
-
-class QuantizerOutput(NamedTuple):
-  z: jax.Array  # [B, D] encoder output
-  codes: jax.Array  # [B, M] int32
-  q: jax.Array  # [B, D] concatenated codewords
-  x_hat: jax.Array  # [B, d] decoder output
-
-
-def _torch_linear_init(fan_in: int):
-  """PyTorch's ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for `reference`."""
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+# Rows seen at most this often in train (PWR weight 1) count as "rare" in the statistics.
+RARE_MAX_COUNT = 3
 
 
-class MECQuantizer(nnx.Module):
-  """Encoder ``d -> M*s``, codebooks ``[M, K, s]``, decoder ``M*s -> d``.
+def row_weights(counts: np.ndarray, settings: QuantizeSettings) -> np.ndarray:
+  """float32 ``[V]`` per-row weights the variant trains and refits with."""
+  if settings.variant == "no_pwr":
+    return np.ones(counts.shape[0], np.float32)
+  return popularity_weights(counts)
+
+
+def reconstruction_errors(table, reconstruction, weights) -> dict:
+  """Mean squared row error ``||x_hat - x||^2``: popularity-weighted, unweighted, and relative
+  to the (weighted) total variance of the table."""
+  err = ((np.asarray(reconstruction, np.float64) - table) ** 2).sum(1)
+  w = np.asarray(weights, np.float64)
+  centered = ((table - np.average(table, axis=0, weights=w)) ** 2).sum(1)
+  weighted = float(np.average(err, weights=w))
+  return {
+    "recon_error_weighted": weighted,
+    "recon_error_unweighted": float(err.mean()),
+    "recon_error_weighted_relative": weighted / max(float(np.average(centered, weights=w)), 1e-30),
+  }
+
+
+def code_sharing(
+  codes: np.ndarray, counts: np.ndarray, rare_max_count: int = RARE_MAX_COUNT
+) -> dict:
+  """How distinct the code tuples of rare rows (train count <= ``rare_max_count``) are.
+
+  Returns ``rare_rows``, ``rare_distinct_fraction`` (share of rare rows whose code tuple no other
+  row has), ``rare_mean_rows_per_code`` (mean size of the group of rows sharing a rare row's
+  tuple, itself included) and ``distinct_code_fraction`` (distinct tuples / rows, all rows).
+  """
+  codes = np.ascontiguousarray(codes)
+  tuples = codes.view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1]))).ravel()
+  _, inverse, group_size = np.unique(tuples, return_inverse=True, return_counts=True)
+  sizes = group_size[inverse.ravel()]
+  rare = counts <= rare_max_count
+  out = {
+    "rare_max_count": rare_max_count,
+    "rare_rows": int(rare.sum()),
+    "distinct_code_fraction": float(group_size.size / max(codes.shape[0], 1)),
+  }
+  if rare.any():
+    out["rare_distinct_fraction"] = float((sizes[rare] == 1).mean())
+    out["rare_mean_rows_per_code"] = float(sizes[rare].mean())
+  return out
+
+
+def quantize_table(
+  key: jax.Array | None,
+  table,
+  counts,
+  settings: QuantizeSettings,
+  *,
+  bias=None,
+  progress: Callable[[int, dict], None] | None = None,
+  mesh: Mesh | None = None,
+  name: str = "",
+) -> CompressedTable:
+  """Compresses one ``[V, d]`` embedding table into codes + codebooks (DESIGN §2).
 
   Args:
-    dim: d, the table's embedding size.
-    latent_dim: ``M * s``.
-    num_subspaces: M.
-    codebook_size: K.
-    straight_through: decode ``z + sg(q - z)`` (MEC) or ``q`` (released code).
-    init: ``"orthogonal"``: the encoder starts as the identity when ``latent_dim == dim`` (else
-      a random matrix with orthonormal rows/columns) and the decoder as its transpose, so
-      training starts at ``x_hat = q`` ~ the k-means reconstruction and the codes can only
-      improve on that; ``"torch"``: PyTorch ``nn.Linear`` defaults and codebooks
-      U(-1/K, 1/K), as in the released code.
-    rngs: NNX random streams.
+    key: PRNG key, or None for ``jax.random.key(settings.seed)``.
+    table: ``[V, d]`` float array (numpy or JAX), the stage-A embedding table.
+    counts: ``[V]`` non-negative train-split counts ``n_v`` of each value (the caller decides
+      which split; `reference` takes them as given too).
+    settings: `QuantizeSettings`.
+    bias: optional ``[V]`` first-order (LR) weights of the same values; compressed to
+      ``first_order [M, K]`` with `fit_first_order`.
+    progress: optional ``callback(epoch, metrics)`` called after every training epoch, with the
+      0-based epoch index and float metrics (mean losses, ``holdout_error``); training may stop
+      before ``settings.epochs`` (early stopping) and ``kmeans`` never calls it.
+    mesh: 1-D ``('data',)`` mesh for k-means and the train step (default: all devices).
+    name: field name, used in messages and stored in the artifact.
+
+  Returns:
+    A `CompressedTable` whose codebooks live in the table's embedding space.
+
+  Raises:
+    ValueError: non-finite rows (the first one is named), a latent dim not divisible by
+      ``num_subspaces``, ``codebook_size`` < 2 or above the number of distinct rows, counts of the
+      wrong shape or negative, bias of the wrong shape, an unknown variant.
   """
-
-  def __init__(
-    self,
-    dim: int,
-    latent_dim: int,
-    num_subspaces: int,
-    codebook_size: int,
-    *,
-    straight_through: bool = True,
-    init: str = "orthogonal",
-    rngs: nnx.Rngs,
-  ):
-    if latent_dim % num_subspaces:
-      raise ValueError(f"latent_dim {latent_dim} is not divisible by num_subspaces {num_subspaces}")
-    if init not in ("orthogonal", "torch"):
-      raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
-    self.num_subspaces = num_subspaces
-    self.codebook_size = codebook_size
-    self.straight_through = straight_through
-    sub_dim = latent_dim // num_subspaces
-    if init == "orthogonal":
-      if latent_dim == dim:
-        kernel = jnp.eye(dim, dtype=jnp.float32)
-      else:
-        kernel = nnx.initializers.orthogonal()(rngs.params(), (dim, latent_dim), jnp.float32)
-      self.encoder = nnx.Linear(dim, latent_dim, rngs=rngs)
-      self.decoder = nnx.Linear(latent_dim, dim, rngs=rngs)
-      self.encoder.kernel.value = kernel
-      self.decoder.kernel.value = kernel.T
-      codebooks = jnp.zeros((num_subspaces, codebook_size, sub_dim), jnp.float32)
-    else:
-      self.encoder = nnx.Linear(
-        dim,
-        latent_dim,
-        kernel_init=_torch_linear_init(dim),
-        bias_init=_torch_linear_init(dim),
-        rngs=rngs,
-      )
-      self.decoder = nnx.Linear(
-        latent_dim,
-        dim,
-        kernel_init=_torch_linear_init(latent_dim),
-        bias_init=_torch_linear_init(latent_dim),
-        rngs=rngs,
-      )
-      bound = 1.0 / codebook_size
-      codebooks = jax.random.uniform(
-        rngs.params(), (num_subspaces, codebook_size, sub_dim), jnp.float32, -bound, bound
-      )
-    self.codebooks = nnx.Param(codebooks)
-
-  def encode(self, x: jax.Array) -> jax.Array:
-    """``[B, d] -> [B, M*s]``."""
-    return self.encoder(x)
-
-  def quantize(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``z [B, M*s] -> (codes [B, M] int32, q [B, M*s])``."""
-    codebooks = self.codebooks[...]
-    codes = pq.nearest_codes(
-      pq.split_subspaces(jax.lax.stop_gradient(z), self.num_subspaces), codebooks
+  if not isinstance(settings, QuantizeSettings):
+    raise ValueError(f"settings must be a QuantizeSettings, got {type(settings).__name__}")
+  table, counts = check_table(table, counts, settings, name)
+  if bias is not None and np.shape(bias) != (table.shape[0],):
+    raise ValueError(
+      f"table {name!r}: bias must have shape ({table.shape[0]},), got {np.shape(bias)}"
     )
-    return codes, pq.decode(codes, codebooks)
+  mesh = check_mesh(mesh)
+  key = jax.random.key(settings.seed) if key is None else key
+  start = time.perf_counter()
+  weights = row_weights(counts, settings)
+  num_subspaces, codebook_size = settings.num_subspaces, settings.codebook_size
 
-  def __call__(self, x: jax.Array) -> QuantizerOutput:
-    z = self.encode(x)
-    codes, q = self.quantize(z)
-    decoder_input = z + jax.lax.stop_gradient(q - z) if self.straight_through else q
-    return QuantizerOutput(z, codes, q, self.decoder(decoder_input))
-
-
-@dataclasses.dataclass(frozen=True)
-class LossWeights:
-  """Static (hashable) loss configuration of one training run."""
-
-  rec: float = 1.0
-  vq: float = 1.0
-  bal: float = 0.1
-  con: float = 0.1
-  commitment: float = 0.25
-  balance_temperature: float = 1.0
-  contrastive_temperature: float = 0.1
-  num_negatives: int = 8
-  reference: bool = False  # the released code's loss: see `reference_loss`
-
-
-def mec_loss(model: MECQuantizer, x, weights, key, cfg: LossWeights):
-  """Weighted ``rec + vq + bal + con`` (DESIGN §2.4). Returns ``(total, metrics)``."""
-  out = model(x)
-  codebooks = model.codebooks[...]
-  metrics = {
-    "rec": losses.reconstruction_loss(out.x_hat, x, weights),
-    "vq": losses.vq_loss(out.z, out.q, weights, cfg.commitment),
-  }
-  if cfg.bal > 0:
-    z_sub = pq.split_subspaces(out.z, model.num_subspaces)
-    metrics["bal"] = losses.balance_penalty(z_sub, codebooks, weights, cfg.balance_temperature)
-  if cfg.con > 0:
-    neg_codes = losses.one_position_negatives(
-      key, out.codes, model.codebook_size, cfg.num_negatives
+  mean = table.mean(axis=0)
+  scale = float(table.std()) or 1.0
+  normalized = (table - mean) / scale
+  if settings.variant == "kmeans":
+    _, codes = pq.train_pq(
+      key, normalized, weights, num_subspaces, codebook_size, settings.kmeans_iters, mesh=mesh
     )
-    negatives = pq.decode(neg_codes, codebooks)  # [B, J, D]
-    metrics["con"] = losses.contrastive_loss(
-      out.z, out.q, negatives, weights, cfg.contrastive_temperature
-    )
-  lam = {"rec": cfg.rec, "vq": cfg.vq, "bal": cfg.bal, "con": cfg.con}
-  total = sum(lam[name] * value for name, value in metrics.items())
-  return total, {"loss": total, **metrics}
+    codes = np.asarray(codes)
+    info = {"epochs_run": 0}
+  else:
+    codes, info = train_quantizer(key, normalized, weights, settings, mesh=mesh, progress=progress)
+    info["holdout_error"] = info.pop("holdout_error_normalized") * scale**2
 
-
-def reference_loss(model: MECQuantizer, x, weights, key, cfg: LossWeights):
-  """The released ``vqvae_with_freq_and_contras.py`` loss.
-
-  ``F.mse_loss`` (mean over elements) of ``dec(q)``; the ``(PPL - ln K)^2`` penalty on hard
-  counts (no gradient); a two-way softmax against one batch-shared negative with every position
-  replaced, anchored on the input row ``x`` (on ``sg(z)`` when the latent size differs, which the
-  released code never did); no VQ / commitment term. ``weights`` stand for the row repetition.
-  """
-  out = model(x)
-  codebooks = model.codebooks[...]
-  rec = losses.weighted_mean(jnp.mean((out.x_hat - x) ** 2, -1), weights)
-  reg = losses.perplexity_penalty(out.codes, model.codebook_size, weights)
-  negative = pq.decode(losses.shared_negative_codes(key, out.codes, model.codebook_size), codebooks)
-  anchor = x if x.shape[-1] == out.q.shape[-1] else jax.lax.stop_gradient(out.z)
-  con = losses.reference_contrastive_loss(anchor, out.q, negative, weights)
-  total = cfg.rec * rec + cfg.bal * reg + cfg.con * con
-  return total, {"loss": total, "rec": rec, "bal": reg, "con": con}
-
-
-def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
-  return optax.adam(learning_rate)
-
-
-def make_train_epoch(graphdef, tx: optax.GradientTransformation, cfg: LossWeights, mesh: Mesh):
-  """Jitted ``(params, opt_state, table, idx [S, B], w [S, B], key) -> (params, opt_state, metrics)``.
-
-  One call runs S steps with ``lax.scan``; each step gathers its rows from the device-resident
-  (replicated) table. Batches are sharded over ``'data'`` and parameters replicated, so XLA
-  all-reduces the gradients (data parallelism through ``jit`` shardings). Metrics are the means
-  over the S steps.
-  """
-  loss_fn = reference_loss if cfg.reference else mec_loss
-  replicated = NamedSharding(mesh, P())
-  batches = NamedSharding(mesh, P(None, DATA_AXIS))
-
-  def epoch(params, opt_state, table, idx, w, key):
-    def step(carry, inputs):
-      params, opt_state = carry
-      step_idx, step_w, step_key = inputs
-
-      def objective(params):
-        return loss_fn(nnx.merge(graphdef, params), table[step_idx], step_w, step_key, cfg)
-
-      grads, metrics = jax.grad(objective, has_aux=True)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), metrics
-
-    keys = jax.random.split(key, idx.shape[0])
-    (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), (idx, w, keys))
-    return params, opt_state, jax.tree.map(jnp.mean, metrics)
-
-  return jax.jit(
-    epoch,
-    in_shardings=(replicated, replicated, replicated, batches, batches, replicated),
-    out_shardings=(replicated, replicated, replicated),
+  codebooks = refit_codebooks(table, codes, weights, codebook_size)
+  first_order = None if bias is None else fit_first_order(codes, bias, weights, codebook_size)
+  compressed = CompressedTable(
+    codes=pq.as_stored_codes(codes, codebook_size),
+    codebooks=codebooks,
+    first_order=first_order,
+    name=name,
+    variant=settings.variant,
+    usage_entropy=pq.usage_entropy(codes, codebook_size).astype(np.float32),
   )
-
-
-def encoder_gradient(model: MECQuantizer, x, weights, key, cfg: LossWeights) -> jax.Array:
-  """Frobenius norm of d(loss)/d(encoder kernel) on one batch (for checks and tests)."""
-  graphdef, params = nnx.split(model, nnx.Param)
-  loss_fn = reference_loss if cfg.reference else mec_loss
-
-  def objective(params):
-    return loss_fn(nnx.merge(graphdef, params), x, weights, key, cfg)[0]
-
-  grads = jax.grad(objective)(params)
-  return jnp.linalg.norm(grads["encoder"]["kernel"][...])
+  stats = reconstruction_errors(table, compressed.reconstruct(), weights)
+  stats.update(code_sharing(codes, counts))
+  stats.update(info)
+  stats["usage_entropy_weighted"] = pq.usage_entropy(codes, codebook_size, weights).tolist()
+  stats["normalization"] = {"scale": scale}
+  stats["seconds"] = time.perf_counter() - start
+  stats["settings"] = settings.to_dict()
+  compressed.stats = stats
+  return compressed

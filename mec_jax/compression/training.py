@@ -22,13 +22,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mec_jax.compression import pq
-from mec_jax.compression.mesh import auto_mesh, round_up
-from mec_jax.compression.quantizer import (
+from mec_jax.compression.autoencoder import (
   LossWeights,
   MECQuantizer,
   make_optimizer,
   make_train_epoch,
 )
+from mec_jax.compression.mesh import auto_mesh, round_up
 from mec_jax.compression.settings import QuantizeSettings
 
 # The released code repeats each row w_v times; past this many repeated rows per epoch we draw
@@ -86,19 +86,16 @@ def epoch_batches(
   return idx.reshape(-1, batch_size), w.reshape(-1, batch_size)
 
 
-def _holdout_error_fn(graphdef):
-  @jax.jit
-  def error(params, x, w):
-    model = nnx.merge(graphdef, params)
+@functools.partial(jax.jit, static_argnums=0)
+def _holdout_error(graphdef, params, x, w):
+  """Weighted ``||dec(q(enc(x))) - x||^2`` over chunked rows ``x [C, chunk, d]``, ``w [C, chunk]``."""
+  model = nnx.merge(graphdef, params)
 
-    def chunk_error(xw):
-      xb, wb = xw
-      return jnp.sum(wb * jnp.sum((model(xb).x_hat - xb) ** 2, -1))
+  def chunk_error(xw):
+    xb, wb = xw
+    return jnp.sum(wb * jnp.sum((model(xb).x_hat - xb) ** 2, -1))
 
-    total = jax.lax.map(chunk_error, (x, w)).sum()
-    return total / jnp.maximum(w.sum(), 1e-30)
-
-  return error
+  return jax.lax.map(chunk_error, (x, w)).sum() / jnp.maximum(w.sum(), 1e-30)
 
 
 def _chunked(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +147,7 @@ def init_quantizer(
       settings.kmeans_iters,
       mesh=mesh,
     )
-    model.codebooks.value = jnp.asarray(np.asarray(codebooks))
+    model.codebooks[...] = jnp.asarray(np.asarray(codebooks))
   return model
 
 
@@ -191,7 +188,7 @@ def train_quantizer(
   opt_state = jax.device_put(tx.init(params), replicated)
   table = jax.device_put(jnp.asarray(x), replicated)
   run_epoch = make_train_epoch(graphdef, tx, loss_weights(settings), gspmd)
-  holdout_error = _holdout_error_fn(graphdef)
+  holdout_error = functools.partial(_holdout_error, graphdef)
   watch_x, watch_w = _chunked(x[watch_rows], weights[watch_rows])
 
   mode = "weighted"
@@ -219,7 +216,7 @@ def train_quantizer(
     metrics["holdout_error"] = error
     history.append({"epoch": epoch, **metrics})
     if progress is not None:
-      progress(epoch, metrics)
+      progress(epoch - 1, metrics)  # 0-based index of the epoch just finished
     if error < best_error:
       best_error, best_params, best_epoch, stale = error, params, epoch, 0
     else:

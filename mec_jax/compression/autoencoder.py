@@ -1,0 +1,241 @@
+"""The MEC quantizer network (encoder -> product quantizer -> decoder), its loss and train step.
+
+``z = enc(x)`` is split into M sub-vectors, each replaced by its nearest codeword, giving codes
+and ``q``; the decoder maps ``q`` back to the table space. With the straight-through estimator
+the decoder sees ``z + sg(q - z)``, so reconstruction gradients reach the encoder; the
+``reference`` variant (the released code) decodes ``q`` itself, which leaves the encoder with no
+gradient at all, i.e. a frozen random projection.
+
+References:
+  Wang et al., "A Universal Framework for Compressing Embeddings in CTR Prediction",
+  DASFAA 2025 (arXiv 2502.15355); Bengio et al., straight-through estimator, 2013.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mec_jax.compression import losses, pq
+from mec_jax.compression.mesh import DATA_AXIS
+
+
+class QuantizerOutput(NamedTuple):
+  z: jax.Array  # [B, D] encoder output
+  codes: jax.Array  # [B, M] int32
+  q: jax.Array  # [B, D] concatenated codewords
+  x_hat: jax.Array  # [B, d] decoder output
+
+
+def _torch_linear_init(fan_in: int):
+  """PyTorch's ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for `reference`."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class MECQuantizer(nnx.Module):
+  """Encoder ``d -> M*s``, codebooks ``[M, K, s]``, decoder ``M*s -> d``.
+
+  Args:
+    dim: d, the table's embedding size.
+    latent_dim: ``M * s``.
+    num_subspaces: M.
+    codebook_size: K.
+    straight_through: decode ``z + sg(q - z)`` (MEC) or ``q`` (released code).
+    init: ``"orthogonal"``: the encoder starts as the identity when ``latent_dim == dim`` (else
+      a random matrix with orthonormal rows/columns) and the decoder as its transpose, so
+      training starts at ``x_hat = q`` ~ the k-means reconstruction and the codes can only
+      improve on that; ``"torch"``: PyTorch ``nn.Linear`` defaults and codebooks
+      U(-1/K, 1/K), as in the released code.
+    rngs: NNX random streams.
+  """
+
+  def __init__(
+    self,
+    dim: int,
+    latent_dim: int,
+    num_subspaces: int,
+    codebook_size: int,
+    *,
+    straight_through: bool = True,
+    init: str = "orthogonal",
+    rngs: nnx.Rngs,
+  ):
+    if latent_dim % num_subspaces:
+      raise ValueError(f"latent_dim {latent_dim} is not divisible by num_subspaces {num_subspaces}")
+    if init not in ("orthogonal", "torch"):
+      raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
+    self.num_subspaces = num_subspaces
+    self.codebook_size = codebook_size
+    self.straight_through = straight_through
+    sub_dim = latent_dim // num_subspaces
+    if init == "orthogonal":
+      if latent_dim == dim:
+        kernel = jnp.eye(dim, dtype=jnp.float32)
+      else:
+        kernel = nnx.initializers.orthogonal()(rngs.params(), (dim, latent_dim), jnp.float32)
+      self.encoder = nnx.Linear(dim, latent_dim, rngs=rngs)
+      self.decoder = nnx.Linear(latent_dim, dim, rngs=rngs)
+      self.encoder.kernel[...] = kernel
+      self.decoder.kernel[...] = kernel.T
+      codebooks = jnp.zeros((num_subspaces, codebook_size, sub_dim), jnp.float32)
+    else:
+      self.encoder = nnx.Linear(
+        dim,
+        latent_dim,
+        kernel_init=_torch_linear_init(dim),
+        bias_init=_torch_linear_init(dim),
+        rngs=rngs,
+      )
+      self.decoder = nnx.Linear(
+        latent_dim,
+        dim,
+        kernel_init=_torch_linear_init(latent_dim),
+        bias_init=_torch_linear_init(latent_dim),
+        rngs=rngs,
+      )
+      bound = 1.0 / codebook_size
+      codebooks = jax.random.uniform(
+        rngs.params(), (num_subspaces, codebook_size, sub_dim), jnp.float32, -bound, bound
+      )
+    self.codebooks = nnx.Param(codebooks)
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """``[B, d] -> [B, M*s]``."""
+    return self.encoder(x)
+
+  def quantize(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``z [B, M*s] -> (codes [B, M] int32, q [B, M*s])``."""
+    codebooks = self.codebooks[...]
+    codes = pq.nearest_codes(
+      pq.split_subspaces(jax.lax.stop_gradient(z), self.num_subspaces), codebooks
+    )
+    return codes, pq.decode(codes, codebooks)
+
+  def __call__(self, x: jax.Array) -> QuantizerOutput:
+    z = self.encode(x)
+    codes, q = self.quantize(z)
+    decoder_input = z + jax.lax.stop_gradient(q - z) if self.straight_through else q
+    return QuantizerOutput(z, codes, q, self.decoder(decoder_input))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """Static (hashable) loss configuration of one training run."""
+
+  rec: float = 1.0
+  vq: float = 1.0
+  bal: float = 0.1
+  con: float = 0.1
+  commitment: float = 0.25
+  balance_temperature: float = 1.0
+  contrastive_temperature: float = 0.1
+  num_negatives: int = 8
+  reference: bool = False  # the released code's loss: see `reference_loss`
+
+
+def mec_loss(model: MECQuantizer, x, weights, key, cfg: LossWeights):
+  """Weighted ``rec + vq + bal + con`` (DESIGN §2.4). Returns ``(total, metrics)``."""
+  out = model(x)
+  codebooks = model.codebooks[...]
+  metrics = {
+    "rec": losses.reconstruction_loss(out.x_hat, x, weights),
+    "vq": losses.vq_loss(out.z, out.q, weights, cfg.commitment),
+  }
+  if cfg.bal > 0:
+    z_sub = pq.split_subspaces(out.z, model.num_subspaces)
+    metrics["bal"] = losses.balance_penalty(z_sub, codebooks, weights, cfg.balance_temperature)
+  if cfg.con > 0:
+    neg_codes = losses.one_position_negatives(
+      key, out.codes, model.codebook_size, cfg.num_negatives
+    )
+    negatives = pq.decode(neg_codes, codebooks)  # [B, J, D]
+    metrics["con"] = losses.contrastive_loss(
+      out.z, out.q, negatives, weights, cfg.contrastive_temperature
+    )
+  lam = {"rec": cfg.rec, "vq": cfg.vq, "bal": cfg.bal, "con": cfg.con}
+  total = sum(lam[name] * value for name, value in metrics.items())
+  return total, {"loss": total, **metrics}
+
+
+def reference_loss(model: MECQuantizer, x, weights, key, cfg: LossWeights):
+  """The released ``vqvae_with_freq_and_contras.py`` loss.
+
+  ``F.mse_loss`` (mean over elements) of ``dec(q)``; the ``(PPL - ln K)^2`` penalty on hard
+  counts (no gradient); a two-way softmax against one batch-shared negative with every position
+  replaced, anchored on the input row ``x`` (on ``sg(z)`` when the latent size differs, which the
+  released code never did); no VQ / commitment term. ``weights`` stand for the row repetition.
+  """
+  out = model(x)
+  codebooks = model.codebooks[...]
+  rec = losses.weighted_mean(jnp.mean((out.x_hat - x) ** 2, -1), weights)
+  reg = losses.perplexity_penalty(out.codes, model.codebook_size, weights)
+  negative = pq.decode(losses.shared_negative_codes(key, out.codes, model.codebook_size), codebooks)
+  anchor = x if x.shape[-1] == out.q.shape[-1] else jax.lax.stop_gradient(out.z)
+  con = losses.reference_contrastive_loss(anchor, out.q, negative, weights)
+  total = cfg.rec * rec + cfg.bal * reg + cfg.con * con
+  return total, {"loss": total, "rec": rec, "bal": reg, "con": con}
+
+
+@functools.lru_cache(maxsize=32)
+def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
+  """Adam; cached so equal learning rates give the same (hashable) transformation object."""
+  return optax.adam(learning_rate)
+
+
+@functools.lru_cache(maxsize=32)
+def make_train_epoch(graphdef, tx: optax.GradientTransformation, cfg: LossWeights, mesh: Mesh):
+  """Jitted ``(params, opt_state, table, idx [S, B], w [S, B], key) -> (params, opt_state, metrics)``.
+
+  One call runs S steps with ``lax.scan``; each step gathers its rows from the device-resident
+  (replicated) table. Batches are sharded over ``'data'`` and parameters replicated, so XLA
+  all-reduces the gradients (data parallelism through ``jit`` shardings). Metrics are the means
+  over the S steps. Cached on its (hashable) arguments, so quantizing several tables of the same
+  shape compiles once.
+  """
+  loss_fn = reference_loss if cfg.reference else mec_loss
+  replicated = NamedSharding(mesh, P())
+  batches = NamedSharding(mesh, P(None, DATA_AXIS))
+
+  def epoch(params, opt_state, table, idx, w, key):
+    def step(carry, inputs):
+      params, opt_state = carry
+      step_idx, step_w, step_key = inputs
+
+      def objective(params):
+        return loss_fn(nnx.merge(graphdef, params), table[step_idx], step_w, step_key, cfg)
+
+      grads, metrics = jax.grad(objective, has_aux=True)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), metrics
+
+    keys = jax.random.split(key, idx.shape[0])
+    (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), (idx, w, keys))
+    return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(
+    epoch,
+    in_shardings=(replicated, replicated, replicated, batches, batches, replicated),
+    out_shardings=(replicated, replicated, replicated),
+  )
+
+
+def encoder_gradient(model: MECQuantizer, x, weights, key, cfg: LossWeights) -> jax.Array:
+  """Frobenius norm of d(loss)/d(encoder kernel) on one batch (for checks and tests)."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  loss_fn = reference_loss if cfg.reference else mec_loss
+
+  def objective(params):
+    return loss_fn(nnx.merge(graphdef, params), x, weights, key, cfg)[0]
+
+  grads = jax.grad(objective)(params)
+  return jnp.linalg.norm(grads["encoder"]["kernel"][...])
