@@ -7,6 +7,7 @@ Runs pretrain -> quantize -> finetune -> report (or one ``--config.stage``) and 
 
 from __future__ import annotations
 
+import logging as py_logging
 import os
 import sys
 
@@ -30,6 +31,12 @@ def _make_configs_importable(argv: list[str]) -> None:
 
 _make_configs_importable(sys.argv)
 
+
+def _quiet_libraries(record) -> bool:
+  # Orbax logs every checkpoint read/write at INFO; keep its warnings, drop the chatter.
+  return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (configs/<name>.py).", lock_config=True
 )
@@ -43,6 +50,7 @@ def main(argv: list[str]) -> None:
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
 
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   try:
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as err:  # Bad input: one clear line, no traceback.
