@@ -35,7 +35,9 @@ class DenseBlock(nnx.Module):
     batch_norm: bool = False,
     activation: Callable[[jax.Array], jax.Array] = nnx.relu,
   ):
-    self.linear = dense(in_features, out_features, rngs=rngs)
+    # Batch norm removes any bias; a bias before it would only get round-off gradients, which
+    # Adam would blow up into lr-sized random steps.
+    self.linear = dense(in_features, out_features, use_bias=not batch_norm, rngs=rngs)
     # momentum 0.9 == PyTorch's 0.1: running stats settle within an epoch of a small dataset.
     self.norm = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None

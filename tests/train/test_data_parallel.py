@@ -1,0 +1,23 @@
+"""Data-parallel steps on 8 host CPU devices equal single-device ones (separate process)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_sharded_step_equals_single_device_step():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  ).strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  script = Path(__file__).with_name("data_parallel_check.py")
+  proc = subprocess.run(
+    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith("OK")
