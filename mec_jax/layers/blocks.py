@@ -124,8 +124,8 @@ class CrossNetMix(nnx.Module):
   """DCN-Mix: low-rank mixture-of-experts cross network.
 
   Layer l, expert e: ``E_e(x) = x_0 ⊙ (U_{l,e} tanh(C_{l,e} tanh(V_{l,e}ᵀ x_l)) + b_l)``;
-  ``x_{l+1} = Σ_e softmax_e(g_eᵀ x_l) E_e(x_l) + x_l``. The gates ``g_e`` are shared by all layers
-  (as in the DCNv2 reference code and FuxiCTR's CrossNetMix).
+  ``x_{l+1} = Σ_e softmax_e(g_eᵀ x_l) E_e(x_l) + x_l``. The gates ``g_e`` are shared by all
+  layers (as in the DCNv2 reference code and FuxiCTR's CrossNetMix).
 
   Attributes:
     u, v: ``nnx.Param`` ``[num_layers, num_experts, in_features, low_rank]``.

@@ -111,7 +111,7 @@ class FieldEmbedding(nnx.Module):
 
 
 def check_field_embedder(embedding, owner: str) -> None:
-  """Raises ValueError unless ``embedding`` implements `FieldEmbedder` (for backbone constructors)."""
+  """Raises ValueError unless ``embedding`` implements `FieldEmbedder` (backbone constructors)."""
   if not isinstance(embedding, FieldEmbedder):
     raise ValueError(
       f"{owner}: embedding must implement FieldEmbedder (num_fields, embed_dim, "

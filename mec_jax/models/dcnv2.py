@@ -1,4 +1,4 @@
-"""DCNv2: cross network (full rank, or DCN-Mix low-rank experts) with an MLP, parallel or stacked."""
+"""DCNv2: cross network (full rank, or DCN-Mix low-rank experts) and an MLP, parallel/stacked."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ class TrainConfig:
 
   @classmethod
   def from_config(cls, config, **overrides) -> TrainConfig:
-    """From the root config (reads ``train`` and ``model.embedding_regularizer``) or ``config.train``.
+    """From the root config (``train`` + ``model.embedding_regularizer``) or ``config.train``.
 
     Keys of ``config.train`` that are not fields here are ignored; ``overrides`` win.
     """
@@ -211,18 +211,18 @@ def _train(
   model, splits, cfg, run_dir, name, graphdef, rng_state, tx, state, checkpointer, mesh, on_step
 ) -> FitResult:
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-  loop = _fresh_loop_state(steps.lr_scale(state.opt_state))
+  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state))
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, loop = checkpointer.restore(latest, state)
+    state, loop_state = checkpointer.restore(latest, state)
     logging.info(
       "%s: resuming from step %d (epoch %d, batch %d)",
       name,
       latest,
-      loop["epoch"],
-      loop["next_batch"],
+      loop_state["epoch"],
+      loop_state["next_batch"],
     )
-    log.write("resume", step=latest, epoch=loop["epoch"], next_batch=loop["next_batch"])
+    log.write("resume", step=latest, epoch=loop_state["epoch"], next_batch=loop_state["next_batch"])
 
   loader = BatchLoader(
     splits["train"], cfg.batch_size, shuffle=True, seed=cfg.seed, drop_remainder=True
@@ -254,29 +254,30 @@ def _train(
       raise NonFiniteLossError(
         f"{name}: training loss is {values[bad[0]]} at step {at} (epoch "
         f"{(at - 1) // loader.num_batches + 1}); the run diverged. Lower train.learning_rate "
-        f"(now {cfg.learning_rate:g} x lr scale {loop['lr_scale']:g}) or train.grad_clip_norm."
+        f"(now {cfg.learning_rate:g} x lr scale {loop_state['lr_scale']:g}) or "
+        "train.grad_clip_norm."
       )
     pending.clear()
-    loop["epoch_loss_sum"] += float(values.sum())
-    loop["epoch_loss_count"] += len(values)
+    loop_state["epoch_loss_sum"] += float(values.sum())
+    loop_state["epoch_loss_count"] += len(values)
     return float(values.mean())
 
-  while loop["epoch"] < cfg.epochs and not loop["stopped"]:
-    epoch = loop["epoch"]
-    iterator = loader.iterator({"epoch": epoch, "next_batch": loop["next_batch"]})
+  while loop_state["epoch"] < cfg.epochs and not loop_state["stopped"]:
+    epoch = loop_state["epoch"]
+    iterator = loader.iterator({"epoch": epoch, "next_batch": loop_state["next_batch"]})
     bar = tqdm(
       total=loader.num_batches,
-      initial=loop["next_batch"],
+      initial=loop_state["next_batch"],
       desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
       disable=not cfg.progress,
       leave=False,
     )
     epoch_start = tick = time.time()
-    tick_step = loop["step"]
+    tick_step = loop_state["step"]
     for batch in iterator:
       state, loss = train_step(state, steps.shard_batch(batch, mesh))
-      loop["step"] += 1
-      step = loop["step"]
+      loop_state["step"] += 1
+      step = loop_state["step"]
       pending.append(loss)
       bar.update(1)
       if step % cfg.log_every_steps == 0:
@@ -291,44 +292,45 @@ def _train(
           step=step,
           loss=mean_loss,
           samples_per_s=rate,
-          lr=cfg.learning_rate * loop["lr_scale"],
+          lr=cfg.learning_rate * loop_state["lr_scale"],
         )
       if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and len(iterator):
         drain(step)
-        loop["next_batch"] = iterator.get_state()["next_batch"]
-        checkpointer.save(step, state, loop)
+        loop_state["next_batch"] = iterator.get_state()["next_batch"]
+        checkpointer.save(step, state, loop_state)
       if on_step is not None:
         on_step(step)
     bar.close()
-    drain(loop["step"])
+    drain(loop_state["step"])
 
     valid = evaluate_split(
       eval_step, state.params, state.other, splits["valid"], cfg.eval_batch_size, mesh, "valid"
     )
     score = metrics_lib.monitor_score(valid, cfg.monitor)
-    improved = loop["best_score"] is None or score > loop["best_score"]
+    lr = cfg.learning_rate * loop_state["lr_scale"]  # the rate this epoch trained with
+    improved = loop_state["best_score"] is None or score > loop_state["best_score"]
     if improved:
-      loop.update(
-        best_score=score, best_step=loop["step"], best_epoch=epoch + 1, patience_counter=0
+      loop_state.update(
+        best_score=score, best_step=loop_state["step"], best_epoch=epoch + 1, patience_counter=0
       )
     else:
-      loop["patience_counter"] += 1
-      loop["lr_scale"] *= cfg.lr_decay
-      state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, loop["lr_scale"]))
-      loop["stopped"] = loop["patience_counter"] >= cfg.patience
-    count = max(loop["epoch_loss_count"], 1)
+      loop_state["patience_counter"] += 1
+      loop_state["lr_scale"] *= cfg.lr_decay
+      state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, loop_state["lr_scale"]))
+      loop_state["stopped"] = loop_state["patience_counter"] >= cfg.patience
+    count = max(loop_state["epoch_loss_count"], 1)
     record = {
       "epoch": epoch + 1,
-      "step": loop["step"],
-      "train_loss": loop["epoch_loss_sum"] / count,
+      "step": loop_state["step"],
+      "train_loss": loop_state["epoch_loss_sum"] / count,
       "valid_auc": valid["auc"],
       "valid_logloss": valid["logloss"],
       "score": score,
       "improved": improved,
-      "lr": cfg.learning_rate * loop["lr_scale"],
+      "lr": lr,
       "seconds": time.time() - epoch_start,
     }
-    loop["history"].append(record)
+    loop_state["history"].append(record)
     log.write("valid", **record)
     logging.info(
       "%s epoch %d: valid AUC %.5f logloss %.5f%s",
@@ -338,12 +340,12 @@ def _train(
       valid["logloss"],
       "" if improved else " (no improvement)",
     )
-    loop.update(epoch=epoch + 1, next_batch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
-    checkpointer.save(loop["step"], state, loop, score=score if improved else None)
+    loop_state.update(epoch=epoch + 1, next_batch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
+    checkpointer.save(loop_state["step"], state, loop_state, score=score if improved else None)
 
-  best_state, best_loop = checkpointer.restore(loop["best_step"], state)
+  best_state, _ = checkpointer.restore(loop_state["best_step"], state)
   nnx.update(model, best_state.params, best_state.other)
-  best = next(h for h in loop["history"] if h["epoch"] == loop["best_epoch"])
+  best = next(h for h in loop_state["history"] if h["epoch"] == loop_state["best_epoch"])
   test = {}
   if "test" in splits:
     test = evaluate_split(
@@ -355,17 +357,16 @@ def _train(
       mesh,
       "test",
     )
-    log.write("test", step=loop["best_step"], auc=test["auc"], logloss=test["logloss"])
+    log.write("test", step=loop_state["best_step"], auc=test["auc"], logloss=test["logloss"])
   model.eval()
   result = FitResult(
     valid={"auc": best["valid_auc"], "logloss": best["valid_logloss"]},
     test=test,
-    history=loop["history"],
-    best_epoch=loop["best_epoch"],
-    best_step=loop["best_step"],
-    steps=loop["step"],
+    history=loop_state["history"],
+    best_epoch=loop_state["best_epoch"],
+    best_step=loop_state["best_step"],
+    steps=loop_state["step"],
   )
-  del best_loop
   write_json_atomic(os.path.join(run_dir, "result.json"), result.to_dict())
   return result
 
