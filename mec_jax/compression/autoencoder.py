@@ -232,6 +232,11 @@ def make_train_epoch(graphdef, tx: optax.GradientTransformation, cfg: LossWeight
 def encoder_gradient(model: MECQuantizer, x, weights, key, cfg: LossWeights) -> jax.Array:
   """Frobenius norm of d(loss)/d(encoder kernel) on one batch (for checks and tests)."""
   graphdef, params = nnx.split(model, nnx.Param)
+  return _encoder_gradient(graphdef, cfg, params, x, weights, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _encoder_gradient(graphdef, cfg: LossWeights, params, x, weights, key) -> jax.Array:
   loss_fn = reference_loss if cfg.reference else mec_loss
 
   def objective(params):

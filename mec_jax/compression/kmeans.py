@@ -151,7 +151,7 @@ def _reseed_empty(centroids, mass, x, w, min_d2):
   return lax.cond(jnp.any(empty), reseed, lambda c: c, centroids)
 
 
-def _lloyd_body(x, w, centroids, tol, num_iters: int, chunk: int):
+def _lloyd_body(x, w, centroids, tol, num_iters, chunk: int):
   total_w = lax.psum(jnp.sum(w), DATA_AXIS)
   mean = lax.psum(jnp.sum(w[:, None] * x, 0), DATA_AXIS) / total_w
   variance = lax.psum(jnp.sum(w[:, None] * (x - mean) ** 2, 0), DATA_AXIS) / total_w
@@ -188,27 +188,27 @@ def _layout(num_rows: int, num_devices: int, chunk_size: int) -> tuple[int, int]
 
 
 @functools.partial(
-  jax.jit, static_argnames=("num_clusters", "num_iters", "num_trials", "chunk_size", "mesh", "seed")
+  jax.jit, static_argnames=("num_clusters", "num_trials", "chunk_size", "mesh", "seed")
 )
 def _kmeans_jit(
-  key, x, w, init, tol, *, num_clusters, num_iters, num_trials, chunk_size, mesh, seed
+  key, x, w, init, tol, num_iters, *, num_clusters, num_trials, chunk_size, mesh, seed
 ):
   num_rows = x.shape[0]
   chunk, padded = _layout(num_rows, mesh.size, chunk_size)
   x = shard_rows(jnp.pad(x, ((0, padded - num_rows), (0, 0))), mesh)
   w = shard_rows(jnp.pad(w, (0, padded - num_rows)), mesh)
 
-  def body(key, x, w, init, tol):
+  def body(key, x, w, init, tol, num_iters):
     centroids = _seed_body(key, x, w, num_clusters, num_trials) if seed else init
     return _lloyd_body(x, w, centroids, tol, num_iters, chunk)
 
   run = jax.shard_map(
     body,
     mesh=mesh,
-    in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
+    in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P()),
     out_specs=(P(), P(DATA_AXIS), P(), P()),
   )
-  centroids, assignments, inertia, it = run(key, x, w, init, tol)
+  centroids, assignments, inertia, it = run(key, x, w, init, tol, num_iters)
   # Gathered before trimming the padding: a sharded axis cannot be sliced to an uneven length.
   return KMeansResult(centroids, replicate(assignments, mesh)[:num_rows], inertia, it)
 
@@ -279,8 +279,8 @@ def weighted_kmeans(
     weights,
     init_centroids,
     jnp.float32(tol),
+    jnp.int32(num_iters),
     num_clusters=num_clusters,
-    num_iters=num_iters,
     num_trials=trials,
     chunk_size=chunk_size,
     mesh=check_mesh(mesh),

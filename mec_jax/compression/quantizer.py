@@ -15,6 +15,21 @@ step are in `autoencoder.py`, the training loop in `training.py`.
    swapped into the stage-A model; with ``bias`` the first-order terms are fit the same way.
 5. Statistics: weighted/unweighted reconstruction error in table units, usage entropy / ln K per
    sub-space, how often rare rows get a code tuple of their own, training history.
+
+Variants (``settings.variant``):
+
+* ``mec``: encoder (identity / orthogonal start) -> PQ with straight-through estimator ->
+  decoder; codebooks from weighted k-means; PWR-weighted reconstruction + VQ/commitment +
+  differentiable balance (``ln K - H(u)``) + InfoNCE with per-row one-position negatives.
+* ``no_pwr`` / ``no_balance`` / ``no_contrastive``: ``mec`` with all weights 1 /
+  ``lambda_bal = 0`` / ``lambda_con = 0``.
+* ``reference``: the released PyTorch script (``vqvae_with_freq_and_contras.py``): PyTorch
+  default init, codebooks U(-1/K, 1/K), no straight-through (the encoder never gets a
+  gradient), no VQ term, ``(PPL - ln K)^2`` on hard counts (no gradient), one batch-shared
+  negative with every position replaced, anchor ``x``, temperature 1, its loss weights
+  (1e-4, 2e-3), rows repeated ``w_v`` times. Counts are used as given. What we keep from our
+  harness: held-out early stopping instead of the training loss, and the refit of step 4.
+* ``kmeans``: weighted PQ by k-means alone on the (normalized) table, no training.
 """
 
 from __future__ import annotations
@@ -156,10 +171,12 @@ def quantize_table(
     variant=settings.variant,
     usage_entropy=pq.usage_entropy(codes, codebook_size).astype(np.float32),
   )
-  stats = reconstruction_errors(table, compressed.reconstruct(), weights)
+  # Statistics always use the popularity weights, so every variant is judged on the same scale.
+  popularity = popularity_weights(counts)
+  stats = reconstruction_errors(table, compressed.reconstruct(), popularity)
   stats.update(code_sharing(codes, counts))
   stats.update(info)
-  stats["usage_entropy_weighted"] = pq.usage_entropy(codes, codebook_size, weights).tolist()
+  stats["usage_entropy_weighted"] = pq.usage_entropy(codes, codebook_size, popularity).tolist()
   stats["normalization"] = {"scale": scale}
   stats["seconds"] = time.perf_counter() - start
   stats["settings"] = settings.to_dict()

@@ -37,8 +37,27 @@ MAX_REPEATED_ROWS = 1 << 25
 _ENCODE_CHUNK = 16384
 
 
+# Loss weights hard-wired in the released script (``--regularization_weight`` default and
+# ``train_model(contrastive_weight=...)``); `reference` uses them instead of lambda_bal/lambda_con.
+REFERENCE_REGULARIZATION_WEIGHT = 1e-4
+REFERENCE_CONTRASTIVE_WEIGHT = 2e-3
+
+
 def loss_weights(settings: QuantizeSettings) -> LossWeights:
-  """The static loss configuration a variant trains with."""
+  """The static loss configuration a variant trains with.
+
+  ``reference`` keeps the released loss weights (its penalty has no gradient anyway), so it
+  reproduces that code whatever MEC's lambdas are tuned to; ``lambda_rec`` and the schedule
+  (learning rate, batch size, epochs) still come from ``settings``.
+  """
+  if settings.variant == "reference":
+    return LossWeights(
+      rec=settings.lambda_rec,
+      vq=0.0,
+      bal=REFERENCE_REGULARIZATION_WEIGHT,
+      con=REFERENCE_CONTRASTIVE_WEIGHT,
+      reference=True,
+    )
   return LossWeights(
     rec=settings.lambda_rec,
     vq=settings.lambda_vq,
@@ -48,7 +67,6 @@ def loss_weights(settings: QuantizeSettings) -> LossWeights:
     balance_temperature=settings.balance_temperature,
     contrastive_temperature=settings.contrastive_temperature,
     num_negatives=settings.num_negatives,
-    reference=settings.variant == "reference",
   )
 
 

@@ -37,10 +37,11 @@ def check_train_step():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(256, 8)).astype(np.float32)
   w = rng.integers(1, 4, 256).astype(np.float32)
-  settings = QuantizeSettings(num_subspaces=2, codebook_size=8, kmeans_iters=3)
+  settings = QuantizeSettings(num_subspaces=2, codebook_size=8)
   results = []
   for mesh in (data_mesh(1), data_mesh(8)):
-    model = training.init_quantizer(jax.random.key(0), x, w, settings, mesh)
+    model = autoencoder.MECQuantizer(8, 8, 2, 8, rngs=nnx.Rngs(0))
+    model.codebooks[...] = x[:8].reshape(8, 2, 4).transpose(1, 0, 2)  # codewords = data rows
     graphdef, params = nnx.split(model, nnx.Param)
     tx = autoencoder.make_optimizer(1e-2)
     step = autoencoder.make_train_epoch(
