@@ -23,7 +23,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from mec_jax.compression.kmeans import weighted_kmeans
+from mec_jax.compression.kmeans import nearest, weighted_kmeans
 from mec_jax.compression.table import bits_per_code, code_dtype
 
 _PRECISION = lax.Precision.HIGHEST
@@ -44,7 +44,7 @@ def nearest_codes(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
   """
   cross = jnp.einsum("nms,mks->nmk", sub, codebooks, precision=_PRECISION)
   d2 = jnp.sum(codebooks * codebooks, -1)[None] - 2.0 * cross  # ||sub||^2 is constant per row
-  return jnp.argmin(d2, axis=-1).astype(jnp.int32)
+  return nearest(d2)[0]
 
 
 def lookup(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
