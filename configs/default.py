@@ -105,8 +105,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- stage C ------------------------------------------------------------------------------------
   config.finetune = ft = ml_collections.ConfigDict()
-  ft.codebook_learning_rate = 0.0  # 0 means train.learning_rate
-  ft.init_from_pretrain = True  # start non-embedding weights from stage A when backbones match
+  ft.init_from_pretrain = True  # warm start: all weights but codebooks from stage A (same model)
+  ft.learning_rate = 0.0  # lr of the weights a warm start copies from stage A; 0 freezes them
+  ft.codebook_learning_rate = 3e-5  # lr of (first-order) codebooks; 0: that of the other weights
   ft.swap_in = True  # also evaluate stage-A weights with compressed tables, keep the better one
 
   return config

@@ -249,14 +249,47 @@ def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | Non
   return metrics
 
 
+# Adam moves a weight by at most about its learning rate per step, so this rate keeps "frozen"
+# weights within ~1e-5 of stage A's over 10^4 steps; `fit`'s optimizer takes no rate of 0.
+_FROZEN_LEARNING_RATE = 1e-9
+
+
+def finetune_learning_rates(config, warm: bool) -> tuple[float, dict[str, float]]:
+  """``(learning rate of every non-codebook weight, lr_overrides of the codebooks)`` of stage C.
+
+  A warm start's weights come from stage A's best epoch, which already fits the train split as
+  well as validation allows: training them further overfits within one epoch, so they train at
+  ``finetune.learning_rate`` (0: frozen). Fresh weights (cold start) use ``train.learning_rate``.
+  """
+  ft = config.finetune
+  base = config.train.learning_rate
+  if warm:
+    base = ft.learning_rate if ft.learning_rate > 0 else _FROZEN_LEARNING_RATE
+  codebook = ft.codebook_learning_rate if ft.codebook_learning_rate > 0 else base
+  return base, {"codebooks": codebook, "first_order_codebook": codebook}
+
+
 def run_finetune(config, dataset, wd: Workdir, pretrained, compressed):
-  """Stage C: backbone `model.name` over `CodebookEmbed` tables, trained with stage A's loop."""
+  """Stage C: backbone `model.name` over `CodebookEmbed` tables, trained with stage A's loop.
+
+  With ``finetune.init_from_pretrain`` and stage A's backbone, every weight but the codebooks
+  starts from stage A (a warm start; the model starts as the swap-in) and the learning rates
+  come from `finetune_learning_rates`.
+  """
   model = compressed_model(config.model.name, dataset, compressed, config, config.train.seed + 1)
-  if config.finetune.init_from_pretrain and config.model.name == config.pretrain.model:
-    copy_matching_params(pretrained, model)
-  lr = config.finetune.codebook_learning_rate
-  overrides = {"codebooks": lr, "first_order_codebook": lr} if lr > 0 else None
-  result = _fit(model, dataset, config, wd.root, "finetune", lr_overrides=overrides)
+  warm = config.finetune.init_from_pretrain and config.model.name == config.pretrain.model
+  if warm:
+    copied = copy_matching_params(pretrained, model)
+    logging.info("finetune: warm start, %d parameters copied from stage A", copied)
+  learning_rate, overrides = finetune_learning_rates(config, warm)
+  result = loop.fit(
+    model,
+    dataset.splits,
+    train_config=loop.TrainConfig.from_config(config, learning_rate=learning_rate),
+    workdir=wd.root,
+    name="finetune",
+    lr_overrides=overrides,
+  )
   return model, result
 
 
