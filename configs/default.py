@@ -96,7 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   q.commitment = 0.25  # beta of the VQ commitment term
   q.lambda_rec = 1.0
   q.lambda_vq = 1.0
-  q.lambda_bal = 30.0  # strong: keeps codes balanced and the table-space error low (bench/quantizer.py)
+  q.lambda_bal = (
+    30.0  # strong: keeps codes balanced and the table-space error low (bench/quantizer.py)
+  )
   q.lambda_con = 1.0
   q.balance_temperature = 0.1  # tau_a of the soft assignment
   q.contrastive_temperature = 0.1  # tau_c of InfoNCE

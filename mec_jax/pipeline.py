@@ -156,7 +156,7 @@ def _fit(model, dataset: EncodedDataset, config, workdir: str, name: str, **kwar
   return loop.fit(
     model,
     dataset.splits,
-    train_config=loop.TrainConfig.from_config(config.train),
+    train_config=loop.TrainConfig.from_config(config),  # reads model.embedding_regularizer too
     workdir=workdir,
     name=name,
     **kwargs,
