@@ -249,11 +249,6 @@ def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | Non
   return metrics
 
 
-# Adam moves a weight by at most about its learning rate per step, so this rate keeps "frozen"
-# weights within ~1e-5 of stage A's over 10^4 steps; `fit`'s optimizer takes no rate of 0.
-_FROZEN_LEARNING_RATE = 1e-9
-
-
 def finetune_learning_rates(config, warm: bool) -> tuple[float, dict[str, float]]:
   """``(learning rate of every non-codebook weight, lr_overrides of the codebooks)`` of stage C.
 
@@ -264,7 +259,7 @@ def finetune_learning_rates(config, warm: bool) -> tuple[float, dict[str, float]
   ft = config.finetune
   base = config.train.learning_rate
   if warm:
-    base = ft.learning_rate if ft.learning_rate > 0 else _FROZEN_LEARNING_RATE
+    base = ft.learning_rate  # 0 freezes them (no update, no optimizer state)
   codebook = ft.codebook_learning_rate if ft.codebook_learning_rate > 0 else base
   return base, {"codebooks": codebook, "first_order_codebook": codebook}
 

@@ -83,12 +83,15 @@ def make_optimizer(
     weight_decay: decoupled weight decay (AdamW) on every parameter.
     lr_overrides: ``{path substring: learning rate}``; parameters whose path contains the
       substring use that rate (first matching key wins), e.g. ``{"codebooks": 1e-2}``.
+      A rate of 0 (here or as ``learning_rate``) freezes those parameters.
   """
   for key, lr in {"default": learning_rate, **(lr_overrides or {})}.items():
-    if not lr > 0:
-      raise ValueError(f"learning rate for {key!r} must be > 0, got {lr}")
+    if not lr >= 0:
+      raise ValueError(f"learning rate for {key!r} must be >= 0 (0 freezes), got {lr}")
 
   def adam(lr):
+    if lr == 0:  # Frozen: no update and no Adam moments for these parameters.
+      return optax.set_to_zero()
     parts = [optax.scale_by_adam()]
     if weight_decay > 0:
       parts.append(optax.add_decayed_weights(weight_decay))

@@ -89,8 +89,17 @@ def test_lr_overrides_apply_per_parameter_path():
 
 
 def test_make_optimizer_rejects_bad_rates():
-  with pytest.raises(ValueError, match="'codebooks' must be > 0"):
-    steps.make_optimizer(1e-3, lr_overrides={"codebooks": 0.0})
+  with pytest.raises(ValueError, match="'codebooks' must be >= 0"):
+    steps.make_optimizer(1e-3, lr_overrides={"codebooks": -1e-3})
+
+
+def test_zero_learning_rate_freezes():
+  params = {"codebooks": jnp.ones(3), "mlp": jnp.ones(2)}
+  tx = steps.make_optimizer(0.0, lr_overrides={"codebooks": 1e-1})
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(np.asarray(updates["mlp"]), 0.0)
+  assert np.all(np.asarray(updates["codebooks"]) < 0)
 
 
 def test_codes_are_carried_but_never_optimized():
