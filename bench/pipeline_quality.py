@@ -12,8 +12,8 @@ the current one is reused as is; one whose config differs only in ``finetune`` k
 and reruns stage C; any other difference reruns the pair from scratch.
 
 All 8 pairs take about 10 minutes on 2 CPU cores (jit compilations are shared across pairs, as
-they run in one process). Datasets are read from ``<repo>/../shared/data/{frappe,movielens_100k}``; a missing one is
-skipped with a message.
+they run in one process). Datasets are read from
+``<repo>/../shared/data/{frappe,movielens_100k}``; a missing one is skipped with a message.
 
 Run: ``JAX_PLATFORMS=cpu python bench/pipeline_quality.py [--datasets frappe,movielens]
 [--models deepfm,dcnv2,pnn,gdcn] [--epochs 10] [--out /tmp/mec_bench_quality]``.
