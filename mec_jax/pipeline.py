@@ -3,6 +3,7 @@
 Layout of ``workdir``::
 
   config.json                  the resolved config of the last run
+  stages.json                  per stage, the settings its artifacts were computed with
   cache/                       encoded dataset (unless data.cache_dir says otherwise)
   pretrain/  finetune/         checkpoints, metrics.jsonl, result of `train.fit`
   pretrain/tables/<field>.npz  stage-A output: embedding [V, d], bias [V] (if any), counts [V]
@@ -24,6 +25,7 @@ from absl import logging
 from flax import nnx
 
 from mec_jax import report as report_lib
+from mec_jax import workdir_config
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
 from mec_jax.data import EncodedDataset, load_dataset
@@ -295,6 +297,7 @@ def run(config, workdir: str) -> dict | None:
   """Runs ``config.stage`` (or all stages) in ``workdir``; returns the report when one is written."""
   validate_config(config)
   wd = Workdir(workdir)
+  workdir_config.check_and_record(config, wd.root)
   report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
   timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
 

@@ -205,3 +205,24 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
   assert proc.returncode == 2
   assert "Traceback" not in proc.stderr
   assert str(missing) in proc.stderr
+
+
+def test_changed_settings_on_finished_stages_are_a_clear_error(finished, tmp_path):
+  config, workdir, _ = finished
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  changed = smoke.get_config()
+  changed.quantize.codebook_size = 8
+  with pytest.raises(ValueError, match=r"quantize\.codebook_size: 16 -> 8.*delete"):
+    pipeline.run(changed, copy)
+  # A new stage C backbone reuses stages A and B: only finetune/ is stale.
+  changed = smoke.get_config()
+  changed.model.name = "pnn"
+  with pytest.raises(
+    ValueError, match=r"stage\(s\) finetune computed with other settings \(config\.model\.name"
+  ):
+    pipeline.run(changed, copy)
+  # Cosmetic keys never invalidate anything.
+  changed = smoke.get_config()
+  changed.train.log_every_steps = 7
+  pipeline.workdir_config.check_and_record(changed, copy)

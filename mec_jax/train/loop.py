@@ -193,7 +193,14 @@ def fit(
   try:
     if os.path.exists(result_path(workdir, name)):
       result = load_result(workdir, name)
-      state, _ = checkpointer.restore(result.best_step, state)
+      try:
+        state, _ = checkpointer.restore(result.best_step, state)
+      except (ValueError, KeyError, TypeError) as err:
+        # Orbax's tree-mismatch error, when the model or optimizer changed since that run.
+        raise ValueError(
+          f"{run_dir}: the finished run's checkpoint (step {result.best_step}) does not fit this "
+          f"model/optimizer ({str(err).splitlines()[0][:200]}); delete {run_dir} to retrain"
+        ) from err
       nnx.update(model, state.params, state.other)
       model.eval()
       logging.info(
