@@ -125,13 +125,15 @@ def compressed_model(
 
 
 def copy_matching_params(source, target) -> int:
-  """Copies every parameter of ``source`` into ``target`` where path and shape agree.
+  """Copies every parameter and batch statistic of ``source`` into ``target`` where path and shape agree.
 
-  That is how the swap-in model (and stage C's warm start) takes stage A's dense layers and small
-  tables while keeping the compressed tables it was built with. Returns how many were copied.
+  That is how the swap-in model (and stage C's warm start) takes stage A's dense layers, batch-norm
+  running statistics and small tables while keeping the compressed tables it was built with.
+  Returns how many variables were copied.
   """
-  src = dict(nnx.to_flat_state(nnx.state(source, nnx.Param)))
-  dst_state = nnx.state(target, nnx.Param)
+  kinds = (nnx.Param, nnx.BatchStat)
+  src = dict(nnx.to_flat_state(nnx.state(source, kinds)))
+  dst_state = nnx.state(target, kinds)
   copied = 0
   for path, var in nnx.to_flat_state(dst_state):
     other = src.get(path)

@@ -226,3 +226,30 @@ def test_changed_settings_on_finished_stages_are_a_clear_error(finished, tmp_pat
   changed = smoke.get_config()
   changed.train.log_every_steps = 7
   pipeline.workdir_config.check_and_record(changed, copy)
+
+
+def test_copy_matching_params_takes_batch_norm_statistics():
+  config = smoke.get_config()
+  config.model.batch_norm = True
+  from flax import nnx
+
+  from mec_jax.layers.embed import Embed
+
+  def model(seed):
+    tables = [Embed(v, 8, rngs=nnx.Rngs(seed)) for v in (5, 7)]
+    return pipeline.build_model("deepfm", tables, config, seed)
+
+  source, target = model(0), model(1)
+  stats = nnx.state(source, nnx.BatchStat)
+  assert nnx.to_flat_state(stats), "the model should have batch-norm statistics"
+  for _, var in nnx.to_flat_state(stats):
+    var[...] = var[...] + 3.0
+  nnx.update(source, stats)
+  copied = pipeline.copy_matching_params(source, target)
+  assert copied > 0
+  for (path, a), (_, b) in zip(
+    nnx.to_flat_state(nnx.state(source, nnx.BatchStat)),
+    nnx.to_flat_state(nnx.state(target, nnx.BatchStat)),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(np.asarray(a[...]), np.asarray(b[...]), err_msg=str(path))
