@@ -13,6 +13,7 @@ Retention: the latest ``keep_last`` checkpoints, plus the checkpoint saved with 
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -74,13 +75,14 @@ class Checkpointer:
       loop_state: JSON-able dict.
       score: validation score, only for checkpoints that may be kept as the best one.
     """
+    # The loop keeps mutating its state dict while the async save runs: save a snapshot.
     self._manager.wait_until_finished()
     if step in self._manager.all_steps():
       self._manager.delete(step)
     self._manager.save(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop_state)
+        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(copy.deepcopy(loop_state))
       ),
       metrics=None if score is None else {"score": float(score)},
       force=True,
