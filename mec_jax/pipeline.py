@@ -174,9 +174,8 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   for spec, table in zip(dataset.feature_map.fields, model.embedding.tables, strict=True):
     path = wd.table(spec.name)
     if spec.is_categorical and not os.path.exists(path):
-      arrays = {"embedding": np.asarray(table.embedding[...])}
-      if getattr(table, "bias", None) is not None:
-        arrays["bias"] = np.asarray(table.bias[...])
+      embedding, bias = table.as_numpy()
+      arrays = {"embedding": embedding} | ({"bias": bias} if bias is not None else {})
       if spec.counts is not None:
         arrays["counts"] = spec.counts
       tmp = path + ".tmp.npz"
