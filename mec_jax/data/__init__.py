@@ -11,12 +11,16 @@ Public entry point::
 from __future__ import annotations
 
 import os
+import tempfile
 
-from mec_jax.data import cache, encode
+import numpy as np
+
+from mec_jax.data import cache, encode, streamed
 from mec_jax.data.encoded import EncodedDataset
 from mec_jax.data.raw import RawData
 from mec_jax.data.registry import dataset_names, get_reader
 from mec_jax.data.schema import CATEGORICAL, NUMERIC, SPLITS, FeatureMap, FieldSpec
+from mec_jax.data.values import FieldValues
 
 __all__ = [
   "CATEGORICAL",
@@ -25,6 +29,7 @@ __all__ = [
   "EncodedDataset",
   "FeatureMap",
   "FieldSpec",
+  "FieldValues",
   "RawData",
   "cache_document",
   "dataset_names",
@@ -74,9 +79,13 @@ def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
   Returns:
     The `EncodedDataset` (train/valid/test splits and the feature map).
 
+  Readers of big delimited files (``criteo_*``, ``avazu_*``) declare a `DelimitedSource`; they
+  are parsed in chunks and encoded straight into the cache entry (`mec_jax.data.streamed`), so no
+  file is ever held in memory. The others are read into memory and encoded there.
+
   Raises:
     ValueError: unknown ``data.name`` (listing the valid ones), bad options, or missing or
-      malformed input files (naming the file, line and column).
+      malformed input files (`DataError`, naming the file, line, column and value).
   """
   reader = get_reader(data_config.name)
   document = cache_document(data_config)
@@ -86,8 +95,33 @@ def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
     if hit is not None:
       splits, feature_map, stats = hit
       return EncodedDataset(feature_map, splits, stats, cache_path=directory)
+  if hasattr(reader, "source"):
+    return _load_streamed(reader.source(data_config), data_config, document, directory)
   dataset = encode_raw(reader.read(data_config), data_config, release_raw=True)
   if directory:
     cache.save_entry(directory, document, dataset.splits, dataset.feature_map, dataset.stats)
     dataset.cache_path = directory
   return dataset
+
+
+def _load_streamed(source, data_config, document, directory) -> EncodedDataset:
+  """Streams ``source`` into the cache entry (or, without a cache, a temp dir read back)."""
+  options = encode.EncodeOptions.from_config(data_config)
+  if directory:
+    cache.write_entry(directory, document, lambda tmp: streamed.encode_to(source, options, tmp))
+    splits, feature_map, stats = cache.load_entry(directory)
+    return EncodedDataset(feature_map, splits, stats, cache_path=directory)
+  with tempfile.TemporaryDirectory(prefix="mec-stream-") as tmp:
+    cache.write_entry(
+      os.path.join(tmp, "entry"), document, lambda d: streamed.encode_to(source, options, d)
+    )
+    splits, feature_map, stats = cache.load_entry(os.path.join(tmp, "entry"))
+    splits = {s: {k: _in_memory(a) for k, a in arrays.items()} for s, arrays in splits.items()}
+  return EncodedDataset(feature_map, splits, stats)
+
+
+def _in_memory(array):
+  """A memory-mapped array (or `FieldValues` over one) copied into memory."""
+  if isinstance(array, FieldValues):
+    return FieldValues(np.array(array.numeric), array.columns, array.num_fields)
+  return np.array(array)

@@ -5,7 +5,8 @@ Layout of one entry, ``<cache_dir>/<dataset>-<key>/``:
   * ``key.json``          -- the canonical JSON the key hashes (for a human reading the cache);
   * ``feature_map.json``, ``counts.npz`` -- `FeatureMap.save`;
   * ``encoding.json``     -- train statistics of numeric fields (mean/std or bucket edges);
-  * ``<split>_ids.npy``, ``<split>_values.npy``, ``<split>_label.npy`` for train/valid/test.
+  * ``<split>_ids.npy`` int32 ``[N, F]``, ``<split>_numeric.npy`` float32 ``[N, num_numeric]`` (the
+    values of the numeric fields only, see `FieldValues`), ``<split>_label.npy`` float32 ``[N]``.
 
 ``key`` is the first 16 hex digits of the SHA-256 of a canonical JSON document holding the dataset
 name, every config option the reader and the encoder read, and both their versions; so a change of
@@ -21,12 +22,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
 from mec_jax.data.schema import SPLITS, FeatureMap
+from mec_jax.data.values import FieldValues
 
-_ARRAYS = ("ids", "values", "label")
+ARRAY_FILES = ("ids", "numeric", "label")  # <split>_<name>.npy
 
 
 def canonical_json(document) -> str:
@@ -63,7 +66,7 @@ def load_entry(
   """
   if not os.path.isfile(os.path.join(directory, "feature_map.json")):
     return None
-  expected = ["encoding.json", *(f"{s}_{n}.npy" for s in SPLITS for n in _ARRAYS)]
+  expected = ["encoding.json", *(f"{s}_{n}.npy" for s in SPLITS for n in ARRAY_FILES)]
   absent = [f for f in expected if not os.path.isfile(os.path.join(directory, f))]
   if absent:
     raise ValueError(
@@ -73,13 +76,15 @@ def load_entry(
   feature_map = FeatureMap.load(directory)
   with open(os.path.join(directory, "encoding.json")) as fh:
     stats = json.load(fh)
-  splits = {
-    split: {
+  splits = {}
+  for split in SPLITS:
+    arrays = {
       name: np.load(os.path.join(directory, f"{split}_{name}.npy"), mmap_mode="r")
-      for name in _ARRAYS
+      for name in ARRAY_FILES
     }
-    for split in SPLITS
-  }
+    numeric = arrays.pop("numeric")
+    arrays["values"] = FieldValues(numeric, feature_map.numeric_indices(), feature_map.num_fields)
+    splits[split] = arrays
   return splits, feature_map, stats
 
 
@@ -90,7 +95,32 @@ def save_entry(
   feature_map: FeatureMap,
   stats: dict,
 ) -> None:
-  """Writes an entry atomically: everything goes to a sibling temp dir, renamed at the end.
+  """Writes in-memory splits (``values`` a `FieldValues`) as an entry, atomically."""
+
+  def write_arrays(tmp: str) -> tuple[FeatureMap, dict]:
+    for split in SPLITS:
+      arrays = {
+        "ids": splits[split]["ids"],
+        "numeric": splits[split]["values"].numeric,
+        "label": splits[split]["label"],
+      }
+      for name in ARRAY_FILES:
+        np.save(os.path.join(tmp, f"{split}_{name}.npy"), np.ascontiguousarray(arrays[name]))
+    return feature_map, stats
+
+  write_entry(directory, document, write_arrays)
+
+
+def write_entry(
+  directory: str, document: dict, write_arrays: Callable[[str], tuple[FeatureMap, dict]]
+) -> None:
+  """Builds an entry in a sibling temp dir and renames it into place at the end.
+
+  Args:
+    directory: the entry.
+    document: the cache-key document (saved as ``key.json``).
+    write_arrays: writes the ``<split>_<name>.npy`` files into the directory it is given and
+      returns ``(feature_map, stats)``.
 
   If another process finished the same entry first, its copy is kept and ours is dropped.
   """
@@ -98,13 +128,11 @@ def save_entry(
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
   try:
+    feature_map, stats = write_arrays(tmp)
     with open(os.path.join(tmp, "key.json"), "w") as fh:
       json.dump(json.loads(canonical_json(document)), fh, indent=2, sort_keys=True)
     with open(os.path.join(tmp, "encoding.json"), "w") as fh:
       json.dump(stats, fh, indent=2)
-    for split in SPLITS:
-      for name in _ARRAYS:
-        np.save(os.path.join(tmp, f"{split}_{name}.npy"), np.ascontiguousarray(splits[split][name]))
     feature_map.save(tmp)  # written last: its presence marks a complete entry
     try:
       os.replace(tmp, directory)

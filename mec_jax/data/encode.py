@@ -30,8 +30,10 @@ import pandas as pd
 
 from mec_jax.data.raw import RawData
 from mec_jax.data.schema import CATEGORICAL, NUMERIC, SPLITS, FeatureMap, FieldSpec
+from mec_jax.data.values import FieldValues
 
-ENCODE_VERSION = 1
+# 2: values stored for numeric fields only (`FieldValues`); ids, labels and statistics unchanged.
+ENCODE_VERSION = 2
 NUMERIC_MODES = ("log", "bucketize")
 _MISSING_BUCKET = -1
 
@@ -80,33 +82,35 @@ def encode(
 
   Returns:
     ``(splits, feature_map, stats)``: ``splits[name]`` holds ``ids`` int32 ``[N, F]``, ``values``
-    float32 ``[N, F]`` and ``label`` float32 ``[N]`` (F = ``len(raw.fields)``, in that order);
+    a `FieldValues` ``[N, F]`` (stored for numeric fields only) and ``label`` float32 ``[N]``
+    (F = ``len(raw.fields)``, in that order);
     ``stats`` records per numeric field the train statistics used (mean/std or bucket edges).
   """
   if len(raw.splits["train"]) == 0:
     raise ValueError(f"{raw.dataset}: the train split is empty; nothing to build a vocabulary from")
   numeric = set(raw.numeric)
   num_fields = len(raw.fields)
+  value_fields = [j for j, f in enumerate(raw.fields) if f in numeric and options.numeric == "log"]
   splits = {}
   for s in SPLITS:
     n = len(raw.splits[s])
     splits[s] = {
       "ids": np.zeros((n, num_fields), np.int32),
-      "values": np.ones((n, num_fields), np.float32),
+      "values": FieldValues(np.zeros((n, len(value_fields)), np.float32), value_fields, num_fields),
       "label": np.ascontiguousarray(raw.splits[s][raw.label], dtype=np.float32),
     }
   fields, stats = [], {}
   for j, name in enumerate(raw.fields):
     columns = {s: raw.splits[s][name] for s in SPLITS}
     if name in numeric and options.numeric == "log":
-      values, mean, std = _log_standardize(columns)
+      values, mean, std = log_standardize(columns)
       stats[name] = {"mode": "log", "mean": mean, "std": std}
       fields.append(FieldSpec(name, NUMERIC, 1, -1, np.array([len(columns["train"])])))
       for s in SPLITS:
-        splits[s]["values"][:, j] = values[s]
+        splits[s]["values"].numeric[:, value_fields.index(j)] = values[s]
     else:
       if name in numeric:
-        columns, edges = _bucketize(columns, options.num_buckets)
+        columns, edges = bucketize(columns, options.num_buckets)
         stats[name] = {"mode": "bucketize", "edges": edges.tolist()}
       ids, counts = encode_categorical(columns, options.min_count)
       fields.append(FieldSpec(name, CATEGORICAL, len(counts), len(counts) - 1, counts))
@@ -135,18 +139,34 @@ def encode_categorical(
   train_codes, uniques = _codes(columns["train"])
   num_raw = len(uniques) + 1  # last raw slot = missing value
   raw_counts = np.bincount(train_codes, minlength=num_raw)
-  order = np.lexsort((_value_rank(uniques), -raw_counts))
-  kept = order[raw_counts[order] >= max(min_count, 1)]
-  oov = len(kept)
-  # One extra slot at the end so that raw code -1 (unseen value) indexes the OOV id.
-  raw_to_id = np.full(num_raw + 1, oov, dtype=np.int32)
-  raw_to_id[kept] = np.arange(oov, dtype=np.int32)
+  raw_to_id = frequency_ids(raw_counts, value_rank(uniques), min_count)
+  oov = int(raw_to_id[-1])
   ids = {"train": raw_to_id[train_codes]}
   for split, column in columns.items():
     if split != "train":
       ids[split] = raw_to_id[_lookup(column, uniques)]
   counts = np.bincount(ids["train"], minlength=oov + 1).astype(np.int64)
   return ids, counts
+
+
+def frequency_ids(raw_counts: np.ndarray, rank: np.ndarray, min_count: int) -> np.ndarray:
+  """Id of each raw value: train-frequency order, ties by ``rank``, rare values -> OOV.
+
+  Args:
+    raw_counts: int64 ``[num_raw]`` train occurrences of each raw value (0 = valid/test only).
+    rank: int64 ``[num_raw]`` natural-order rank of each raw value (the tie break).
+    min_count: train occurrences needed for an own id.
+
+  Returns:
+    int32 ``[num_raw + 1]``: ``raw_to_id[r]`` for every raw code; the extra last slot (what code
+    -1, an unseen value, indexes) holds the OOV id ``V - 1``.
+  """
+  order = np.lexsort((rank, -raw_counts))
+  kept = order[raw_counts[order] >= max(min_count, 1)]
+  oov = len(kept)
+  raw_to_id = np.full(len(raw_counts) + 1, oov, dtype=np.int32)
+  raw_to_id[kept] = np.arange(oov, dtype=np.int32)
+  return raw_to_id
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -169,7 +189,7 @@ def _lookup(column: pd.Series, uniques: pd.Index) -> np.ndarray:
   return to_train[codes]
 
 
-def _value_rank(uniques: pd.Index) -> np.ndarray:
+def value_rank(uniques: pd.Index) -> np.ndarray:
   """Rank of each unique value in its natural order, plus the missing slot ranked last."""
   try:
     order = uniques.argsort()
@@ -181,9 +201,14 @@ def _value_rank(uniques: pd.Index) -> np.ndarray:
   return rank
 
 
-def _log_standardize(
+def log_standardize(
   columns: dict[str, pd.Series],
 ) -> tuple[dict[str, np.ndarray], float, float]:
+  """``(log1p(max(x, 0)) - mean) / std`` with train statistics; missing -> 0 before standardizing.
+
+  Returns:
+    ``(values, mean, std)``: ``values[split]`` float32 ``[rows]``.
+  """
   transformed = {}
   for split, column in columns.items():
     x = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -195,9 +220,14 @@ def _log_standardize(
   return {s: ((t - mean) / std).astype(np.float32) for s, t in transformed.items()}, mean, std
 
 
-def _bucketize(
+def bucketize(
   columns: dict[str, pd.Series], num_buckets: int
 ) -> tuple[dict[str, pd.Series], np.ndarray]:
+  """Bucket number of each value (edges at train quantiles; missing -> its own bucket -1).
+
+  Returns:
+    ``(buckets, edges)``: ``buckets[split]`` int64 Series ``[rows]``, ``edges`` float64.
+  """
   numbers = {
     s: pd.to_numeric(c, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     for s, c in columns.items()

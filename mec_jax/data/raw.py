@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mec_jax.data.schema import SPLITS
+from mec_jax.errors import DataError
 
 
 @dataclasses.dataclass
@@ -125,22 +126,36 @@ def line_of_row(path: str, row: int, header: bool) -> int:
   return row + 1 + header
 
 
-def binary_labels(values: np.ndarray, path: str, column: str, header: bool) -> np.ndarray:
-  """Checks that ``values`` are all 0/1 and returns them as float32.
+def binary_labels(
+  values: np.ndarray,
+  path: str,
+  column: str,
+  header: bool = False,
+  *,
+  lines: np.ndarray | None = None,
+  allowed: tuple[float, ...] = (0.0, 1.0),
+) -> np.ndarray:
+  """Checks that ``values`` are all in ``allowed`` and returns them as float32.
 
   Args:
     values: float ``[num_rows]`` label column as parsed (NaN = empty).
     path: file the labels came from, for the error message.
     column: label column name.
-    header: whether line 1 of ``path`` is a header.
+    header: whether line 1 of ``path`` is a header (used only when ``lines`` is None).
+    lines: int ``[num_rows]`` 1-based line number of each row, when the reader knows them.
+    allowed: the label values accepted (Frappe writes -1/1).
+
+  Raises:
+    DataError: naming the file, line, column and the first bad value.
   """
   values = np.asarray(values, dtype=np.float64)
-  bad = ~np.isin(values, (0.0, 1.0))
+  bad = ~np.isin(values, allowed)
   if bad.any():
     row = int(np.argmax(bad))
-    raise ValueError(
-      f"{path}, line {line_of_row(path, row, header)}, column {column!r}: label must be 0 or 1, "
-      f"got {values[row]}"
+    line = lines[row] if lines is not None else line_of_row(path, row, header)
+    expected = " or ".join(f"{a:g}" for a in allowed)
+    raise DataError(
+      f"{path}, line {line}, column {column!r}: label must be {expected}, got {values[row]}"
     )
   return values.astype(np.float32)
 

@@ -6,6 +6,8 @@ Every encoded split is a dict of three arrays (the batch format used everywhere 
     numeric fields always hold id 0 (their "table" has a single row).
   * ``values`` float32 ``[num_rows, num_fields]`` -- 1.0 for categorical fields, the normalized
     value for numeric fields. An embedding module returns ``table_f[ids[:, f]] * values[:, f]``.
+    Encoded splits hold a `mec_jax.data.values.FieldValues`, which stores the numeric columns
+    only and gives dense rows on indexing; any ``[num_rows, num_fields]`` array works too.
   * ``label``  float32 ``[num_rows]`` -- 0.0 / 1.0.
 
 The schema is saved as JSON next to the encoded arrays; train counts go to a ``.npz`` beside it
@@ -90,6 +92,10 @@ class FeatureMap:
       return self.names.index(name)
     except ValueError:
       raise ValueError(f"no field named {name!r}; fields are {self.names}") from None
+
+  def numeric_indices(self) -> list[int]:
+    """Indices of the numeric fields: the columns an encoded split stores values for."""
+    return [i for i, f in enumerate(self.fields) if not f.is_categorical]
 
   def fields_to_compress(self, min_vocab: int) -> list[int]:
     """Indices of categorical fields whose vocab is at least ``min_vocab``."""

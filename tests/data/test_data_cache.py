@@ -76,7 +76,7 @@ def test_entry_layout_and_no_temp_leftovers(small_synthetic, tmp_path):
   dataset = load_dataset(small_synthetic, str(tmp_path))
   assert os.listdir(tmp_path) == [os.path.basename(dataset.cache_path)]
   files = set(os.listdir(dataset.cache_path))
-  arrays = {f"{s}_{k}.npy" for s in ("train", "valid", "test") for k in ("ids", "values", "label")}
+  arrays = {f"{s}_{k}.npy" for s in ("train", "valid", "test") for k in ("ids", "numeric", "label")}
   assert files == arrays | {"feature_map.json", "counts.npz", "encoding.json", "key.json"}
   with open(os.path.join(dataset.cache_path, "key.json")) as fh:
     key = json.load(fh)

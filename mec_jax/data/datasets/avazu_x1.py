@@ -1,17 +1,19 @@
 """Avazu_x1 (FuxiCTR / BARS benchmark split): ``train.csv``, ``valid.csv``, ``test.csv``.
 
 Each CSV has a header ``label,feat_1,...,feat_22``; all 22 fields are categorical (read as
-strings). The split is the official 7:2:1 one of the benchmark (40.4M rows in total).
+strings). The split is the official 7:2:1 one of the benchmark (40.4M rows in total). The files
+are streamed (`mec_jax.data.streamed`).
 """
 
 from __future__ import annotations
 
 import os
 
-from mec_jax.data.datasets.delimited import CATEGORY, LABEL, read_delimited
-from mec_jax.data.raw import RawData, binary_labels, data_dir_of, max_rows_of, require_file
+from mec_jax.data.datasets.delimited import CATEGORY, LABEL
+from mec_jax.data.raw import RawData, data_dir_of, max_rows_of, require_file
+from mec_jax.data.streamed import DelimitedSource, read_raw
 
-VERSION = 1
+VERSION = 2
 CONFIG_KEYS = ("dir", "max_rows")
 FIELDS = [f"feat_{i}" for i in range(1, 23)]
 FILES = {"train": "train.csv", "valid": "valid.csv", "test": "test.csv"}
@@ -21,13 +23,12 @@ HINT = (
 )
 
 
-def read(data_config) -> RawData:
+def source(data_config) -> DelimitedSource:
   directory = data_dir_of(data_config, "avazu_x1", HINT)
+  files = {s: require_file(os.path.join(directory, f), HINT) for s, f in FILES.items()}
   kinds = {"label": LABEL} | {c: CATEGORY for c in FIELDS}
-  splits = {}
-  for split, filename in FILES.items():
-    path = require_file(os.path.join(directory, filename), HINT)
-    frame = read_delimited(path, kinds, max_rows=max_rows_of(data_config))
-    frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", header=True)
-    splits[split] = frame
-  return RawData("avazu_x1", splits, FIELDS)
+  return DelimitedSource("avazu_x1", files, kinds, FIELDS, max_rows=max_rows_of(data_config))
+
+
+def read(data_config) -> RawData:
+  return read_raw(source(data_config))

@@ -3,7 +3,7 @@
 Tab-separated, no header, 40 columns: ``label, I1..I13, C1..C26``. I1..I13 are integer counts
 (numeric here; may be empty or negative), C1..C26 32-bit hex hashes (categorical; empty is its
 own value). There is no official split: rows are split at random by ``data.split_fractions``
-with ``data.split_seed``.
+with ``data.split_seed`` (a first pass counts the lines, the second streams the rows).
 
 ``data.dir`` is the directory holding ``train.txt`` or the path of the file itself (so the
 2k-row sample ``criteo_sample_2k.txt`` reads directly).
@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import os
 
-from mec_jax.data.datasets.delimited import CATEGORY, FLOAT, LABEL, read_delimited
-from mec_jax.data.raw import (
-  RawData,
-  binary_labels,
-  data_dir_of,
-  max_rows_of,
-  random_split,
-  require_file,
-)
+from mec_jax.data.datasets.delimited import CATEGORY, FLOAT, LABEL
+from mec_jax.data.raw import RawData, data_dir_of, max_rows_of, require_file
+from mec_jax.data.streamed import RANDOM, DelimitedSource, read_raw
 
-VERSION = 1
+VERSION = 2
 CONFIG_KEYS = ("dir", "max_rows", "split_fractions", "split_seed")
 NUMERIC = [f"I{i}" for i in range(1, 14)]
 CATEGORICAL = [f"C{i}" for i in range(1, 27)]
@@ -35,14 +29,22 @@ HINT = (
 )
 
 
-def read(data_config) -> RawData:
+def source(data_config) -> DelimitedSource:
   location = data_dir_of(data_config, "criteo_kaggle", HINT)
   path = location if os.path.isfile(location) else os.path.join(location, "train.txt")
-  require_file(path, HINT)
-  kinds = {"label": LABEL} | {c: FLOAT for c in NUMERIC} | {c: CATEGORY for c in CATEGORICAL}
-  frame = read_delimited(
-    path, kinds, delimiter="\t", names=COLUMNS, max_rows=max_rows_of(data_config)
+  return DelimitedSource(
+    "criteo_kaggle",
+    {RANDOM: require_file(path, HINT)},
+    {"label": LABEL} | {c: FLOAT for c in NUMERIC} | {c: CATEGORY for c in CATEGORICAL},
+    NUMERIC + CATEGORICAL,
+    numeric=NUMERIC,
+    delimiter="\t",
+    names=COLUMNS,
+    split_fractions=tuple(data_config.split_fractions),
+    split_seed=int(data_config.split_seed),
+    max_rows=max_rows_of(data_config),
   )
-  frame["label"] = binary_labels(frame["label"].to_numpy(), path, "label", header=False)
-  splits = random_split(frame, data_config.split_fractions, int(data_config.split_seed))
-  return RawData("criteo_kaggle", splits, NUMERIC + CATEGORICAL, numeric=NUMERIC)
+
+
+def read(data_config) -> RawData:
+  return read_raw(source(data_config))
