@@ -28,6 +28,7 @@ import numpy as np
 
 from mec_jax.data.schema import SPLITS, FeatureMap
 from mec_jax.data.values import FieldValues
+from mec_jax.errors import ArtifactError
 
 ARRAY_FILES = ("ids", "numeric", "label")  # <split>_<name>.npy
 
@@ -69,7 +70,7 @@ def load_entry(
   expected = ["encoding.json", *(f"{s}_{n}.npy" for s in SPLITS for n in ARRAY_FILES)]
   absent = [f for f in expected if not os.path.isfile(os.path.join(directory, f))]
   if absent:
-    raise ValueError(
+    raise ArtifactError(
       f"{directory}: cache entry lacks {absent} (edited by hand?); delete the directory to "
       f"re-encode"
     )

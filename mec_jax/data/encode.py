@@ -31,6 +31,7 @@ import pandas as pd
 from mec_jax.data.raw import RawData
 from mec_jax.data.schema import CATEGORICAL, NUMERIC, SPLITS, FeatureMap, FieldSpec
 from mec_jax.data.values import FieldValues
+from mec_jax.errors import ConfigError, DataError
 
 # 2: values stored for numeric fields only (`FieldValues`); ids, labels and statistics unchanged.
 ENCODE_VERSION = 2
@@ -54,11 +55,11 @@ class EncodeOptions:
 
   def __post_init__(self):
     if self.min_count < 0:
-      raise ValueError(f"data.min_count must be >= 0, got {self.min_count}")
+      raise ConfigError(f"data.min_count must be >= 0, got {self.min_count}")
     if self.numeric not in NUMERIC_MODES:
-      raise ValueError(f"data.numeric must be one of {NUMERIC_MODES}, got {self.numeric!r}")
+      raise ConfigError(f"data.numeric must be one of {NUMERIC_MODES}, got {self.numeric!r}")
     if self.numeric == "bucketize" and self.num_buckets < 2:
-      raise ValueError(f"data.num_buckets must be >= 2, got {self.num_buckets}")
+      raise ConfigError(f"data.num_buckets must be >= 2, got {self.num_buckets}")
 
   @classmethod
   def from_config(cls, data_config) -> EncodeOptions:
@@ -87,7 +88,7 @@ def encode(
     ``stats`` records per numeric field the train statistics used (mean/std or bucket edges).
   """
   if len(raw.splits["train"]) == 0:
-    raise ValueError(f"{raw.dataset}: the train split is empty; nothing to build a vocabulary from")
+    raise DataError(f"{raw.dataset}: the train split is empty; nothing to build a vocabulary from")
   numeric = set(raw.numeric)
   num_fields = len(raw.fields)
   value_fields = [j for j, f in enumerate(raw.fields) if f in numeric and options.numeric == "log"]

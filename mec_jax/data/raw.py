@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mec_jax.data.schema import SPLITS
-from mec_jax.errors import DataError
+from mec_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -62,12 +62,12 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
   if (
     len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
   ):
-    raise ValueError(
+    raise ConfigError(
       f"data.split_fractions must be three non-negative numbers (train, valid, test) summing to 1, "
       f"got {fractions}"
     )
   if fractions[0] == 0:
-    raise ValueError(f"data.split_fractions: the train fraction must be > 0, got {fractions}")
+    raise ConfigError(f"data.split_fractions: the train fraction must be > 0, got {fractions}")
   return fractions
 
 
@@ -103,9 +103,9 @@ def require_file(path: str, hint: str) -> str:
   if not os.path.isfile(path):
     where = os.path.dirname(path) or "."
     state = "directory does not exist" if not os.path.isdir(where) else "file not found"
-    raise ValueError(f"{path}: {state}. {hint}")
+    raise DataError(f"{path}: {state}. {hint}")
   if os.path.getsize(path) == 0:
-    raise ValueError(f"{path}: file is empty. {hint}")
+    raise DataError(f"{path}: file is empty. {hint}")
   return path
 
 
@@ -164,7 +164,7 @@ def max_rows_of(data_config) -> int:
   """``data.max_rows`` as a non-negative int (0 = read everything)."""
   max_rows = int(data_config.get("max_rows", 0) or 0)
   if max_rows < 0:
-    raise ValueError(f"data.max_rows must be >= 0 (0 = all rows), got {max_rows}")
+    raise ConfigError(f"data.max_rows must be >= 0 (0 = all rows), got {max_rows}")
   return max_rows
 
 
@@ -172,7 +172,7 @@ def data_dir_of(data_config, dataset: str, hint: str) -> str:
   """``data.dir`` as given, or a ValueError with a download hint when it is empty or absent."""
   directory = str(data_config.get("dir", "") or "")
   if not directory:
-    raise ValueError(f"{dataset}: data.dir is empty. {hint}")
+    raise DataError(f"{dataset}: data.dir is empty. {hint}")
   if not os.path.exists(directory):
-    raise ValueError(f"{directory}: directory does not exist (data.dir of {dataset}). {hint}")
+    raise DataError(f"{directory}: directory does not exist (data.dir of {dataset}). {hint}")
   return directory

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import types
 
+from mec_jax.errors import ConfigError
+
 DATASETS = {
   "criteo_x1": "mec_jax.data.datasets.criteo_x1",
   "criteo_kaggle": "mec_jax.data.datasets.criteo_kaggle",
@@ -34,5 +36,5 @@ def dataset_names() -> list[str]:
 def get_reader(name: str) -> types.ModuleType:
   """The reader module of dataset ``name``; ValueError listing the valid names otherwise."""
   if name not in DATASETS:
-    raise ValueError(f"unknown dataset data.name={name!r}; valid names are {dataset_names()}")
+    raise ConfigError(f"unknown dataset data.name={name!r}; valid names are {dataset_names()}")
   return importlib.import_module(DATASETS[name])

@@ -36,6 +36,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from mec_jax.errors import ConfigError
+
 _NUMERIC_MISSING = 0.1
 
 
@@ -69,7 +71,7 @@ class SyntheticSpec:
     }
     for key, ok in checks.items():
       if not ok:
-        raise ValueError(f"data.synthetic.{key}: invalid value {getattr(self, key)!r}")
+        raise ConfigError(f"data.synthetic.{key}: invalid value {getattr(self, key)!r}")
 
   @classmethod
   def from_config(cls, synthetic_config) -> SyntheticSpec:

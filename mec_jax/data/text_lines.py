@@ -15,6 +15,7 @@ every file read this way:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -78,17 +79,18 @@ class TextChunk:
     i = lineno - self.first_line
     return self.data[starts[i] : stops[i]].decode("utf-8", errors="replace")
 
-  def lines(self) -> Iterator[tuple[int, str]]:
-    """``(lineno, text)`` of every non-blank line; invalid UTF-8 is a DataError."""
+  def lines(self, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """``(lineno, text)`` of every non-blank line; undecodable bytes are a DataError."""
+    self.data_lines()  # refuses stray carriage returns
     starts, stops = self._bounds()
     for i in np.flatnonzero(stops > starts):
       lineno = self.first_line + int(i)
       raw = self.data[starts[i] : stops[i]]
       try:
-        yield lineno, raw.decode("utf-8")
+        yield lineno, raw.decode(encoding)
       except UnicodeDecodeError as err:
         raise DataError(
-          f"{self.path}, line {lineno}: not valid UTF-8 at byte {err.start} ({raw[:60]!r})"
+          f"{self.path}, line {lineno}: not valid {encoding} at byte {err.start} ({raw[:60]!r})"
         ) from None
 
   @property
@@ -147,6 +149,15 @@ def require_line_end(chunk: TextChunk, field: str | None = None) -> None:
     f"{chunk.path}, line {lineno}{where}: the file ends inside this line (no line end after "
     f"{tail!r}), so it looks cut short; if the file is complete, end it with a newline"
   )
+
+
+def finite_number(token: str) -> float | None:
+  """``float(token)`` when ``token`` is a finite number written plainly (no ``_``), else None."""
+  try:
+    value = float(token)
+  except ValueError:
+    return None
+  return value if math.isfinite(value) and "_" not in token else None
 
 
 def count_data_lines(path: str, skip_lines: int = 0) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -221,11 +220,8 @@ def _diagnose(chunk, names, kinds, delimiter) -> None:
             f"{chunk.path}, line {lineno}, column {col!r}: label is empty (expected a number)"
           )
         continue
-      try:
-        number = int(value) if kind == INT else float(value)
-      except ValueError:
-        number = math.nan
-      if not math.isfinite(number) or "_" in value:
+      number = text_lines.finite_number(value)
+      if number is None or (kind == INT and not value.lstrip("+-").isdigit()):
         expected = "an integer" if kind == INT else "a number"
         raise DataError(
           f"{chunk.path}, line {lineno}, column {col!r}: expected {expected}, got {value!r}"

@@ -12,6 +12,7 @@ re-split at random by ``data.split_fractions`` (default 80/10/10) with ``data.sp
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -21,11 +22,11 @@ from mec_jax.data.datasets.libfm import read_libfm
 from mec_jax.data.raw import (
   RawData,
   data_dir_of,
-  line_of_row,
   max_rows_of,
   random_split,
   require_file,
 )
+from mec_jax.errors import DataError
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "max_rows", "split_fractions", "split_seed")
@@ -50,17 +51,19 @@ def read(data_config) -> RawData:
   paths += [require_file(os.path.join(directory, f), HINT) for f in REQUIRED_FILES]
   frames = []
   for path in paths:
-    labels, indices = read_libfm(path, FIELDS, max_rows)
-    bad = ~np.isin(labels, (-1.0, 0.0, 1.0))
-    if bad.any():
-      row = int(np.argmax(bad))
-      raise ValueError(
-        f"{path}, line {line_of_row(path, row, header=False)}, column 'label': "
-        f"expected 1 or -1, got {labels[row]}"
-      )
+    labels, indices, _ = read_libfm(path, FIELDS, max_rows, functools.partial(_check, path))
     frame = pd.DataFrame(indices, columns=FIELDS)
     frame["label"] = (labels > 0).astype(np.float32)
     frames.append(frame)
   frame = pd.concat(frames, ignore_index=True)
   splits = random_split(frame, data_config.split_fractions, int(data_config.split_seed))
   return RawData("frappe", splits, FIELDS)
+
+
+def _check(path: str, labels: np.ndarray, lines: np.ndarray) -> None:
+  bad = ~np.isin(labels, (-1.0, 0.0, 1.0))
+  if bad.any():
+    row = int(np.argmax(bad))
+    raise DataError(
+      f"{path}, line {lines[row]}, column 'label': expected 1 or -1, got {labels[row]:g}"
+    )

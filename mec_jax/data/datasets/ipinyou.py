@@ -9,10 +9,13 @@ file of share ``valid / (train + valid)`` of ``data.split_fractions`` (1/9 by de
 
 from __future__ import annotations
 
+import functools
 import os
 
+import numpy as np
 import pandas as pd
 
+from mec_jax.data import text_lines
 from mec_jax.data.datasets.libfm import read_libfm
 from mec_jax.data.raw import (
   RawData,
@@ -23,6 +26,7 @@ from mec_jax.data.raw import (
   require_file,
   split_indices,
 )
+from mec_jax.errors import DataError
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "max_rows", "split_fractions", "split_seed")
@@ -39,19 +43,21 @@ HINT = (
 
 def field_names(path: str) -> list[str]:
   """Field names from ``featindex.fm.txt``: the ``field`` prefixes in order of first appearance."""
-  names = []
-  with open(path, encoding="utf-8", errors="replace") as fh:
-    for lineno, line in enumerate(fh, start=1):
-      if not line.strip():
-        continue
-      key, sep, _ = line.rstrip("\r\n").partition("\t")
-      if not sep or ":" not in key:
-        raise ValueError(f"{path}, line {lineno}: expected 'field:value<TAB>index', got {line!r}")
+  names, chunk = [], None
+  for chunk in text_lines.iter_chunks(path):
+    for lineno, line in chunk.lines():
+      key, sep, index = line.partition("\t")
+      if not sep or ":" not in key or not index.strip().isdigit():
+        raise DataError(
+          f"{path}, line {lineno}: expected 'field:value<TAB>index' with an integer index, "
+          f"got {line!r}"
+        )
       name = key.split(":", 1)[0]
       if name not in names:
         names.append(name)
   if not names:
-    raise ValueError(f"{path}: file is empty (expected 'field:value<TAB>index' lines)")
+    raise DataError(f"{path}: file is empty (expected 'field:value<TAB>index' lines)")
+  text_lines.require_line_end(chunk, "index")
   return names
 
 
@@ -63,9 +69,9 @@ def read(data_config) -> RawData:
   frames = {}
   for name in ("train", "test"):
     path = require_file(os.path.join(directory, f"{name}.fm.txt"), HINT)
-    labels, indices = read_libfm(path, fields, max_rows)
+    labels, indices, _ = read_libfm(path, fields, max_rows, functools.partial(_check, path))
     frame = pd.DataFrame(indices, columns=fields)
-    frame["label"] = binary_labels(labels, path, "label", header=False)
+    frame["label"] = labels.astype(np.float32)
     frames[name] = frame
   train_share, valid_share, _ = check_fractions(data_config.split_fractions)
   share = valid_share / (train_share + valid_share)
@@ -79,3 +85,7 @@ def read(data_config) -> RawData:
     "test": frames["test"],
   }
   return RawData("ipinyou", splits, fields)
+
+
+def _check(path: str, labels: np.ndarray, lines: np.ndarray) -> None:
+  binary_labels(labels, path, "label", lines=lines)

@@ -32,6 +32,7 @@ import pandas as pd
 from mec_jax.data.datasets.delimited import CATEGORY, FLOAT, INT, LABEL, read_delimited
 from mec_jax.data.datasets.kuairand_fixture import write_tiny_kuairand
 from mec_jax.data.raw import RawData, binary_labels, line_of_row, max_rows_of, require_file
+from mec_jax.errors import ConfigError, DataError
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "variant", "max_rows", "train_end", "valid_end")
@@ -63,7 +64,7 @@ def read(data_config) -> RawData:
   directory = str(data_config.get("dir", "") or "")
   if not directory or not os.path.isdir(directory):
     state = "data.dir is empty" if not directory else f"{directory}: directory does not exist"
-    raise ValueError(f"kuairand: {state}. {_hint(_variant_name(data_config))}")
+    raise DataError(f"kuairand: {state}. {_hint(_variant_name(data_config))}")
   data_dir = os.path.join(directory, "data")
   data_dir = data_dir if os.path.isdir(data_dir) else directory
   variant = _variant(data_config, data_dir)
@@ -95,7 +96,7 @@ def read(data_config) -> RawData:
   date = log["date"].to_numpy()
   train_end, valid_end = int(data_config.train_end), int(data_config.valid_end)
   if valid_end < train_end:
-    raise ValueError(f"data.valid_end ({valid_end}) must be >= data.train_end ({train_end})")
+    raise ConfigError(f"data.valid_end ({valid_end}) must be >= data.train_end ({train_end})")
   masks = {
     "train": date <= train_end,
     "valid": (date > train_end) & (date <= valid_end),
@@ -113,12 +114,12 @@ def _variant(data_config, data_dir: str) -> str:
   variant = _variant_name(data_config)
   if variant:
     if variant not in VARIANTS:
-      raise ValueError(f"kuairand: data.variant must be one of {VARIANTS}, got {variant!r}")
+      raise ConfigError(f"kuairand: data.variant must be one of {VARIANTS}, got {variant!r}")
     return variant
   found = [v for v in VARIANTS if glob.glob(os.path.join(data_dir, f"log_standard_*_{v}*.csv"))]
   if len(found) != 1:
     what = f"several variants {found}" if found else "no log_standard_*.csv file"
-    raise ValueError(
+    raise ConfigError(
       f"kuairand: data.variant is empty and {data_dir} has {what}; set data.variant to one of "
       f"{VARIANTS}. {_hint('pure')}"
     )
@@ -130,7 +131,7 @@ def _files(data_dir: str, name: str, hint: str) -> list[str]:
   stem = os.path.join(data_dir, name)
   found = sorted(glob.glob(f"{stem}.csv") + glob.glob(f"{stem}_part*.csv"))
   if not found:
-    raise ValueError(f"{stem}.csv: file not found (nor {stem}_part*.csv). {hint}")
+    raise DataError(f"{stem}.csv: file not found (nor {stem}_part*.csv). {hint}")
   return [require_file(p, hint) for p in found]
 
 
@@ -148,7 +149,7 @@ def _read_log(path: str, max_rows: int) -> pd.DataFrame:
     if empty.any():
       row = int(np.argmax(empty))
       line = line_of_row(path, row, header=True)
-      raise ValueError(f"{path}, line {line}, column {col!r}: empty (expected an integer)")
+      raise DataError(f"{path}, line {line}, column {col!r}: empty (expected an integer)")
     log[col] = log[col].astype(np.int64)
   log["is_click"] = binary_labels(log["is_click"].to_numpy(), path, "is_click", header=True)
   return log
@@ -197,5 +198,5 @@ def _weekday(dates: np.ndarray) -> np.ndarray:
   uniques, inverse = np.unique(dates, return_inverse=True)
   parsed = pd.to_datetime(pd.Series(uniques).astype(str), format="%Y%m%d", errors="coerce")
   if parsed.isna().any():
-    raise ValueError(f"kuairand: date {uniques[parsed.isna().to_numpy()][0]} is not YYYYMMDD")
+    raise DataError(f"kuairand: date {uniques[parsed.isna().to_numpy()][0]} is not YYYYMMDD")
   return parsed.dt.day_of_week.to_numpy()[inverse]

@@ -22,7 +22,9 @@ import os
 import numpy as np
 import pandas as pd
 
+from mec_jax.data import text_lines
 from mec_jax.data.raw import RawData, data_dir_of, max_rows_of, random_split, require_file
+from mec_jax.errors import DataError
 
 VERSION = 1
 CONFIG_KEYS = ("dir", "max_rows", "split_fractions", "split_seed")
@@ -39,13 +41,13 @@ def read(data_config) -> RawData:
   max_rows = max_rows_of(data_config)
   inters = sorted(glob.glob(os.path.join(directory, "*.inter")))
   if len(inters) > 1:
-    raise ValueError(f"{directory}: several .inter files {inters}; keep one dataset per directory")
+    raise DataError(f"{directory}: several .inter files {inters}; keep one dataset per directory")
   if inters:
     frame = _read_atomic(inters[0][: -len(".inter")], max_rows)
   elif os.path.isfile(os.path.join(directory, "ratings.dat")):
     frame = _read_ml1m(directory, max_rows)
   else:
-    raise ValueError(f"{directory}: no <name>.inter file and no ratings.dat. {HINT}")
+    raise DataError(f"{directory}: no <name>.inter file and no ratings.dat. {HINT}")
   splits = random_split(frame, data_config.split_fractions, int(data_config.split_seed))
   return RawData("movielens", splits, FIELDS)
 
@@ -58,7 +60,7 @@ def _read_atomic(stem: str, max_rows: int) -> pd.DataFrame:
   items = _read_table(f"{stem}.item", "\t", None, ["item_id", "release_year"])
   genre_col = next((c for c in ("class", "genre") if c in items.columns), None)
   if genre_col is None:
-    raise ValueError(f"{stem}.item: missing column 'class' (or 'genre') with the movie genres")
+    raise DataError(f"{stem}.item: missing column 'class' (or 'genre') with the movie genres")
   items["genre"] = items[genre_col].str.split(" ").str[0]
   return _join(inter, f"{stem}.inter", users, items)
 
@@ -66,11 +68,14 @@ def _read_atomic(stem: str, max_rows: int) -> pd.DataFrame:
 def _read_ml1m(directory: str, max_rows: int) -> pd.DataFrame:
   path = os.path.join(directory, "ratings.dat")
   names = ["user_id", "item_id", "rating", "timestamp"]
-  inter = _read_table(path, "::", names, names, max_rows)
+  inter = _read_table(path, "::", names, names, max_rows, numbers=names)
   names = ["user_id", "gender", "age", "occupation", "zip_code"]
-  users = _read_table(os.path.join(directory, "users.dat"), "::", names, names)
+  numbers = ["user_id", "age", "occupation"]
+  users = _read_table(os.path.join(directory, "users.dat"), "::", names, names, numbers=numbers)
   names = ["item_id", "title", "genres"]
-  items = _read_table(os.path.join(directory, "movies.dat"), "::", names, names)
+  items = _read_table(
+    os.path.join(directory, "movies.dat"), "::", names, names, numbers=["item_id"]
+  )
   items["release_year"] = items["title"].str.extract(r"\((\d{4})\)\s*$", expand=False)
   items["genre"] = items["genres"].str.split("|").str[0]
   return _join(inter, path, users, items)
@@ -81,7 +86,7 @@ def _join(inter: pd.DataFrame, path: str, users: pd.DataFrame, items: pd.DataFra
   if np.isnan(rating).any():
     row = int(np.argmax(np.isnan(rating)))
     line = int(inter["_line"].iloc[row])
-    raise ValueError(
+    raise DataError(
       f"{path}, line {line}, column 'rating': expected a number, got {inter['rating'].iloc[row]!r}"
     )
   users = users.drop_duplicates("user_id").set_index("user_id")
@@ -96,41 +101,54 @@ def _join(inter: pd.DataFrame, path: str, users: pd.DataFrame, items: pd.DataFra
   return frame
 
 
-def _read_table(path, sep, names, required, max_rows=0) -> pd.DataFrame:
-  """Reads a small separator-delimited file as strings, checking the field count of each line.
+def _read_table(path, sep, names, required, max_rows=0, numbers=()) -> pd.DataFrame:
+  """Reads a small separator-delimited file as strings, strictly (field counts, numbers, last line).
 
   Args:
-    names: column names, or ``None`` when line 1 is a RecBole ``name:type`` header.
+    names: column names, or ``None`` when line 1 is a RecBole ``name:type`` header (then the
+      ``float`` columns must hold numbers).
     required: columns that must be present.
+    numbers: columns that must hold a finite number (or be empty) on every line.
 
   Returns:
     A DataFrame of strings (empty -> NaN) with an extra ``_line`` column (1-based line numbers).
   """
   require_file(path, HINT)
-  with open(path, encoding="utf-8" if sep == "\t" else "latin-1") as fh:
-    lines = fh.read().splitlines()
-  start = 0
-  if names is None:
-    names = [h.split(":", 1)[0].strip() for h in lines[0].split(sep)]
-    start = 1
+  encoding = "utf-8" if sep == "\t" else "latin-1"
+  header = names is None
+  if header:
+    with open(path, encoding=encoding) as fh:
+      columns = [h.strip().split(":", 1) for h in fh.readline().rstrip("\r\n").split(sep)]
+    names = [c[0] for c in columns]
+    numbers = [c[0] for c in columns if c[1:] == ["float"]]
   missing = [c for c in required if c not in names]
   if missing:
-    raise ValueError(f"{path}: missing columns {missing}; the header has {names}")
-  rows, numbers = [], []
-  for lineno, line in enumerate(lines[start:], start=start + 1):
-    if not line.strip():
-      continue
-    parts = line.split(sep)
-    if len(parts) != len(names):
-      raise ValueError(
-        f"{path}, line {lineno}: expected {len(names)} {sep!r}-separated fields, got {len(parts)}"
-      )
-    rows.append(parts)
-    numbers.append(lineno)
-    if max_rows and len(rows) >= max_rows:
-      break
+    raise DataError(f"{path}: missing columns {missing}; the header has {names}")
+  checked = [(i, c) for i, c in enumerate(names) if c in set(numbers)]
+  rows, line_numbers, chunk = [], [], None
+  for chunk in text_lines.iter_chunks(path, skip_lines=int(header)):
+    for lineno, line in chunk.lines(encoding):
+      parts = line.split(sep)
+      if len(parts) != len(names):
+        raise DataError(
+          f"{path}, line {lineno}: expected {len(names)} {sep!r}-separated fields, got {len(parts)}"
+        )
+      for i, col in checked:
+        if parts[i] and text_lines.finite_number(parts[i]) is None:
+          raise DataError(
+            f"{path}, line {lineno}, column {col!r}: expected a number, got {parts[i]!r}"
+          )
+      rows.append(parts)
+      line_numbers.append(lineno)
+      if max_rows and len(rows) >= max_rows:
+        return _frame(rows, names, line_numbers)
   if not rows:
-    raise ValueError(f"{path}: no data rows")
+    raise DataError(f"{path}: no data rows")
+  text_lines.require_line_end(chunk, names[-1])
+  return _frame(rows, names, line_numbers)
+
+
+def _frame(rows, names, line_numbers) -> pd.DataFrame:
   frame = pd.DataFrame(rows, columns=names).replace("", np.nan)
-  frame["_line"] = numbers
+  frame["_line"] = line_numbers
   return frame
