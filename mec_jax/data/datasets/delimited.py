@@ -208,9 +208,11 @@ def _diagnose(chunk, names, kinds, delimiter) -> None:
   for lineno, text in chunk.lines():
     row = next(csv.reader([text], delimiter=delimiter))
     if len(row) != len(names):
+      last = names[len(row) - 1] if len(row) <= len(names) else f"#{len(row)}"
       raise DataError(
         f"{chunk.path}, line {lineno}: expected {len(names)} {sep}-separated fields "
-        f"({', '.join(names[:3])}, ...), got {len(row)}"
+        f"({', '.join(names[:3])}, ...), got {len(row)}; the line ends in column {last!r} with "
+        f"{row[-1][-24:]!r}"
       )
     for i, (col, kind) in numeric.items():
       value = row[i].strip()

@@ -48,9 +48,10 @@ def field_names(path: str) -> list[str]:
     for lineno, line in chunk.lines():
       key, sep, index = line.partition("\t")
       if not sep or ":" not in key or not index.strip().isdigit():
+        column = "index" if sep and ":" in key else "field:value"
         raise DataError(
-          f"{path}, line {lineno}: expected 'field:value<TAB>index' with an integer index, "
-          f"got {line!r}"
+          f"{path}, line {lineno}, column {column!r}: expected 'field:value<TAB>index' with an "
+          f"integer index, got {line!r}"
         )
       name = key.split(":", 1)[0]
       if name not in names:

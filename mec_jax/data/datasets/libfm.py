@@ -113,9 +113,12 @@ def _read_slow(chunk, field_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
   for lineno, line in chunk.lines():
     parts = line.split()
     if len(parts) != len(field_names) + 1:
+      names = ["label", *field_names]
+      last = names[max(len(parts), 1) - 1] if len(parts) <= len(names) else f"#{len(parts)}"
       raise DataError(
         f"{chunk.path}, line {lineno}: expected a label and {len(field_names)} idx:val pairs "
-        f"(one per field: {', '.join(field_names)}), got {len(parts) - 1} pairs"
+        f"(one per field: {', '.join(field_names)}), got {len(parts) - 1} pairs; the line ends "
+        f"in field {last!r} with {(parts or [line])[-1][-24:]!r}"
       )
     label = text_lines.finite_number(parts[0])
     if label is None:

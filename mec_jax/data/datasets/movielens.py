@@ -130,8 +130,10 @@ def _read_table(path, sep, names, required, max_rows=0, numbers=()) -> pd.DataFr
     for lineno, line in chunk.lines(encoding):
       parts = line.split(sep)
       if len(parts) != len(names):
+        last = names[len(parts) - 1] if len(parts) <= len(names) else f"#{len(parts)}"
         raise DataError(
-          f"{path}, line {lineno}: expected {len(names)} {sep!r}-separated fields, got {len(parts)}"
+          f"{path}, line {lineno}: expected {len(names)} {sep!r}-separated fields, got "
+          f"{len(parts)}; the line ends in column {last!r} with {parts[-1][-24:]!r}"
         )
       for i, col in checked:
         if parts[i] and text_lines.finite_number(parts[i]) is None:
