@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   syn.vocab_sizes = (50_000, 20_000, 5_000, 1_000, 100, 20, 10, 5)  # one categorical field each
   syn.num_numeric = 2  # numeric fields appended after the categorical ones
   syn.zipf_exponent = 1.1  # popularity skew of values within each field
+  syn.zipf_exponents = ()  # per-field skews, one per vocab size; () = zipf_exponent for every field
   syn.latent_dim = 8  # dimension of the planted value embeddings
   syn.num_clusters = 32  # planted cluster structure of the value embeddings
   syn.cluster_spread = 0.3  # within-cluster std relative to the cluster centres

@@ -15,9 +15,10 @@ class EncodedDataset:
 
   Attributes:
     feature_map: fields, vocab sizes and train counts.
-    splits: ``{"train", "valid", "test"} -> {"ids": int32 [N, F], "values": float32 [N, F],
-      "label": float32 [N]}`` (see `mec_jax.data.schema`); memory-mapped read-only arrays when
-      they come from the cache.
+    splits: ``{"train", "valid", "test"} -> {"ids": int32 [N, F], "values": [N, F],
+      "label": float32 [N]}`` (see `mec_jax.data.schema`); ``values`` is a `FieldValues` that
+      stores the numeric fields only and gives dense float32 rows on indexing. Memory-mapped
+      read-only arrays when they come from the cache.
     stats: per numeric field, the train statistics its encoding used (``mean``/``std`` or
       bucket ``edges``).
     cache_path: the cache entry the arrays live in (``None`` when caching was off).

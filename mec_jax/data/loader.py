@@ -32,7 +32,9 @@ class BatchLoader:
   """Batches of one split.
 
   Args:
-    split: ``{"ids": [N, F], "values": [N, F], "label": [N]}`` (numpy or memory-mapped arrays).
+    split: ``{"ids": [N, F], "values": [N, F], "label": [N]}`` (numpy or memory-mapped arrays;
+      ``values`` may be a `FieldValues`, which stores numeric fields only: a batch gathers dense
+      ``[b, F]`` float32 rows from it, 1.0 in the categorical columns).
     batch_size: global rows per batch (all processes together).
     shuffle: shuffle rows each epoch (train) or keep file order (eval).
     seed: shuffle seed.

@@ -80,3 +80,30 @@ def test_load_dataset_encodes_synthetic_with_train_vocab(data_config):
   assert fm.vocab_sizes[0] < 5000
   assert (dataset.splits["test"]["ids"][:, 0] == fm.fields[0].oov_id).any()
   assert fm.fields[0].counts[-1] == 0  # min_count 1: no train value is folded into OOV
+
+
+def test_per_field_zipf_exponents_set_each_fields_skew():
+  spec = SyntheticSpec(
+    num_rows=40_000, vocab_sizes=(50_000, 50_000, 50), zipf_exponents=(0.5, 1.1, 1.0), seed=1
+  )
+  frame, _, model = generate(spec)
+  for f, (vocab, a) in enumerate(zip(spec.vocab_sizes, spec.exponents, strict=True)):
+    weights = np.arange(1, vocab + 1, dtype=np.float64) ** -a
+    np.testing.assert_allclose(np.sort(model.popularity[f])[::-1], weights / weights.sum())
+    # Realized distinct values vs the expectation sum_v 1 - (1 - p_v)^n (within 2%).
+    expected = np.sum(1.0 - (1.0 - model.popularity[f]) ** spec.num_rows)
+    assert frame[f"cat{f}"].nunique() == pytest.approx(expected, rel=0.02)
+  assert frame["cat0"].nunique() > 3 * frame["cat1"].nunique()  # same vocab, lower skew
+  # Without per-field exponents every field uses zipf_exponent: the draws are those of before.
+  same = SyntheticSpec(num_rows=2_000, vocab_sizes=(300, 20), zipf_exponents=(1.1, 1.1))
+  pd.testing.assert_frame_equal(
+    generate(same)[0], generate(dataclasses.replace(same, zipf_exponents=()))[0]
+  )
+
+
+def test_zipf_exponents_must_match_the_fields(data_config):
+  data_config.synthetic.zipf_exponents = (0.5,)
+  with pytest.raises(ValueError, match=r"zipf_exponents: invalid value \(0.5,\).*one exponent"):
+    SyntheticSpec.from_config(data_config.synthetic)
+  data_config.synthetic.vocab_sizes = (100,)
+  assert SyntheticSpec.from_config(data_config.synthetic).exponents == (0.5,)
