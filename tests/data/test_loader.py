@@ -101,3 +101,25 @@ def test_shuffled_padded_batches_keep_mask_aligned():
   batches = list(loader.iterator())
   rows = np.concatenate([_rows(b)[b["mask"] > 0] for b in batches])
   np.testing.assert_array_equal(np.sort(rows), np.arange(103))
+
+
+def test_batches_of_a_cached_split_give_dense_values(tmp_path, data_config):
+  # Cached splits store values for numeric fields only; a batch still has [b, F] float32 values,
+  # 1.0 in the categorical columns and the encoded number in the numeric ones.
+  from data_fixtures import write_criteo_x1
+
+  from mec_jax.data import load_dataset
+
+  write_criteo_x1(tmp_path, {"train": 40, "valid": 4, "test": 4})
+  data_config.name, data_config.dir = "criteo_x1", str(tmp_path)
+  dataset = load_dataset(data_config, str(tmp_path / "cache"))
+  split = dataset.splits["train"]
+  numeric = np.asarray(split["values"].numeric)  # [40, 13], the I-fields
+  loader = BatchLoader(split, 8, shuffle=True, seed=0, drop_remainder=True, prefetch=0)
+  batch = loader.batch(0, 2)
+  rows = loader.local_rows(0, 2)[0]
+  rows = np.sort(rows)
+  assert batch["values"].shape == (8, 39) and batch["values"].dtype == np.float32
+  np.testing.assert_array_equal(batch["values"][:, 13:], 1.0)
+  np.testing.assert_array_equal(batch["values"][:, :13], numeric[rows])
+  np.testing.assert_array_equal(batch["ids"], np.asarray(split["ids"])[rows])
