@@ -211,18 +211,16 @@ def fit(
       cfg.sparse_optimizer,
       ", ".join(f"field {f.field} ({f.vocab_size:,} rows, lr {f.learning_rate:g})" for f in fields),
     )
-  params, tables = sparse.split_tables(params, fields, mesh.size)
   tx = steps.make_optimizer(
     cfg.learning_rate,
     grad_clip_norm=cfg.grad_clip_norm,
     weight_decay=cfg.weight_decay,
     lr_overrides=lr_overrides,
   )
-  state = steps.init_train_state(
-    params, other, tx, sparse.init_sparse_state(tables, fields, cfg.sparse_optimizer)
+  state, shardings = steps.init_sharded_state(
+    params, other, tx, mesh, fields=fields, sparse_optimizer=cfg.sparse_optimizer
   )
-  del tables, params
-  state = jax.device_put(state, sparse.state_shardings(state, mesh))
+  del params  # the sparse tables now live in state.sparse only
   checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
   try:
     if os.path.exists(result_path(workdir, name)):
@@ -247,7 +245,7 @@ def fit(
       cfg,
       run_dir,
       name,
-      (graphdef, rng_state, tx, fields),
+      (graphdef, rng_state, tx, fields, shardings),
       state,
       checkpointer,
       mesh,
@@ -275,7 +273,7 @@ def _load_into_model(model, state: steps.TrainState, fields) -> None:
 def _train(
   model, splits, cfg, run_dir, name, compiled, state, checkpointer, mesh, on_step
 ) -> FitResult:
-  graphdef, rng_state, tx, fields = compiled
+  graphdef, rng_state, tx, fields, shardings = compiled
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
   loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state))
   latest = checkpointer.latest_step()
@@ -304,7 +302,7 @@ def _train(
     sparse_optimizer=cfg.sparse_optimizer,
     grad_clip_norm=cfg.grad_clip_norm,
     weight_decay=cfg.weight_decay,
-    state_sharding=sparse.state_shardings(state, mesh),
+    state_sharding=shardings,
   )
   model.eval()
   eval_graphdef = nnx.graphdef(model)

@@ -173,6 +173,27 @@ def init_train_state(params: nnx.State, other: nnx.State, tx, sparse=None) -> Tr
   )
 
 
+def init_sharded_state(params, other, tx, mesh, *, fields=(), sparse_optimizer="lazy_adam"):
+  """The train state of a split model, placed on ``mesh``, with its sparse tables taken out.
+
+  Args:
+    params, other: from `split_model`.
+    tx: optimizer from `make_optimizer` (it sees only the non-sparse parameters).
+    mesh: device mesh.
+    fields: `sparse.SparseField`s (from `sparse.find_sparse_fields`).
+    sparse_optimizer: row-wise optimizer of the sparse tables.
+
+  Returns:
+    ``(state, shardings)``: sparse arrays row-sharded, everything else replicated.
+  """
+  params, tables = sparse.split_tables(params, fields, mesh.size)
+  state = init_train_state(
+    params, other, tx, sparse.init_sparse_state(tables, fields, sparse_optimizer)
+  )
+  shardings = sparse.state_shardings(state, mesh)
+  return jax.device_put(state, shardings), shardings
+
+
 # --- mesh -----------------------------------------------------------------------------------------
 
 
