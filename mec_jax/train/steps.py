@@ -292,7 +292,7 @@ def make_train_step(
       state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch
     )
     if trainable and grad_clip_norm > 0:
-      norm = optax.global_norm((grads, block_grads))
+      norm = optax.tree.norm((grads, block_grads))
       factor = jnp.minimum(1.0, grad_clip_norm / jnp.maximum(norm, 1e-12))
       grads, block_grads = jax.tree.map(lambda g: g * factor, (grads, block_grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
