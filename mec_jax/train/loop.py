@@ -32,11 +32,13 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from mec_jax.data.loader import BatchLoader
+from mec_jax.errors import ConfigError
 from mec_jax.train import metrics as metrics_lib
-from mec_jax.train import steps
+from mec_jax.train import sparse, steps
 from mec_jax.train.checkpoint import Checkpointer
 from mec_jax.train.evaluation import check_split, evaluate_split
 from mec_jax.train.result import FitResult, load_result, result_path, write_json_atomic
+from mec_jax.train.row_optimizers import SPARSE_OPTIMIZERS
 
 __all__ = [
   "FitResult",
@@ -71,6 +73,9 @@ class TrainConfig:
   log_every_steps: int = 50
   progress: bool = True
   embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
+  sparse_min_rows: int = 100_000  # Embed tables this large train row-sparse (0: none)
+  sparse_optimizer: str = "lazy_adam"  # row_optimizers.SPARSE_OPTIMIZERS
+  sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
 
   def __post_init__(self):
     for key in ("batch_size", "eval_batch_size", "epochs", "log_every_steps"):
@@ -82,6 +87,15 @@ class TrainConfig:
       raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
     if self.monitor not in metrics_lib.MONITORS:
       raise ValueError(f"train.monitor={self.monitor!r}; expected one of {metrics_lib.MONITORS}")
+    if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
+      raise ConfigError(
+        f"train.sparse_optimizer={self.sparse_optimizer!r}; expected one of {SPARSE_OPTIMIZERS}"
+      )
+    if self.sparse_min_rows < 0 or not self.sparse_learning_rate >= 0:
+      raise ConfigError(
+        f"train.sparse_min_rows={self.sparse_min_rows}, train.sparse_learning_rate="
+        f"{self.sparse_learning_rate}; both must be >= 0"
+      )
 
   @classmethod
   def from_config(cls, config, **overrides) -> TrainConfig:
@@ -152,7 +166,9 @@ def fit(
     name: run name (``"pretrain"``, ``"finetune"``, ...).
     lr_overrides: ``{parameter-path substring: learning rate}`` for parameters that need their
       own rate, e.g. ``{"codebooks": 1e-2}``; every other parameter uses ``learning_rate``.
-      Plateau decay scales all rates alike.
+      Plateau decay scales all rates alike, the sparse tables' too. Full `Embed` tables with
+      ``>= train.sparse_min_rows`` rows train row-sparse (`mec_jax.train.sparse`) with
+      ``train.sparse_optimizer``; a rate of 0 keeps such a table frozen, without state.
     mesh: 1-D ``('data',)`` mesh (default: all devices).
     on_step: called with the global step after every train step (tests use it to simulate a
       kill by raising).
@@ -181,14 +197,30 @@ def fit(
 
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
+  steps.log_lr_overrides(params, lr_overrides)
+  fields = sparse.find_sparse_fields(
+    model,
+    min_rows=cfg.sparse_min_rows,
+    rate_of_path=lambda path: steps.learning_rate_of(path, cfg.learning_rate, lr_overrides),
+    sparse_learning_rate=cfg.sparse_learning_rate,
+  )
+  if fields:
+    logging.info(
+      "%s: row-sparse tables (%s): %s",
+      name,
+      cfg.sparse_optimizer,
+      ", ".join(f"field {f.field} ({f.vocab_size:,} rows, lr {f.learning_rate:g})" for f in fields),
+    )
   tx = steps.make_optimizer(
     cfg.learning_rate,
     grad_clip_norm=cfg.grad_clip_norm,
     weight_decay=cfg.weight_decay,
     lr_overrides=lr_overrides,
   )
-  steps.log_lr_overrides(params, lr_overrides)
-  state = jax.device_put(steps.init_train_state(params, other, tx), steps.replicated(mesh))
+  state, shardings = steps.init_sharded_state(
+    params, other, tx, mesh, fields=fields, sparse_optimizer=cfg.sparse_optimizer
+  )
+  del params  # the sparse tables now live in state.sparse only
   checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
   try:
     if os.path.exists(result_path(workdir, name)):
@@ -201,22 +233,47 @@ def fit(
           f"{run_dir}: the finished run's checkpoint (step {result.best_step}) does not fit this "
           f"model/optimizer ({str(err).splitlines()[0][:200]}); delete {run_dir} to retrain"
         ) from err
-      nnx.update(model, state.params, state.other)
+      _load_into_model(model, state, fields)
       model.eval()
       logging.info(
         "%s: finished run found in %s; restored step %d", name, run_dir, result.best_step
       )
       return result
     return _train(
-      model, splits, cfg, run_dir, name, graphdef, rng_state, tx, state, checkpointer, mesh, on_step
+      model,
+      splits,
+      cfg,
+      run_dir,
+      name,
+      (graphdef, rng_state, tx, fields, shardings),
+      state,
+      checkpointer,
+      mesh,
+      on_step,
     )
   finally:
     checkpointer.close()
 
 
+def _eval_params(state: steps.TrainState, fields):
+  """The full parameter state (sparse tables in place, still sharded) for the eval step."""
+  if not fields:
+    return state.params
+  return sparse.merge_tables(state.params, sparse.tables_of(state.sparse), fields)
+
+
+def _load_into_model(model, state: steps.TrainState, fields) -> None:
+  params = state.params
+  if fields:
+    tables = sparse.model_tables(sparse.tables_of(state.sparse), fields)
+    params = sparse.merge_tables(params, tables, fields)
+  nnx.update(model, params, state.other)
+
+
 def _train(
-  model, splits, cfg, run_dir, name, graphdef, rng_state, tx, state, checkpointer, mesh, on_step
+  model, splits, cfg, run_dir, name, compiled, state, checkpointer, mesh, on_step
 ) -> FitResult:
+  graphdef, rng_state, tx, fields, shardings = compiled
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
   loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state))
   latest = checkpointer.latest_step()
@@ -241,11 +298,16 @@ def _train(
     mesh,
     dropout_key=jax.random.fold_in(jax.random.key(cfg.seed), 1),
     embedding_regularizer=cfg.embedding_regularizer,
+    sparse_fields=fields,
+    sparse_optimizer=cfg.sparse_optimizer,
+    grad_clip_norm=cfg.grad_clip_norm,
+    weight_decay=cfg.weight_decay,
+    state_sharding=shardings,
   )
   model.eval()
   eval_graphdef = nnx.graphdef(model)
   model.train()
-  eval_step = steps.make_eval_step(eval_graphdef, rng_state, mesh)
+  eval_step = steps.make_eval_step(eval_graphdef, rng_state, mesh, sparse_fields=fields)
 
   pending: list = []  # device losses not yet checked on the host
 
@@ -311,7 +373,13 @@ def _train(
     drain(loop_state["step"])
 
     valid = evaluate_split(
-      eval_step, state.params, state.other, splits["valid"], cfg.eval_batch_size, mesh, "valid"
+      eval_step,
+      _eval_params(state, fields),
+      state.other,
+      splits["valid"],
+      cfg.eval_batch_size,
+      mesh,
+      "valid",
     )
     score = metrics_lib.monitor_score(valid, cfg.monitor)
     lr = cfg.learning_rate * loop_state["lr_scale"]  # the rate this epoch trained with
@@ -351,13 +419,14 @@ def _train(
     checkpointer.save(loop_state["step"], state, loop_state, score=score if improved else None)
 
   best_state, _ = checkpointer.restore(loop_state["best_step"], state)
-  nnx.update(model, best_state.params, best_state.other)
+  del state  # its tables are released before the model takes the best state's
+  _load_into_model(model, best_state, fields)
   best = next(h for h in loop_state["history"] if h["epoch"] == loop_state["best_epoch"])
   test = {}
   if "test" in splits:
     test = evaluate_split(
       eval_step,
-      best_state.params,
+      _eval_params(best_state, fields),
       best_state.other,
       splits["test"],
       cfg.eval_batch_size,

@@ -9,11 +9,16 @@ of `CodebookEmbed`, ...; carried and checkpointed, never optimized).
 Data parallelism: the batch is sharded on the ``data`` axis and the state replicated; ``jax.jit``
 inserts the gradient all-reduce (and batch-norm cross-device statistics), so a step on N devices
 computes the same update as on one.
+
+Large tables (`mec_jax.train.sparse`) live outside ``params`` in ``TrainState.sparse``, row-sharded
+over the mesh and updated row-wise. Gradient clipping then uses one global norm over the dense
+gradients and the touched rows' gradients (the non-zero rows of the dense table gradient, so the
+norm is the one a dense step would clip with).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import flax.struct
 import jax
@@ -24,6 +29,8 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from mec_jax.train import sparse
 
 DATA_AXIS = "data"
 
@@ -36,12 +43,15 @@ class TrainState(flax.struct.PyTreeNode):
     params: ``nnx.Param`` state of the model.
     other: the model's non-parameter, non-RNG state (batch stats, codes, ...).
     opt_state: optax state over ``params``.
+    sparse: row-sparse tables and their row-wise optimizer state, ``{name: {"tables": {...},
+      "opt": {...}}}`` (`mec_jax.train.sparse`); empty when the model has none.
   """
 
   step: jax.Array
   params: nnx.State
   other: nnx.State
   opt_state: optax.OptState
+  sparse: dict = flax.struct.field(default_factory=dict)
 
 
 def split_model(model: nnx.Module):
@@ -59,10 +69,22 @@ def param_labels(params, lr_overrides: Mapping[str, float]):
   """
 
   def label(path, _):
-    text = jax.tree_util.keystr(path, simple=True, separator="/")
-    return next((key for key in lr_overrides if key in text), "default")
+    return override_key(jax.tree_util.keystr(path, simple=True, separator="/"), lr_overrides)
 
   return jax.tree_util.tree_map_with_path(label, params)
+
+
+def override_key(path_text: str, lr_overrides: Mapping[str, float] | None) -> str:
+  """The first key of ``lr_overrides`` contained in ``path_text``, else ``"default"``."""
+  return next((key for key in lr_overrides or {} if key in path_text), "default")
+
+
+def learning_rate_of(
+  path_text: str, learning_rate: float, lr_overrides: Mapping[str, float] | None
+) -> float:
+  """The learning rate `make_optimizer` gives the parameter at ``path_text`` (0: frozen)."""
+  key = override_key(path_text, lr_overrides)
+  return learning_rate if key == "default" else float(lr_overrides[key])
 
 
 def make_optimizer(
@@ -124,7 +146,12 @@ def log_lr_overrides(params, lr_overrides: Mapping[str, float] | None) -> dict[s
 
 def lr_scale(opt_state) -> float:
   """Current learning-rate multiplier of an optimizer from `make_optimizer`."""
-  return float(opt_state[-1].hyperparams["step_size"])
+  return float(lr_scale_array(opt_state))
+
+
+def lr_scale_array(opt_state) -> jax.Array:
+  """The multiplier as an array (jit-safe; the sparse tables' rates use it too)."""
+  return opt_state[-1].hyperparams["step_size"]
 
 
 def set_lr_scale(opt_state, scale: float):
@@ -136,10 +163,35 @@ def set_lr_scale(opt_state, scale: float):
   return (*opt_state[:-1], inject)
 
 
-def init_train_state(params: nnx.State, other: nnx.State, tx) -> TrainState:
+def init_train_state(params: nnx.State, other: nnx.State, tx, sparse=None) -> TrainState:
   return TrainState(
-    step=jnp.zeros((), jnp.int32), params=params, other=other, opt_state=tx.init(params)
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    other=other,
+    opt_state=tx.init(params),
+    sparse=sparse or {},
   )
+
+
+def init_sharded_state(params, other, tx, mesh, *, fields=(), sparse_optimizer="lazy_adam"):
+  """The train state of a split model, placed on ``mesh``, with its sparse tables taken out.
+
+  Args:
+    params, other: from `split_model`.
+    tx: optimizer from `make_optimizer` (it sees only the non-sparse parameters).
+    mesh: device mesh.
+    fields: `sparse.SparseField`s (from `sparse.find_sparse_fields`).
+    sparse_optimizer: row-wise optimizer of the sparse tables.
+
+  Returns:
+    ``(state, shardings)``: sparse arrays row-sharded, everything else replicated.
+  """
+  params, tables = sparse.split_tables(params, fields, mesh.size)
+  state = init_train_state(
+    params, other, tx, sparse.init_sparse_state(tables, fields, sparse_optimizer)
+  )
+  shardings = sparse.state_shardings(state, mesh)
+  return jax.device_put(state, shardings), shardings
 
 
 # --- mesh -----------------------------------------------------------------------------------------
@@ -183,8 +235,13 @@ def make_train_step(
   *,
   dropout_key: jax.Array,
   embedding_regularizer: float = 0.0,
+  sparse_fields: Sequence[sparse.SparseField] = (),
+  sparse_optimizer: str = "lazy_adam",
+  grad_clip_norm: float = 0.0,
+  weight_decay: float = 0.0,
+  state_sharding=None,
 ):
-  """Builds ``step(state, batch) -> (state, loss)``, jitted over ``mesh``.
+  """Builds ``step(state, batch) -> (state, loss)``, jitted over ``mesh``, state donated.
 
   Args:
     graphdef: graph definition of the model in train mode (from `split_model`).
@@ -194,12 +251,22 @@ def make_train_step(
     dropout_key: base key; step ``t`` uses ``fold_in(dropout_key, t)``.
     embedding_regularizer: weight of ``mean_batch Σ_{f,d} e²`` on the looked-up embeddings
       (needs ``model.embedding``).
+    sparse_fields: the tables held in ``state.sparse`` (`sparse.find_sparse_fields`).
+    sparse_optimizer: row-wise optimizer of those tables (`row_optimizers.SPARSE_OPTIMIZERS`).
+    grad_clip_norm: with sparse fields, the global norm (dense + touched rows) to clip to; the
+      optimizer's own clip then sees an already clipped dense gradient (0 disables).
+    weight_decay: decoupled decay of the touched sparse rows.
+    state_sharding: sharding tree of the state (`sparse.state_shardings`; default replicated).
 
   Returns:
     The jitted step; ``loss`` is the un-regularized mean BCE of the batch (float32 scalar).
   """
+  sparse_fields = tuple(sparse_fields)
+  trainable = tuple(f for f in sparse_fields if not f.frozen)
 
-  def loss_fn(params, state: TrainState, batch):
+  def loss_fn(params, blocks, frozen_blocks, state: TrainState, batch):
+    if sparse_fields:
+      params = sparse.merge_tables(params, blocks | frozen_blocks, sparse_fields)
     # copy=True: fresh Variables of this trace, which reseed and batch norm may mutate.
     model = nnx.merge(graphdef, params, rng_state, state.other, copy=True)
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, state.step))
@@ -213,35 +280,70 @@ def make_train_step(
     return total, (loss, other)
 
   def step(state: TrainState, batch):
-    grads, (loss, other) = jax.grad(loss_fn, has_aux=True)(state.params, state, batch)
+    uniqs, blocks = {}, {}
+    if sparse_fields:
+      uniqs, ids, blocks = sparse.gather_rows(
+        sparse.tables_of(state.sparse), batch["ids"], sparse_fields
+      )
+      batch = {**batch, "ids": ids}
+    train_blocks = {f.name: blocks[f.name] for f in trainable}
+    frozen_blocks = {f.name: blocks[f.name] for f in sparse_fields if f.frozen}
+    (grads, block_grads), (loss, other) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
+      state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch
+    )
+    if trainable and grad_clip_norm > 0:
+      norm = optax.tree.norm((grads, block_grads))
+      factor = jnp.minimum(1.0, grad_clip_norm / jnp.maximum(norm, 1e-12))
+      grads, block_grads = jax.tree.map(lambda g: g * factor, (grads, block_grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(step=state.step + 1, params=params, other=other, opt_state=opt_state)
+    sparse_state = sparse.apply_row_updates(
+      state.sparse,
+      uniqs,
+      block_grads,
+      trainable,
+      sparse_optimizer,
+      lr_scale_array(state.opt_state),
+      weight_decay=weight_decay,
+    )
+    new_state = state.replace(
+      step=state.step + 1, params=params, other=other, opt_state=opt_state, sparse=sparse_state
+    )
     return new_state, loss
 
+  state_sharding = replicated(mesh) if state_sharding is None else state_sharding
   return jax.jit(
     step,
-    in_shardings=(replicated(mesh), batch_sharding(mesh)),
-    out_shardings=(replicated(mesh), replicated(mesh)),
+    in_shardings=(state_sharding, batch_sharding(mesh)),
+    out_shardings=(state_sharding, replicated(mesh)),
     donate_argnums=0,
   )
 
 
-def make_eval_step(graphdef, rng_state: nnx.State, mesh):
+def make_eval_step(graphdef, rng_state: nnx.State, mesh, *, sparse_fields=()):
   """Builds ``eval_step(params, other, batch) -> (probs, label, mask)`` jitted over ``mesh``.
 
   ``graphdef`` must come from the model in eval mode (dropout off, running batch statistics).
-  Outputs stay sharded on ``data``; ``mask`` is all ones when the batch has none.
+  With ``sparse_fields``, ``params`` is the full state of `sparse.merge_tables` whose sparse
+  tables may be padded and row-sharded: they keep their sharding and only the batch's rows are
+  gathered. Outputs stay sharded on ``data``; ``mask`` is all ones when the batch has none.
   """
+  sparse_fields = tuple(sparse_fields)
 
   def eval_step(params, other, batch):
+    ids = batch["ids"]
+    if sparse_fields:
+      params, tables = sparse.split_tables(params, sparse_fields)
+      _, ids, blocks = sparse.gather_rows(tables, ids, sparse_fields)
+      params = sparse.merge_tables(params, blocks, sparse_fields)
     model = nnx.merge(graphdef, params, rng_state, other, copy=True)
-    probs = jax.nn.sigmoid(model(batch["ids"], batch["values"]).astype(jnp.float32))
+    probs = jax.nn.sigmoid(model(ids, batch["values"]).astype(jnp.float32))
     mask = batch.get("mask", jnp.ones_like(batch["label"]))
     return probs, batch["label"], mask
 
+  params_sharding = None if sparse_fields else replicated(mesh)  # None: as committed
   return jax.jit(
     eval_step,
-    in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh)),
+    in_shardings=(params_sharding, replicated(mesh), batch_sharding(mesh)),
     out_shardings=batch_sharding(mesh),
   )

@@ -1,0 +1,231 @@
+"""Row-sparse embedding tables: which fields, how they leave Optax, and how a step uses them.
+
+Every full `Embed` table of a model's `FieldEmbedding` with at least ``train.sparse_min_rows``
+rows is *sparse*: its embedding (and first-order bias) are taken out of the Optax parameters and
+kept in ``TrainState.sparse`` together with their row-wise optimizer state
+(`mec_jax.train.row_optimizers`). A step then, per sparse field:
+
+1. ``uniq, inv = unique(ids[:, f])`` (static size = batch; padding id = the table's row count);
+2. gathers the touched rows ``[U, d]`` (and ``[U]`` biases);
+3. runs the unchanged backbone on a model whose table *is* that block, with ``ids[:, f]``
+   replaced by ``inv`` — so the gradient w.r.t. the block is the segment-summed row gradient;
+4. writes the updated rows and their optimizer state back with a scatter on donated buffers.
+
+Nothing of size V is read, written or copied per step beyond the touched rows.
+
+Sharding: with a mesh of N > 1 devices, sparse arrays are row-sharded ``P('data', ...)`` (rows
+padded to a multiple of N; padding rows are never touched); XLA partitions the gather as a local
+masked gather + an all-reduce of the ``[U, d]`` block and the scatter as a local masked scatter,
+so no device ever holds a whole table. Everything else stays replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mec_jax.layers.embed import Embed
+from mec_jax.train import row_optimizers
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseField:
+  """One sparse table (static: part of the compiled step).
+
+  Attributes:
+    name: its key in ``TrainState.sparse`` (``"field_<f>"``).
+    field: column of ``ids`` it embeds.
+    vocab_size: real rows V (the stored arrays may have padding rows after them).
+    paths: ``{"embedding": path[, "bias": path]}`` of its parameters in the model's state.
+    learning_rate: base step size; 0 freezes the table (no optimizer state, no gradient).
+  """
+
+  name: str
+  field: int
+  vocab_size: int
+  paths: Mapping[str, tuple]
+  learning_rate: float
+
+  @property
+  def frozen(self) -> bool:
+    return self.learning_rate == 0
+
+
+def find_sparse_fields(
+  model,
+  *,
+  min_rows: int,
+  rate_of_path,
+  sparse_learning_rate: float = 0.0,
+) -> tuple[SparseField, ...]:
+  """The sparse tables of ``model``: its `Embed` field tables with ``>= min_rows`` rows.
+
+  Args:
+    model: a backbone with ``model.embedding.tables`` (other models have no sparse tables).
+    min_rows: threshold ``train.sparse_min_rows`` (0 disables sparse tables).
+    rate_of_path: ``"/"``-joined parameter path -> its dense learning rate (from the base rate
+      and ``lr_overrides``; 0 = frozen).
+    sparse_learning_rate: if > 0, the rate of every sparse table that is not frozen.
+  """
+  tables = getattr(getattr(model, "embedding", None), "tables", None)
+  if min_rows <= 0 or tables is None:
+    return ()
+  out = []
+  for f, table in enumerate(tables):
+    if type(table) is not Embed or table.vocab_size < min_rows:
+      continue
+    paths = {"embedding": ("embedding", "tables", f, "embedding")}
+    if table.bias is not None:
+      paths["bias"] = ("embedding", "tables", f, "bias")
+    rate = rate_of_path("/".join(map(str, paths["embedding"])))
+    if rate > 0 and sparse_learning_rate > 0:
+      rate = sparse_learning_rate
+    out.append(SparseField(f"field_{f}", f, table.vocab_size, paths, float(rate)))
+  return tuple(out)
+
+
+def padded_rows(vocab_size: int, num_shards: int) -> int:
+  return -(-vocab_size // num_shards) * num_shards
+
+
+def split_tables(params: nnx.State, fields, num_shards: int = 1) -> tuple[nnx.State, dict]:
+  """``(params without the sparse tables, {name: {"embedding", "bias"}})``.
+
+  Rows are padded to a multiple of ``num_shards`` (a copy of the table only when padding is
+  needed, i.e. on several devices with V not divisible by their count).
+  """
+  flat = dict(nnx.to_flat_state(params))
+  tables = {}
+  for field in fields:
+    rows = padded_rows(field.vocab_size, num_shards)
+    arrays = {}
+    for key, path in field.paths.items():
+      value = flat.pop(path)[...]
+      if rows != field.vocab_size:
+        pad = [(0, rows - field.vocab_size)] + [(0, 0)] * (value.ndim - 1)
+        value = jnp.pad(value, pad)
+      arrays[key] = value
+    tables[field.name] = arrays
+  return nnx.from_flat_state(flat), tables
+
+
+def merge_tables(params: nnx.State, tables: Mapping[str, dict], fields) -> nnx.State:
+  """The full parameter state: ``params`` with each field's arrays put back at their paths.
+
+  Works inside a trace (blocks ``[U, d]`` for a step) and outside (stored, maybe padded tables).
+  """
+  flat = dict(nnx.to_flat_state(params))
+  for field in fields:
+    for key, path in field.paths.items():
+      flat[path] = nnx.Param(tables[field.name][key])
+  return nnx.from_flat_state(flat)
+
+
+def init_sparse_state(tables: Mapping[str, dict], fields, optimizer: str) -> dict:
+  """``TrainState.sparse``: ``{name: {"tables": arrays, "opt": row-optimizer state}}``."""
+  return {
+    f.name: {
+      "tables": dict(tables[f.name]),
+      "opt": {} if f.frozen else row_optimizers.init_row_state(optimizer, tables[f.name]),
+    }
+    for f in fields
+  }
+
+
+def tables_of(sparse_state: Mapping[str, dict]) -> dict:
+  return {name: entry["tables"] for name, entry in sparse_state.items()}
+
+
+def gather_rows(tables: Mapping[str, dict], ids: jax.Array, fields):
+  """Touched rows of every sparse field, and the ids remapped into them.
+
+  Args:
+    tables: ``{name: {"embedding": [R, d], "bias": [R]}}`` (R >= V rows).
+    ids: int ``[batch, num_fields]``.
+    fields: the `SparseField`s.
+
+  Returns:
+    ``(uniq, ids, blocks)``: ``{name: int [batch]}`` sorted unique ids padded with R;
+    ``ids`` with each sparse column replaced by its index into ``uniq``; ``{name: {key:
+    [batch, ...]}}`` the gathered rows.
+  """
+  uniqs, blocks = {}, {}
+  for field in fields:
+    arrays = tables[field.name]
+    column = ids[:, field.field]
+    fill = arrays["embedding"].shape[0]
+    uniq, inverse = jnp.unique(column, size=column.shape[0], fill_value=fill, return_inverse=True)
+    ids = ids.at[:, field.field].set(inverse.reshape(column.shape).astype(ids.dtype))
+    uniqs[field.name] = uniq
+    blocks[field.name] = {k: jnp.take(v, uniq, axis=0, mode="clip") for k, v in arrays.items()}
+  return uniqs, ids, blocks
+
+
+def apply_row_updates(
+  sparse_state: Mapping[str, dict],
+  uniqs: Mapping[str, jax.Array],
+  grads: Mapping[str, dict],
+  fields,
+  optimizer: str,
+  lr_scale: jax.Array,
+  *,
+  weight_decay: float = 0.0,
+) -> dict:
+  """New ``TrainState.sparse`` after one row-wise step of every trainable sparse field."""
+  out = dict(sparse_state)
+  for field in fields:
+    if field.frozen:
+      continue
+    entry = sparse_state[field.name]
+    arrays, opt = row_optimizers.update_rows(
+      optimizer,
+      entry["tables"],
+      entry["opt"],
+      uniqs[field.name],
+      grads[field.name],
+      field.learning_rate * lr_scale,
+      weight_decay=weight_decay,
+    )
+    out[field.name] = {"tables": arrays, "opt": opt}
+  return out
+
+
+def state_shardings(state, mesh):
+  """Shardings for a train state: sparse arrays row-sharded on ``data``, the rest replicated."""
+  replicated = NamedSharding(mesh, P())
+  shardings = jax.tree.map(lambda _: replicated, state)
+  if mesh.size == 1:
+    return shardings
+  rows = jax.tree.map(lambda x: _row_sharding(mesh, x.ndim), state.sparse)
+  return shardings.replace(sparse=rows)
+
+
+def _row_sharding(mesh, ndim: int) -> NamedSharding:
+  """Rows split over the mesh's (first, data) axis."""
+  return NamedSharding(mesh, P(mesh.axis_names[0], *([None] * (ndim - 1))))
+
+
+def model_tables(tables: Mapping[str, dict], fields) -> dict:
+  """Un-padded tables the model can hold again (gathered from all processes when sharded).
+
+  Without padding and on one process this is the same arrays (no copy). Otherwise one
+  ``[V, ...]`` copy per array; across processes every process gets the whole table in host
+  memory (so process 0 can write it).
+  """
+  from jax.experimental import multihost_utils
+
+  out = {}
+  for field in fields:
+    arrays = {}
+    for key, value in tables[field.name].items():
+      if not value.is_fully_addressable:
+        value = multihost_utils.process_allgather(value, tiled=True)
+      arrays[key] = value if value.shape[0] == field.vocab_size else value[: field.vocab_size]
+    out[field.name] = arrays
+  return out
