@@ -106,6 +106,19 @@ def get_config() -> ml_collections.ConfigDict:
   q.num_negatives = 8
   q.seed = 0
 
+  # --- compression method (stage B) and byte budget: mec_jax/methods.py -------------------------
+  config.compress = comp = ml_collections.ConfigDict()
+  comp.method = "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 (baselines)
+  comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
+  comp.init_tables = (
+    "stage_a"  # hash/qr start: stage_a (count-weighted fit of stage-A rows) | random
+  )
+  comp.hash_function = "universal"  # hash: universal (seeded mix) | mod (id mod B)
+  comp.hash_seed = 0  # hash: seed of the universal hash
+  comp.qr_combine = "mult"  # qr: mult | sum of the quotient and remainder rows
+  comp.qr_init_iters = 10  # qr: alternating least-squares passes of the stage_a warm start
+  comp.scale_dtype = "float16"  # int8/int4: per-row scale and offset dtype, float16 | float32
+
   # --- stage C ------------------------------------------------------------------------------------
   config.finetune = ft = ml_collections.ConfigDict()
   ft.init_from_pretrain = True  # warm start: all weights but codebooks from stage A (same model)

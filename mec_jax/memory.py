@@ -1,8 +1,10 @@
 """Memory accounting of embedding tables, full vs compressed (DESIGN §4).
 
 Per field: ``full = V * d * 4`` bytes; compressed = codes (bit-packed, or as stored) + float32
-codebooks. Uncompressed fields count their full table on both sides. The whole-model figures add
-first-order (LR) tables and the dense layers, which are the same on both sides.
+codebooks for PQ, or what the baseline's artifact counts (``nbytes(packed)``: hash rows, QR
+tables, int8/int4 values + per-row scale and offset, see `mec_jax.methods`). Uncompressed fields
+count their full table on both sides. The whole-model figures add first-order (LR) tables and the
+dense layers, which are the same on both sides.
 """
 
 from __future__ import annotations
@@ -24,10 +26,19 @@ class FieldMemory:
   dim: int
   num_subspaces: int = 0
   codebook_size: int = 0
+  method: str = ""  # "" (full table), "pq", or a baseline of mec_jax.methods
+  # Bytes of a baseline (method not "pq"), taken from its artifact.
+  packed_bytes: int = 0
+  stored_bytes: int = 0
+  baseline_first_order_bytes: int = 0
 
   @property
   def compressed(self) -> bool:
-    return self.num_subspaces > 0
+    return self.num_subspaces > 0 or bool(self.method)
+
+  @property
+  def baseline(self) -> bool:
+    return bool(self.method) and self.method != "pq"
 
   def full_bytes(self) -> int:
     return self.vocab_size * self.dim * FLOAT_BYTES
@@ -42,30 +53,52 @@ class FieldMemory:
   def compressed_bytes(self, packed: bool) -> int:
     if not self.compressed:
       return self.full_bytes()
+    if self.baseline:
+      return self.packed_bytes if packed else self.stored_bytes
     return self.code_bytes(packed) + self.codebook_size * self.dim * FLOAT_BYTES
 
   def first_order_bytes(self, compressed: bool) -> int:
     """Bytes of the field's first-order (LR) weights; compressed ones share the field's codes."""
+    if compressed and self.baseline:
+      return self.baseline_first_order_bytes
     if compressed and self.compressed:
       return self.num_subspaces * self.codebook_size * FLOAT_BYTES
     return self.vocab_size * FLOAT_BYTES
 
 
 def field_memories(
-  names: list[str], vocab_sizes: list[int], dim: int, tables: dict[str, CompressedTable]
+  names: list[str], vocab_sizes: list[int], dim: int, tables: dict
 ) -> list[FieldMemory]:
+  """One `FieldMemory` per field; ``tables`` maps compressed fields to their stage-B artifact.
+
+  An artifact is a `CompressedTable` (PQ) or a baseline's (``method``, ``vocab_size``, ``dim``,
+  ``nbytes(packed)``, ``first_order_nbytes()``; `mec_jax.methods`).
+  """
   out = []
   for name, vocab in zip(names, vocab_sizes, strict=True):
     table = tables.get(name)
     if table is None:
       out.append(FieldMemory(name, vocab, dim))
+      continue
+    if table.vocab_size != vocab or table.dim != dim:
+      raise ValueError(
+        f"field {name!r}: compressed table is [{table.vocab_size}, {table.dim}], "
+        f"but the model expects [{vocab}, {dim}]"
+      )
+    if isinstance(table, CompressedTable):
+      out.append(FieldMemory(name, vocab, dim, table.num_subspaces, table.codebook_size, "pq"))
     else:
-      if table.vocab_size != vocab or table.dim != dim:
-        raise ValueError(
-          f"field {name!r}: compressed table is [{table.vocab_size}, {table.dim}], "
-          f"but the model expects [{vocab}, {dim}]"
+      out.append(
+        FieldMemory(
+          name,
+          vocab,
+          dim,
+          method=table.method,
+          packed_bytes=table.nbytes(packed=True),
+          stored_bytes=table.nbytes(packed=False),
+          baseline_first_order_bytes=table.first_order_nbytes(),
         )
-      out.append(FieldMemory(name, vocab, dim, table.num_subspaces, table.codebook_size))
+      )
   return out
 
 
@@ -109,6 +142,7 @@ def memory_report(fields: list[FieldMemory], *, first_order: bool, dense_param_c
     f.name: {
       "vocab_size": f.vocab_size,
       "compressed": f.compressed,
+      "method": f.method or "full",
       **_summary(f.full_bytes(), f.compressed_bytes(True), f.compressed_bytes(False)),
     }
     for f in fields

@@ -8,6 +8,7 @@ Layout of ``workdir``::
   pretrain/  finetune/         checkpoints, metrics.jsonl, result of `train.fit`
   pretrain/tables/<field>.npz  stage-A output: embedding [V, d], bias [V] (if any), counts [V]
   quantize/<field>.npz         stage-B output: one `CompressedTable` per compressed field
+  quantize/<field>.<m>.npz     stage-B output of baseline compress.method m (mec_jax.methods)
   swap/result.json             stage-A weights with compressed tables, evaluated without training
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
@@ -24,12 +25,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from mec_jax import methods, workdir_config
 from mec_jax import report as report_lib
-from mec_jax import workdir_config
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
 from mec_jax.data import EncodedDataset, load_dataset
-from mec_jax.layers import CodebookEmbed
 from mec_jax.layers.embed import Embed
 from mec_jax.layers.field_embedding import FieldEmbedding
 from mec_jax.memory import field_memories, memory_report
@@ -49,6 +49,7 @@ def validate_config(config) -> None:
     name = config.model.name if key == "model.name" else config.pretrain.model
     if name not in registry.MODEL_NAMES:
       raise ValueError(f"config.{key}={name!r}; expected one of {sorted(registry.MODEL_NAMES)}")
+  methods.validate(config)
   q = config.quantize
   if q.variant not in VARIANTS:
     raise ValueError(f"config.quantize.variant={q.variant!r}; expected one of {VARIANTS}")
@@ -112,13 +113,13 @@ def full_model(name: str, dataset: EncodedDataset, config, seed: int):
 def compressed_model(
   name: str, dataset: EncodedDataset, compressed: dict[str, CompressedTable], config, seed: int
 ):
-  """Backbone with `CodebookEmbed` for the compressed fields and fresh full tables elsewhere."""
+  """Backbone with the compressed fields as `methods.make_layer` layers, full tables elsewhere."""
   rngs = nnx.Rngs(seed)
   dim = config.model.embed_dim
   tables = []
   for spec in dataset.feature_map.fields:
     if spec.name in compressed:
-      tables.append(CodebookEmbed.from_table(compressed[spec.name], rngs=rngs))
+      tables.append(methods.make_layer(compressed[spec.name], rngs=rngs))
     else:
       tables.append(Embed(spec.vocab_size, dim, rngs=rngs))
   return build_model(name, tables, config, seed)
@@ -231,7 +232,16 @@ def _progress(config, field: str, settings):
   return update
 
 
-def load_compressed(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, CompressedTable]:
+def run_compress(config, dataset: EncodedDataset, wd: Workdir) -> dict:
+  """Stage B of ``compress.method``: PQ (`run_quantize`, sized by the budget) or a baseline."""
+  if config.compress.method == "pq":
+    return run_quantize(methods.pq_config(config, dataset.feature_map), dataset, wd)
+  return methods.build_tables(config, dataset.feature_map, wd.table, wd.quantize)
+
+
+def load_compressed(config, dataset: EncodedDataset, wd: Workdir) -> dict:
+  if config.compress.method != "pq":
+    return methods.load_tables(config, dataset.feature_map, wd.table, wd.quantize)
   out = {}
   for index in dataset.feature_map.fields_to_compress(config.quantize.min_vocab):
     name = dataset.feature_map.fields[index].name
@@ -264,7 +274,7 @@ def finetune_learning_rates(config, warm: bool) -> tuple[float, dict[str, float]
   if warm:
     base = ft.learning_rate  # 0 freezes them (no update, no optimizer state)
   codebook = ft.codebook_learning_rate if ft.codebook_learning_rate > 0 else base
-  return base, {"codebooks": codebook, "first_order_codebook": codebook}
+  return base, dict.fromkeys(methods.TRAINABLE_PARAMS[config.compress.method], codebook)
 
 
 def run_finetune(config, dataset, wd: Workdir, pretrained, compressed):
@@ -320,7 +330,7 @@ def run(config, workdir: str) -> dict | None:
 
   compressed = {}
   if stage in ("all", "quantize"):
-    compressed = timed("quantize", run_quantize, config, dataset, wd)
+    compressed = timed("quantize", run_compress, config, dataset, wd)
   if stage == "quantize":
     return _finish(config, dataset, wd, full_result, compressed, None, None, timings)
   if not compressed:

@@ -50,18 +50,23 @@ def usage_entropy(table: CompressedTable) -> np.ndarray:
   return h / math.log(table.codebook_size)
 
 
-def compressed_fields_section(tables: dict[str, CompressedTable]) -> dict:
-  return {
-    name: {
+def compressed_fields_section(tables: dict) -> dict:
+  """Per compressed field: ``method`` and its knobs (PQ: M, K, usage entropy, variant, stats)."""
+  out = {}
+  for name, t in tables.items():
+    if not isinstance(t, CompressedTable):  # a baseline of mec_jax.methods
+      out[name] = {"vocab_size": t.vocab_size, "method": t.method, **t.knobs()}
+      continue
+    out[name] = {
       "vocab_size": t.vocab_size,
+      "method": "pq",
       "num_subspaces": t.num_subspaces,
       "codebook_size": t.codebook_size,
       "code_usage_entropy": float(np.mean(usage_entropy(t))),
       "variant": t.variant,
       **{k: v for k, v in t.stats.items() if isinstance(v, (int, float, str))},
     }
-    for name, t in tables.items()
-  }
+  return out
 
 
 def _fmt_bytes(n: float) -> str:
@@ -130,7 +135,16 @@ def to_markdown(report: dict) -> str:
         f"| {_fmt_bytes(f['full_bytes'])} | {_fmt_bytes(f['compressed_bytes_packed'])} "
         f"| {f['ratio_packed']:.1f}x |"
       )
-  fields = report.get("compressed_fields")
+  fields = {
+    k: f for k, f in (report.get("compressed_fields") or {}).items() if "num_subspaces" in f
+  }
+  others = {k: f for k, f in (report.get("compressed_fields") or {}).items() if k not in fields}
+  if others:
+    lines += ["", "## Compressed fields (baselines)", "", "| field | vocab | method | knobs |"]
+    lines.append("|---|---|---|---|")
+    for name, f in others.items():
+      knobs = ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("vocab_size", "method"))
+      lines.append(f"| {name} | {f['vocab_size']} | {f['method']} | {knobs} |")
   if fields:
     lines += [
       "",
@@ -159,6 +173,7 @@ def write_plots(workdir: str, report: dict, tables: dict[str, CompressedTable]) 
   import matplotlib.pyplot as plt
 
   paths = []
+  tables = {k: t for k, t in tables.items() if isinstance(t, CompressedTable)}  # codes to plot
   if tables:
     fig, axes = plt.subplots(len(tables), 1, figsize=(8, 2.2 * len(tables)), squeeze=False)
     for ax, (name, table) in zip(axes[:, 0], tables.items(), strict=True):

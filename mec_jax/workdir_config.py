@@ -25,8 +25,8 @@ _IGNORED = {
 # Stage A and B use pretrain.model; model.name is stage C's backbone only (model-agnostic reuse).
 _STAGE_SECTIONS = {
   "pretrain": (("data", "model", "pretrain", "train"), {"model.name"}),
-  "quantize": (("data", "model", "pretrain", "train", "quantize"), {"model.name"}),
-  "finetune": (("data", "model", "pretrain", "train", "quantize", "finetune"), set()),
+  "quantize": (("data", "model", "pretrain", "train", "quantize", "compress"), {"model.name"}),
+  "finetune": (("data", "model", "pretrain", "train", "quantize", "compress", "finetune"), set()),
 }
 # Artifacts (relative globs) that a stage's settings produced.
 _STAGE_ARTIFACTS = {

@@ -39,3 +39,16 @@ def test_packed_smaller_than_stored_for_odd_codebook_sizes():
 def test_shape_mismatch_is_reported():
   with pytest.raises(ValueError, match="'f'"):
     field_memories(["f"], [999], 8, {"f": _table(1000, 2, 16, 8)})
+
+
+def test_baseline_bytes_come_from_the_artifact():
+  from mec_jax.layers.hashed import HashedTable
+
+  hashed = HashedTable(np.zeros((25, 8), np.float32), np.zeros(25, np.float32), 1000)
+  fields = field_memories(["big", "small"], [1000, 10], 8, {"big": hashed})
+  mem = memory_report(fields, first_order=True, dense_param_count=0)
+  assert mem["compressed_fields_only"]["compressed_bytes_packed"] == 25 * 8 * 4
+  assert mem["compressed_bytes_packed"] == 25 * 8 * 4 + 10 * 8 * 4
+  assert mem["whole_model"]["compressed_bytes_packed"] == mem["compressed_bytes_packed"] + 35 * 4
+  assert mem["per_field"]["big"]["method"] == "hash"
+  assert mem["per_field"]["small"]["method"] == "full"

@@ -1,0 +1,201 @@
+"""A grid of compression methods x byte budgets x seeds over one dataset config, resumable.
+
+A **sweep file** (``configs/sweeps/<name>.py``) defines::
+
+  def get_config():   # the base config (a dataset config, maybe adjusted)
+  SEEDS = [2024, 2025, 2026]
+  SWEEP = [{"compress.method": "pq", "compress.target_ratio": 25.0}, ...]  # flat overrides
+
+Layout of the grid's workdir::
+
+  cache/                        the encoded dataset, shared by every run (data.cache_dir)
+  stage_a/seed<seed>/           stage A (config.stage = pretrain), once per seed
+  cells/<cell>/seed<seed>/      one pipeline run: stage A hard-linked from stage_a, then B, C
+  cells/<cell>/seed<seed>/cell.json   written last: the cell is finished (or infeasible)
+  results.csv  results_raw.csv  results.md  auc_vs_bytes.png   (`mec_jax.experiments.summary`)
+
+A seed sets ``train.seed``, ``quantize.seed`` and ``compress.hash_seed``. A cell whose
+``cell.json`` exists is not run again, so an interrupted grid continues where it stopped and a
+partial grid still gives a table. A budget a method cannot meet (e.g. QR below its ``2 sqrt(V)``
+floor) is recorded as infeasible, with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+
+from absl import logging
+
+from mec_jax import pipeline
+from mec_jax.errors import ConfigError
+from mec_jax.report import read_json, write_json_atomic
+
+
+def load_sweep(path: str):
+  """``(base config, seeds, overrides list)`` of a sweep file."""
+  if not os.path.exists(path):
+    raise ConfigError(f"{path}: no sweep file here")
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  if root not in sys.path:  # sweeps do `from configs import <dataset>`
+    sys.path.insert(0, root)
+  spec = importlib.util.spec_from_file_location("_mec_sweep", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name in ("get_config", "SEEDS", "SWEEP"):
+    if not hasattr(module, name):
+      raise ConfigError(f"{path}: a sweep file defines get_config(), SEEDS and SWEEP; no {name}")
+  if not module.SWEEP or not module.SEEDS:
+    raise ConfigError(f"{path}: SWEEP and SEEDS must not be empty")
+  return module.get_config(), [int(s) for s in module.SEEDS], [dict(o) for o in module.SWEEP]
+
+
+def cell_name(overrides: dict) -> str:
+  """A directory name for a cell, e.g. ``hash-r25`` or ``hash-init_tables=random-r25``."""
+  method = overrides.get("compress.method", "pq")
+  parts = [str(method)]
+  for key, value in sorted(overrides.items()):
+    if key not in ("compress.method", "compress.target_ratio"):
+      parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+  ratio = overrides.get("compress.target_ratio", 0)
+  if ratio:
+    parts.append(f"r{ratio:g}")
+  return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in "-".join(parts))
+
+
+def seeded(config, seed: int, cache_dir: str, overrides: dict | None = None):
+  """A copy of ``config`` with the seed, the shared cache and the cell's overrides."""
+  out = config.copy_and_resolve_references()
+  flat = {
+    "train.seed": seed,
+    "quantize.seed": seed,
+    "compress.hash_seed": seed,
+    "data.cache_dir": cache_dir,
+    "train.progress": False,
+  }
+  for key, value in (flat | (overrides or {})).items():
+    section, _, leaf = key.rpartition(".")
+    node = out
+    for part in section.split(".") if section else ():
+      if part not in node:
+        raise ConfigError(f"sweep override {key!r}: no config section {part!r}")
+      node = node[part]
+    if leaf not in node:
+      raise ConfigError(f"sweep override {key!r}: no config key {leaf!r}")
+    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (int, float)) else value
+  return out
+
+
+def _link_tree(source: str, target: str) -> None:
+  """Hard-links stage A's files into a cell (stage A's files are never rewritten)."""
+  tmp = target + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    shutil.copytree(source, tmp, copy_function=os.link)
+  except OSError:  # another filesystem: copy instead
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+  os.replace(tmp, target)
+
+
+def run_stage_a(config, seed: int, root: str) -> str:
+  """Stage A of one seed in ``root/stage_a/seed<seed>`` (reused when finished)."""
+  workdir = os.path.join(root, "stage_a", f"seed{seed}")
+  done = os.path.join(workdir, "stage_a.json")
+  if not os.path.exists(done):
+    cfg = seeded(config, seed, os.path.join(root, "cache"))
+    cfg.stage = "pretrain"
+    start = time.time()
+    report = pipeline.run(cfg, workdir)
+    write_json_atomic(done, {"seconds": time.time() - start, "full": report["full"]})
+  return workdir
+
+
+def run_cell(config, seed: int, overrides: dict, root: str, stage_a: str) -> dict:
+  """One cell: stage A linked from ``stage_a``, then stages B, C and the report."""
+  workdir = os.path.join(root, "cells", cell_name(overrides), f"seed{seed}")
+  done = os.path.join(workdir, "cell.json")
+  if os.path.exists(done):
+    return read_json(done)
+  os.makedirs(workdir, exist_ok=True)
+  if not os.path.exists(os.path.join(workdir, "pretrain")):
+    _link_tree(os.path.join(stage_a, "pretrain"), os.path.join(workdir, "pretrain"))
+    shutil.copy(os.path.join(stage_a, "stages.json"), os.path.join(workdir, "stages.json"))
+  cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
+  record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
+  start = time.time()
+  try:
+    record["report"] = pipeline.run(cfg, workdir)
+  except ConfigError as err:  # a budget the method cannot meet
+    record["infeasible"] = str(err)
+  record["seconds"] = time.time() - start
+  record["stage_a_seconds"] = read_json(os.path.join(stage_a, "stage_a.json"))["seconds"]
+  write_json_atomic(done, record)
+  return record
+
+
+@contextlib.contextmanager
+def _locked(path: str | None):
+  """Holds an exclusive ``flock`` on ``path`` (a machine-wide lock for heavy runs), if given."""
+  if not path:
+    yield
+    return
+  with open(path, "a") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_grid(
+  sweep_path: str,
+  root: str,
+  *,
+  only: Callable[[dict], bool] | None = None,
+  seeds: list[int] | None = None,
+  lock: str | None = None,
+) -> list[dict]:
+  """Runs (or resumes) every cell of a sweep; returns the cell records, then writes the table.
+
+  Args:
+    sweep_path: the sweep file.
+    root: the grid's workdir.
+    only: keep the cells whose overrides it accepts (default: all).
+    seeds: run these seeds instead of the file's ``SEEDS``.
+    lock: a file to ``flock`` around each stage A and each cell, so that a long grid takes
+      turns with other heavy jobs on a shared machine instead of holding them off for hours.
+  """
+  from mec_jax.experiments import summary  # plots import matplotlib; keep it off the import path
+
+  config, file_seeds, sweep = load_sweep(sweep_path)
+  cells = [o for o in sweep if only is None or only(o)]
+  records = []
+  for seed in seeds or file_seeds:  # seeds outermost: a partial grid has every cell at seed 1
+    with _locked(lock):
+      stage_a = run_stage_a(config, seed, root)
+    for overrides in cells:
+      with _locked(lock):
+        record = run_cell(config, seed, overrides, root, stage_a)
+      records.append(record)
+      logging.warning("cell %s seed %d: %s", record["cell"], seed, summary.one_line(record))
+      summary.write(root, config, records_on_disk(root))
+  return records
+
+
+def records_on_disk(root: str) -> list[dict]:
+  """Every finished cell record under ``root/cells``."""
+  out = []
+  cells = os.path.join(root, "cells")
+  for cell in sorted(os.listdir(cells)) if os.path.isdir(cells) else ():
+    for seed_dir in sorted(os.listdir(os.path.join(cells, cell))):
+      path = os.path.join(cells, cell, seed_dir, "cell.json")
+      if os.path.exists(path):
+        out.append(read_json(path))
+  return out

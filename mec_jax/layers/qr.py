@@ -1,0 +1,163 @@
+"""Quotient-remainder (QR) compositional embeddings: two small tables combined per id.
+
+With ``c = num_collisions``, id ``v`` embeds as ``quotient[v // c] * remainder[v % c]``
+(element-wise product; ``combine="sum"`` adds them instead). Every id gets a distinct pair of rows,
+at ``(ceil(V / c) + c) * d`` floats instead of ``V * d``: at most ``sqrt(V) / 2`` times fewer.
+
+References:
+  Shi, Mudigere, Naumov & Yang, "Compositional Embeddings Using Complementary Partitions for
+  Memory-Efficient Recommendation Systems", KDD 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+COMBINES = ("mult", "sum")
+FLOAT_BYTES = 4
+
+
+def qr_rows(vocab_size: int, num_collisions: int) -> tuple[int, int]:
+  """``(quotient rows, remainder rows)`` = ``(ceil(V / c), c)``."""
+  if num_collisions < 1:
+    raise ValueError(f"QR: num_collisions must be >= 1, got {num_collisions}")
+  return math.ceil(vocab_size / num_collisions), int(num_collisions)
+
+
+def combine_rows(quotient: jax.Array, remainder: jax.Array, combine: str) -> jax.Array:
+  """The QR operation on looked-up rows of equal shape."""
+  if combine == "mult":
+    return quotient * remainder
+  if combine == "sum":
+    return quotient + remainder
+  raise ValueError(f"QR: combine={combine!r}; expected one of {COMBINES}")
+
+
+@dataclasses.dataclass
+class QRTable:
+  """Stage-B artifact of a QR embedding for one field.
+
+  Attributes:
+    quotient: float32 ``[ceil(V / c), dim]``.
+    remainder: float32 ``[c, dim]``.
+    first_order: float32 ``[ceil(V / c) + c]`` (quotient weights, then remainder weights; an
+      id's weight is their sum) or None.
+    vocab_size: V.
+    combine: ``mult`` or ``sum``.
+    name: field name.
+  """
+
+  quotient: np.ndarray
+  remainder: np.ndarray
+  first_order: np.ndarray | None
+  vocab_size: int
+  combine: str = "mult"
+  name: str = ""
+  method = "qr"
+
+  @property
+  def num_collisions(self) -> int:
+    return int(self.remainder.shape[0])
+
+  @property
+  def dim(self) -> int:
+    return int(self.quotient.shape[1])
+
+  def reconstruct(self) -> np.ndarray:
+    """float32 ``[vocab_size, dim]``: the dense table the two factors stand for."""
+    ids = np.arange(self.vocab_size)
+    c = self.num_collisions
+    return np.asarray(combine_rows(self.quotient[ids // c], self.remainder[ids % c], self.combine))
+
+  def nbytes(self, packed: bool = True) -> int:
+    del packed
+    return (self.quotient.shape[0] + self.num_collisions) * self.dim * FLOAT_BYTES
+
+  def first_order_nbytes(self) -> int:
+    return (self.quotient.shape[0] + self.num_collisions) * FLOAT_BYTES
+
+  def knobs(self) -> dict:
+    return {
+      "num_collisions": self.num_collisions,
+      "quotient_rows": int(self.quotient.shape[0]),
+      "combine": self.combine,
+    }
+
+  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> QREmbed:
+    del rngs
+    return QREmbed(
+      self.vocab_size,
+      self.quotient,
+      self.remainder,
+      first_order=self.first_order if first_order else None,
+      combine=self.combine,
+    )
+
+
+class QREmbed(nnx.Module):
+  """QR embedding; satisfies the `Table` interface of `mec_jax.layers.base`.
+
+  Args:
+    vocab_size: V (out-of-range ids map to the OOV id ``V - 1``).
+    quotient: float ``[ceil(V / c), dim]`` (trainable, ``quotient_rows``).
+    remainder: float ``[c, dim]`` (trainable, ``remainder_rows``).
+    first_order: optional float ``[ceil(V / c) + c]`` (trainable, ``qr_first_order``).
+    combine: ``mult`` (the paper's best) or ``sum``.
+  """
+
+  def __init__(
+    self,
+    vocab_size: int,
+    quotient: np.ndarray | jax.Array,
+    remainder: np.ndarray | jax.Array,
+    *,
+    first_order: np.ndarray | jax.Array | None = None,
+    combine: str = "mult",
+  ):
+    if combine not in COMBINES:
+      raise ValueError(f"QREmbed: combine={combine!r}; expected one of {COMBINES}")
+    quotient = jnp.asarray(quotient, jnp.float32)
+    remainder = jnp.asarray(remainder, jnp.float32)
+    expected = qr_rows(int(vocab_size), int(remainder.shape[0]))
+    if quotient.shape[0] != expected[0] or quotient.shape[1:] != remainder.shape[1:]:
+      raise ValueError(
+        f"QREmbed: quotient {quotient.shape} and remainder {remainder.shape} do not fit "
+        f"vocab_size {vocab_size} (expected quotient [{expected[0]}, dim], remainder [c, dim])"
+      )
+    self.vocab_size = int(vocab_size)
+    self.num_collisions = int(remainder.shape[0])
+    self.dim = int(quotient.shape[1])
+    self.combine = combine
+    self.quotient_rows = nnx.Param(quotient)
+    self.remainder_rows = nnx.Param(remainder)
+    fo = None
+    if first_order is not None:
+      size = sum(expected)
+      if np.shape(first_order) != (size,):
+        raise ValueError(f"QREmbed: first_order shape {np.shape(first_order)}, expected ({size},)")
+      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
+    self.qr_first_order = nnx.data(fo)
+
+  def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    ids = jnp.asarray(ids, jnp.int32)
+    ids = jnp.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    return ids // self.num_collisions, ids % self.num_collisions
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """``ids [...] -> [..., dim]``."""
+    q, r = self._split(ids)
+    return combine_rows(self.quotient_rows[...][q], self.remainder_rows[...][r], self.combine)
+
+  def first_order(self, ids: jax.Array) -> jax.Array:
+    """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
+    if self.qr_first_order is None:
+      return jnp.zeros(jnp.shape(ids), jnp.float32)
+    q, r = self._split(ids)
+    weights = self.qr_first_order[...]
+    return weights[q] + weights[self.quotient_rows.shape[0] + r]

@@ -1,0 +1,112 @@
+"""The grid runner end to end on configs/sweeps/smoke.py: every method through the pipeline."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mec_jax import pipeline
+from mec_jax.experiments import runner, summary
+from mec_jax.train import loop
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEP = str(REPO / "configs" / "sweeps" / "smoke.py")
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+  """One seed of the smoke sweep, counting which training runs happened."""
+  root = tmp_path_factory.mktemp("grid")
+  runs = []
+  real = loop._train
+
+  def counting(model, splits, cfg, run_dir, name, *args, **kwargs):
+    runs.append(name)
+    return real(model, splits, cfg, run_dir, name, *args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(loop, "_train", counting)
+    records = runner.run_grid(SWEEP, str(root), seeds=[0])
+  return root, records, runs
+
+
+def test_every_method_runs_and_reports_its_bytes(grid):
+  root, records, runs = grid
+  assert runs.count("pretrain") == 1  # stage A once per seed, shared by the cells
+  by_cell = {r["cell"]: r for r in records}
+  assert set(by_cell) == {"pq-r4", "hash-r4", "qr-r4", "qr-r40", "int8", "int4"}
+  assert "QR needs at least" in by_cell["qr-r40"]["infeasible"]
+  dim = 8
+  for name, rec in by_cell.items():
+    if name == "qr-r40":
+      continue
+    report = rec["report"]
+    fields = report["compressed_fields"]
+    assert set(fields) == {"cat0", "cat1"}
+    method = rec["overrides"]["compress.method"]
+    assert {f["method"] for f in fields.values()} == {method}
+    only = report["memory"]["compressed_fields_only"]
+    if method == "hash":
+      want = sum(f["num_buckets"] for f in fields.values()) * dim * 4
+    elif method == "qr":
+      want = sum(f["num_collisions"] + f["quotient_rows"] for f in fields.values()) * dim * 4
+    elif method in ("int8", "int4"):
+      bits = int(method[3:])
+      want = sum(f["vocab_size"] * (dim * bits // 8 + 4) for f in fields.values())
+    else:
+      want = None
+    if want is not None:
+      assert only["compressed_bytes_packed"] == want, name
+    if "r4" in name:  # a budget of 4x: at most full / 4 bytes
+      assert only["compressed_bytes_packed"] <= only["full_bytes"] / 4
+    assert 0.0 < report["compressed"]["test_auc"] <= 1.0
+
+
+def test_tables_and_plot_are_written(grid):
+  root, _, _ = grid
+  with open(root / "results.csv") as fh:
+    rows = list(csv.DictReader(fh))
+  labels = {(r["label"], float(r["target_ratio"])) for r in rows}
+  assert ("hash", 4.0) in labels and ("full (stage A)", 1.0) in labels
+  text = (root / "results.md").read_text()
+  assert "| qr | 40x | 0 | infeasible" in text
+  assert (root / "auc_vs_bytes.png").stat().st_size > 5000
+
+
+def test_a_finished_grid_is_not_rerun(grid, monkeypatch):
+  root, records, _ = grid
+  monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a finished cell ran again"))
+  again = runner.run_grid(SWEEP, str(root), seeds=[0])
+  assert [r["cell"] for r in again] == [r["cell"] for r in records]
+
+
+def test_summary_mean_and_std_over_seeds():
+  def record(seed, auc):
+    report = {
+      "full": {"test_auc": 0.7, "test_logloss": 0.5},
+      "compressed": {"test_auc": auc, "test_logloss": 0.4, "source": "swap"},
+      "memory": {
+        "ratio_packed": 5.0,
+        "compressed_fields_only": {
+          "compressed_bytes_packed": 100,
+          "ratio_packed": 10.0,
+          "full_bytes": 1000,
+        },
+      },
+    }
+    over = {"compress.method": "hash", "compress.target_ratio": 10.0}
+    return {"seed": seed, "overrides": over, "report": report, "seconds": 1.0}
+
+  table = summary.aggregate(summary.raw_rows([record(0, 0.6), record(1, 0.8), record(2, 0.7)]))
+  (row,) = [r for r in table if r["label"] == "hash"]
+  assert row["seeds"] == 3 and row["test_auc"] == pytest.approx(0.7)
+  assert row["test_auc_std"] == pytest.approx(0.1)
+  assert json.dumps(table)  # plain values
+
+
+def test_bad_override_is_a_clear_error():
+  from configs import smoke
+
+  with pytest.raises(ValueError, match="compress.bucket"):
+    runner.seeded(smoke.get_config(), 0, "/tmp", {"compress.bucket": 3})
