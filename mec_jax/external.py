@@ -12,8 +12,11 @@ checks it against the dataset (V = the field's vocab size in mec_jax's encoding,
 ``model.embed_dim``, finite values, non-negative counts) and writes it where stage A's tables go
 (``pretrain/tables/<field>.npz``), so stages B and C run unchanged. Counts default to the
 dataset's train counts (the input of the popularity weights). Row ``v`` must be the embedding of
-id ``v`` of the dataset as mec_jax encodes it (`mec_jax.data.schema`); without stage A there is no
-warm start and no swap-in, so stage C trains its backbone from scratch.
+id ``v`` of the dataset as mec_jax encodes it (`mec_jax.data.schema`), or, with
+``pretrain.external_index=fuxictr`` on ``data.name=fuxictr``, of FuxiCTR id ``v`` (tables of a
+FuxiCTR-based model, such as the released MEC code's); those rows are re-indexed here
+(`reindex_rows`). Without stage A there is no warm start and no swap-in, so stage C trains its
+backbone from scratch.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 
 from mec_jax.data import EncodedDataset
 from mec_jax.errors import DataError
+
+INDEX_KINDS = ("dataset", "fuxictr")  # pretrain.external_index: what a table's row number means
 
 
 def candidate_files(directory: str, field: str) -> tuple[str, str]:
@@ -73,7 +78,7 @@ def read_external_table(
   if embedding.shape != (vocab_size, dim) or not np.issubdtype(embedding.dtype, np.floating):
     raise DataError(
       f"{path}: embedding of field {field!r} is {embedding.dtype}{list(embedding.shape)}, expected "
-      f"float [{vocab_size}, {dim}] (the field's vocab size in this dataset, model.embed_dim)"
+      f"float [{vocab_size}, {dim}] (rows: the field's ids, columns: model.embed_dim)"
     )
   if not np.isfinite(embedding).all():
     raise DataError(f"{path}: embedding of field {field!r} has non-finite values")
@@ -92,6 +97,32 @@ def read_external_table(
   return arrays
 
 
+def reindex_rows(arrays: dict, mapping: np.ndarray, vocab_size: int) -> dict[str, np.ndarray]:
+  """Rows indexed by another encoding (e.g. FuxiCTR's ids) -> rows indexed by mec_jax ids.
+
+  Args:
+    arrays: `read_external_table` output over the other encoding's ``[V_other]`` ids.
+    mapping: int ``[V_other]``, the mec_jax id of each other id (``fuxictr.id_maps``); several
+      may share mec_jax's OOV id ``vocab_size - 1``, every other mec_jax id has exactly one.
+    vocab_size: mec_jax's vocab size of the field.
+
+  Returns:
+    The same keys over ``[vocab_size]`` rows: row ``m`` is the row of the id mapped to ``m``;
+    mec_jax's OOV row is the other encoding's last row (its OOV id, as in FuxiCTR); counts of
+    ids sharing a mec_jax id add up.
+  """
+  oov = vocab_size - 1
+  source = np.full(vocab_size, len(mapping) - 1, np.int64)
+  own = mapping != oov
+  source[mapping[own]] = np.nonzero(own)[0]
+  out = {k: v[source] for k, v in arrays.items() if k != "counts"}
+  if "counts" in arrays:
+    out["counts"] = np.bincount(mapping, weights=arrays["counts"], minlength=vocab_size).astype(
+      np.int64
+    )
+  return out
+
+
 def write_stage_a_tables(config, dataset: EncodedDataset, table_path: Callable[[str], str]) -> None:
   """Validates the external tables of every field stage B compresses and writes them as stage A's.
 
@@ -105,12 +136,23 @@ def write_stage_a_tables(config, dataset: EncodedDataset, table_path: Callable[[
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: pretrain.external_tables is not a directory")
   fm = dataset.feature_map
+  index_kind = str(config.pretrain.get("external_index", "dataset"))
+  if index_kind not in INDEX_KINDS:
+    raise DataError(f"pretrain.external_index={index_kind!r}; expected one of {INDEX_KINDS}")
+  maps = None
+  if index_kind == "fuxictr":
+    from mec_jax.data.datasets import fuxictr
+
+    maps = fuxictr.id_maps(config.data, fm, dataset.splits["train"]["ids"])
   for index in fm.fields_to_compress(config.quantize.min_vocab):
     spec = fm.fields[index]
     path = table_path(spec.name)
     if os.path.exists(path):
       continue
-    arrays = read_external_table(directory, spec.name, spec.vocab_size, config.model.embed_dim)
+    rows = len(maps[spec.name]) if maps is not None else spec.vocab_size
+    arrays = read_external_table(directory, spec.name, rows, config.model.embed_dim)
+    if maps is not None:
+      arrays = reindex_rows(arrays, maps[spec.name], spec.vocab_size)
     if "counts" not in arrays and spec.counts is not None:
       arrays["counts"] = spec.counts
     os.makedirs(os.path.dirname(path), exist_ok=True)

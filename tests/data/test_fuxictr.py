@@ -157,3 +157,41 @@ def test_bad_directories_are_clear_errors(tmp_path, data_config):
   (root2 / "feature_map.json").unlink()
   with pytest.raises(DataError, match=r"feature_map\.json: not found"):
     load_dataset(data_config, "")
+
+
+def test_fuxictr_indexed_tables_are_reindexed_for_stage_b(fuxictr_config, tmp_path):
+  """A table indexed by FuxiCTR ids (a FuxiCTR model's, the released MEC code's dumps) lands on
+  the rows of the mec_jax ids of the same values."""
+  from configs import default
+  from mec_jax import external
+
+  data_config, written = fuxictr_config
+  config = default.get_config()
+  config.data = data_config
+  config.model.embed_dim = 4
+  config.quantize.min_vocab = 2
+  dataset = load_dataset(data_config, "")
+  tables = tmp_path / "dumps"
+  tables.mkdir()
+  rng = np.random.default_rng(1)
+  fx_tables = {}
+  for name, vocab in written["vocabs"].items():
+    fx_tables[name] = rng.normal(size=(len(vocab), 4)).astype(np.float32)
+    np.save(tables / f"{name}_embedding.npy", fx_tables[name])
+  config.pretrain.external_tables = str(tables)
+  config.pretrain.external_index = "fuxictr"
+  out = tmp_path / "stage_a"
+  external.write_stage_a_tables(config, dataset, lambda f: str(out / f"{f}.npz"))
+  for j, name in enumerate(("user", "item")):
+    vocab = written["vocabs"][name]
+    fx = written["raw"]["train"][name].map(lambda x, v=vocab: v.get(x, v["__OOV__"])).to_numpy()
+    ours = dataset.splits["train"]["ids"][:, j]
+    with np.load(out / f"{name}.npz") as arrays:
+      np.testing.assert_array_equal(arrays["embedding"][ours], fx_tables[name][fx])
+      np.testing.assert_array_equal(arrays["counts"], dataset.feature_map.fields[j].counts)
+      oov = dataset.feature_map.fields[j].oov_id  # mec_jax's OOV row: FuxiCTR's OOV row
+      np.testing.assert_array_equal(arrays["embedding"][oov], fx_tables[name][vocab["__OOV__"]])
+  config.pretrain.external_index = "dataset"  # FuxiCTR-sized rows, read as mec_jax ids: no
+  np.save(tables / "user_embedding.npy", np.zeros((len(written["vocabs"]["user"]) + 1, 4)))
+  with pytest.raises(DataError, match=r"user_embedding\.npy: embedding of field 'user'"):
+    external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "again" / f"{f}.npz"))

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mec_jax.data.raw import RawData, data_dir_of, max_rows_of
-from mec_jax.data.schema import SPLITS
+from mec_jax.data.schema import SPLITS, FeatureMap
 from mec_jax.errors import DataError
 
 VERSION = 1
@@ -154,3 +154,40 @@ def read(data_config) -> RawData:
     frame[label] = labels.astype(np.float32)
     splits[split] = frame.rename(columns={label: "label"})
   return RawData(str(meta["dataset_id"]), splits, list(features), numeric=numeric)
+
+
+def id_maps(data_config, feature_map: FeatureMap, train_ids: np.ndarray) -> dict[str, np.ndarray]:
+  """Per categorical field, int64 ``[FuxiCTR vocab_size]``: the mec_jax id of each FuxiCTR id.
+
+  Read off the train split (its FuxiCTR ids paired with the encoded ``train_ids`` row by row), so
+  it is exactly what the encoder did. FuxiCTR ids absent from train (PAD, tokens only seen when
+  FuxiCTR's vocabulary was built) map to mec_jax's OOV id, as their rows would at serving time.
+
+  Args:
+    data_config: the ``config.data`` the dataset was loaded with.
+    feature_map: the encoded dataset's feature map.
+    train_ids: int ``[rows, F]`` encoded train ids (``dataset.splits["train"]["ids"]``).
+
+  Raises:
+    DataError: the encoded ids do not come from this directory (a FuxiCTR id with two mec_jax ids).
+  """
+  directory = data_dir_of(data_config, "fuxictr", HINT)
+  features = read_feature_map(directory)["features"]
+  categorical = [n for n, s in features.items() if s["type"] == "categorical"]
+  files = split_files(directory, "train")
+  frame = _read_split(files, categorical, max_rows_of(data_config))
+  if len(frame) != len(train_ids):
+    raise DataError(
+      f"{files[0]}: {len(frame)} train rows, the encoded dataset has {len(train_ids)}"
+    )
+  maps = {}
+  for name in categorical:
+    spec = feature_map.fields[feature_map.index(name)]
+    fx = frame[name].to_numpy().astype(np.int64)
+    ours = np.asarray(train_ids[:, feature_map.index(name)], np.int64)
+    mapping = np.full(int(features[name]["vocab_size"]), spec.oov_id, np.int64)
+    mapping[fx] = ours
+    if (mapping[fx] != ours).any():
+      raise DataError(f"{files[0]}: column {name!r} does not match the encoded dataset's ids")
+    maps[name] = mapping
+  return maps
