@@ -195,3 +195,17 @@ def test_fuxictr_indexed_tables_are_reindexed_for_stage_b(fuxictr_config, tmp_pa
   np.save(tables / "user_embedding.npy", np.zeros((len(written["vocabs"]["user"]) + 1, 4)))
   with pytest.raises(DataError, match=r"user_embedding\.npy: embedding of field 'user'"):
     external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "again" / f"{f}.npz"))
+
+
+def test_negative_numeric_values_need_bucketize(tmp_path, data_config):
+  root = tmp_path / "d"
+  write_fuxictr_dataset(root)
+  frame = pd.read_parquet(root / "train.parquet")
+  frame["price"] = frame["price"] - 2.5  # as after FuxiCTR's StandardScaler
+  frame.to_parquet(root / "train.parquet", index=False)
+  data_config.name, data_config.dir = "fuxictr", str(root)
+  with pytest.raises(DataError, match=r"'price' has negative values .* data\.numeric=bucketize"):
+    load_dataset(data_config, "")
+  data_config.numeric = "bucketize"
+  dataset = load_dataset(data_config, "")
+  assert dataset.feature_map.fields[2].kind == CATEGORICAL
