@@ -8,7 +8,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.stage = "all"  # all | pretrain | quantize | finetune | report
+  config.stage = "all"  # all | pretrain | quantize | finetune | report | export
 
   # --- data -------------------------------------------------------------------------------------
   config.data = data = ml_collections.ConfigDict()
@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   # --- stage A ------------------------------------------------------------------------------------
   config.pretrain = pretrain = ml_collections.ConfigDict()
   pretrain.model = "deepfm"  # backbone of stage A; may differ from model.name
+  # Directory of tables trained elsewhere (<field>_embedding.npy or <field>.npz with embedding
+  # [, counts, bias]): stage B compresses them instead of stage A's (mec_jax/external.py).
+  pretrain.external_tables = ""
 
   # --- stage B ------------------------------------------------------------------------------------
   config.quantize = q = ml_collections.ConfigDict()
@@ -125,5 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
   ft.learning_rate = 0.0  # lr of the weights a warm start copies from stage A; 0 freezes them
   ft.codebook_learning_rate = 3e-5  # lr of (first-order) codebooks; 0: that of the other weights
   ft.swap_in = True  # also evaluate stage-A weights with compressed tables, keep the better one
+
+  # --- export (mec_jax.export) -------------------------------------------------------------------
+  config.export = ex = ml_collections.ConfigDict()
+  ex.platforms = ("cpu",)  # jax.export lowering platforms of <workdir>/export/, e.g. cpu, cuda
+  ex.full = True  # also export stage A's full model (export/full/) for the serving comparison
 
   return config

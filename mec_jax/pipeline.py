@@ -7,9 +7,12 @@ Layout of ``workdir``::
   cache/                       encoded dataset (unless data.cache_dir says otherwise)
   pretrain/  finetune/         checkpoints, metrics.jsonl, result of `train.fit`
   pretrain/tables/<field>.npz  stage-A output: embedding [V, d], bias [V] (if any), counts [V]
+                               (or the validated tables of pretrain.external_tables)
   quantize/<field>.npz         stage-B output: one `CompressedTable` per compressed field
   quantize/<field>.<m>.npz     stage-B output of baseline compress.method m (mec_jax.methods)
   swap/result.json             stage-A weights with compressed tables, evaluated without training
+  finetune/tables/<field>.npz  the kept compressed model's tables (`CompressedTable`), stage C's product
+  export/  export/full/        the kept compressed model and stage A's, servable (`mec_jax.export`)
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
 Every artifact is written atomically, and a stage whose artifact exists is not run again.
@@ -18,6 +21,7 @@ Every artifact is written atomically, and a stage whose artifact exists is not r
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import jax
@@ -25,18 +29,20 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mec_jax import methods, workdir_config
+from mec_jax import external, methods, workdir_config
 from mec_jax import report as report_lib
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
 from mec_jax.data import EncodedDataset, load_dataset
+from mec_jax.errors import ArtifactError
+from mec_jax.export import writer
 from mec_jax.layers.embed import Embed
 from mec_jax.layers.field_embedding import FieldEmbedding
 from mec_jax.memory import field_memories, memory_report
 from mec_jax.models import registry
 from mec_jax.train import loop
 
-STAGES = ("all", "pretrain", "quantize", "finetune", "report")
+STAGES = ("all", "pretrain", "quantize", "finetune", "report", "export")
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
 FIRST_ORDER_MODELS = ("lr", "fm", "deepfm", "widedeep")
 
@@ -78,6 +84,8 @@ class Workdir:
     self.quantize = os.path.join(self.root, "quantize")
     self.swap = os.path.join(self.root, "swap", "result.json")
     self.report = os.path.join(self.root, "report.json")
+    self.finetuned_tables = os.path.join(self.root, "finetune", "tables")
+    self.export = os.path.join(self.root, "export")
     self.timings = os.path.join(self.root, "timings.json")
     for path in (self.root, self.tables, self.quantize, os.path.dirname(self.swap)):
       os.makedirs(path, exist_ok=True)
@@ -87,6 +95,9 @@ class Workdir:
 
   def compressed(self, field: str) -> str:
     return os.path.join(self.quantize, f"{_safe(field)}.npz")
+
+  def finetuned(self, field: str) -> str:
+    return os.path.join(self.finetuned_tables, f"{_safe(field)}.npz")
 
 
 def _safe(name: str) -> str:
@@ -202,7 +213,8 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     with np.load(source) as arrays:
       table = arrays["embedding"]
       bias = arrays["bias"] if "bias" in arrays else None
-    counts = spec.counts if spec.counts is not None else np.ones(spec.vocab_size, np.int64)
+      counts = arrays["counts"] if "counts" in arrays else spec.counts  # external tables: theirs
+    counts = counts if counts is not None else np.ones(spec.vocab_size, np.int64)
     logging.info("quantize: field %s, vocab %d", spec.name, spec.vocab_size)
     start = time.time()
     key = jax.random.fold_in(jax.random.key(config.quantize.seed), index)
@@ -285,7 +297,8 @@ def run_finetune(config, dataset, wd: Workdir, pretrained, compressed):
   come from `finetune_learning_rates`.
   """
   model = compressed_model(config.model.name, dataset, compressed, config, config.train.seed + 1)
-  warm = config.finetune.init_from_pretrain and config.model.name == config.pretrain.model
+  same_backbone = config.model.name == config.pretrain.model
+  warm = pretrained is not None and config.finetune.init_from_pretrain and same_backbone
   if warm:
     copied = copy_matching_params(pretrained, model)
     logging.info("finetune: warm start, %d parameters copied from stage A", copied)
@@ -299,6 +312,51 @@ def run_finetune(config, dataset, wd: Workdir, pretrained, compressed):
     lr_overrides=overrides,
   )
   return model, result
+
+
+def kept_model(config, dataset, pretrained, compressed, finetuned, source: str):
+  """The compressed model report.json keeps: stage C's, or the swap-in (stage A + stage B tables)."""
+  if source == "finetune":
+    return finetuned
+  model = compressed_model(config.pretrain.model, dataset, compressed, config, config.train.seed)
+  copy_matching_params(pretrained, model)
+  return model
+
+
+def ship(config, dataset, wd, report, kept, pretrained, compressed, with_export) -> dict:
+  """Writes the products of a finished run; returns their paths (relative to the workdir).
+
+  ``finetune/tables/<field>.npz``: the kept compressed model's tables as `CompressedTable`s
+  (stage C's codebooks, or stage B's for the swap-in); with ``with_export``, `run_export`.
+  """
+  source = report["compressed"]["source"]
+  names = dataset.feature_map.names
+  writer.save_compressed_tables(kept, names, wd.finetuned, compressed, source=source)
+  artifacts = {"finetuned_tables": os.path.relpath(wd.finetuned_tables, wd.root)}
+  if with_export:
+    run_export(config, dataset, wd, kept, pretrained, report)
+    artifacts["export"] = os.path.relpath(wd.export, wd.root)
+  return artifacts
+
+
+def run_export(config, dataset, wd: Workdir, kept, pretrained, report: dict) -> None:
+  """Writes ``export/`` (the kept compressed model) and ``export/full/`` (stage A's model)."""
+  names = dataset.feature_map.names
+  platforms = tuple(config.export.platforms)
+  meta = {"dataset": report["dataset"], "source": report["compressed"]["source"]}
+  staging = wd.export + ".new"
+  writer.export_model(
+    kept, staging, field_names=names, platforms=platforms,
+    meta=meta | {"model": report["model"], "metrics": report["compressed"]},
+  )  # fmt: skip
+  if config.export.full and pretrained is not None:
+    writer.export_model(
+      pretrained, os.path.join(staging, "full"), field_names=names, platforms=platforms,
+      meta={"dataset": report["dataset"], "model": config.pretrain.model, "metrics": report["full"]},
+    )  # fmt: skip
+  if os.path.exists(wd.export):
+    shutil.rmtree(wd.export)
+  os.replace(staging, wd.export)
 
 
 # --- orchestration --------------------------------------------------------------------------------
@@ -324,7 +382,11 @@ def run(config, workdir: str) -> dict | None:
   logging.info("dataset:\n%s", dataset.summary(config.quantize.min_vocab))
   stage = config.stage
 
-  pretrained, full_result = timed("pretrain", run_pretrain, config, dataset, wd)
+  if config.pretrain.external_tables:  # tables trained elsewhere stand in for stage A
+    pretrained, full_result = None, None
+    timed("pretrain", external.write_stage_a_tables, config, dataset, wd.table)
+  else:
+    pretrained, full_result = timed("pretrain", run_pretrain, config, dataset, wd)
   if stage == "pretrain":
     return _finish(config, dataset, wd, full_result, {}, None, None, timings)
 
@@ -338,16 +400,32 @@ def run(config, workdir: str) -> dict | None:
 
   swap = None
   same_backbone = config.model.name == config.pretrain.model
-  if config.finetune.swap_in and compressed and same_backbone:
+  if config.finetune.swap_in and compressed and same_backbone and pretrained is not None:
     swap = timed("swap", run_swap, config, dataset, wd, pretrained, compressed)
-  finetune_result = None
+  finetuned, finetune_result = None, None
+  finished = os.path.exists(loop.result_path(wd.root, "finetune"))
   if stage in ("all", "finetune"):
-    _, finetune_result = timed(
+    finetuned, finetune_result = timed(
       "finetune", run_finetune, config, dataset, wd, pretrained, compressed
     )
-  elif os.path.exists(loop.result_path(wd.root, "finetune")):
+  elif stage == "export" and finished:  # restores the best checkpoint; trains nothing
+    finetuned, finetune_result = run_finetune(config, dataset, wd, pretrained, compressed)
+  elif finished:
     finetune_result = loop.load_result(wd.root, "finetune")
-  return _finish(config, dataset, wd, full_result, compressed, finetune_result, swap, timings)
+  if stage == "export" and finetune_result is None and swap is None:
+    raise ArtifactError(f"{wd.root}: no finished stage C to export; run --config.stage=all first")
+  report = _finish(config, dataset, wd, full_result, compressed, finetune_result, swap, timings)
+  if stage in ("all", "finetune", "export"):
+    kept = kept_model(
+      config, dataset, pretrained, compressed, finetuned, report["compressed"]["source"]
+    )
+    with_export = stage != "finetune"
+    report["artifacts"] = timed(
+      "export", ship, config, dataset, wd, report, kept, pretrained, compressed, with_export
+    )
+    report["timings"] = dict(timings)
+    _write_report(wd, report)
+  return report
 
 
 def _metrics(result) -> dict | None:
@@ -384,12 +462,16 @@ def _finish(config, dataset, wd, full_result, compressed, finetune_result, swap,
     score = lambda m: m["valid_auc"] - m["valid_logloss"]  # the monitor of the training loop
     source = max(candidates, key=lambda k: score(candidates[k]))
     report["compressed"] = {**candidates[source], "source": source}
+  _write_report(wd, report)
+  report_lib.write_plots(wd.root, report, compressed)
+  return report
+
+
+def _write_report(wd: Workdir, report: dict) -> None:
   report_lib.write_json_atomic(wd.report, report)
   with open(os.path.join(wd.root, "report.md.tmp"), "w") as fh:
     fh.write(report_lib.to_markdown(report))
   os.replace(os.path.join(wd.root, "report.md.tmp"), os.path.join(wd.root, "report.md"))
-  report_lib.write_plots(wd.root, report, compressed)
-  return report
 
 
 def summarize(report: dict) -> str:

@@ -158,6 +158,10 @@ def to_markdown(report: dict) -> str:
         f"| {name} | {f['vocab_size']} | {f['num_subspaces']} | {f['codebook_size']} "
         f"| {f['code_usage_entropy']:.3f} |"
       )
+  artifacts = report.get("artifacts")
+  if artifacts:
+    lines += ["", "## Artifacts", ""]
+    lines += [f"- {k}: `{v}/`" for k, v in artifacts.items()]
   timings = report.get("timings")
   if timings:
     lines += ["", "## Timings", "", "| stage | seconds |", "|---|---|"]

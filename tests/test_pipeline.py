@@ -253,3 +253,95 @@ def test_copy_matching_params_takes_batch_norm_statistics():
     strict=True,
   ):
     np.testing.assert_array_equal(np.asarray(a[...]), np.asarray(b[...]), err_msg=str(path))
+
+
+def test_finetuned_tables_and_export_are_the_kept_model(finished, tmp_path):
+  from mec_jax import export
+  from mec_jax.layers import CodebookEmbed
+
+  config, workdir, report = finished
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  wd = pipeline.Workdir(copy)
+  dataset = _dataset(config, copy)
+  assert report["artifacts"] == {"finetuned_tables": "finetune/tables", "export": "export"}
+  assert "finetune/tables/" in Path(copy, "report.md").read_text()
+  # Rebuild the kept model from the finished run's checkpoints (restores, trains nothing).
+  pretrained, _ = pipeline.run_pretrain(config, dataset, wd)
+  compressed = pipeline.load_compressed(config, dataset, wd)
+  finetuned, _ = pipeline.run_finetune(config, dataset, wd, pretrained, compressed)
+  source = report["compressed"]["source"]
+  kept = pipeline.kept_model(config, dataset, pretrained, compressed, finetuned, source)
+  for name, table in zip(dataset.feature_map.names, kept.embedding.tables, strict=True):
+    if not isinstance(table, CodebookEmbed):
+      assert not os.path.exists(wd.finetuned(name))
+      continue
+    on_disk = CompressedTable.load(wd.finetuned(name))
+    np.testing.assert_array_equal(on_disk.codes, np.asarray(table.codes[...]))
+    np.testing.assert_array_equal(on_disk.codebooks, np.asarray(table.codebooks[...]))
+    np.testing.assert_array_equal(on_disk.first_order, np.asarray(table.first_order_codebook[...]))
+    assert on_disk.stats["source"] == source
+  # The exported programs give the in-memory logits on a batch size they never saw.
+  test = dataset.splits["test"]
+  ids, values = np.asarray(test["ids"][:77]), np.asarray(test["values"][:77])
+  kept.eval()
+  pretrained.eval()
+  for directory, model in ((wd.export, kept), (os.path.join(wd.export, "full"), pretrained)):
+    served = export.load(directory)
+    np.testing.assert_allclose(served(ids, values), model(ids, values), rtol=1e-5, atol=1e-5)
+  assert export.read_manifest(wd.export)["meta"]["source"] == source
+
+
+def test_export_stage_on_a_finished_run_only_exports(finished, monkeypatch, tmp_path):
+  config, workdir, report = finished
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(os.path.join(copy, "export"))
+  shutil.rmtree(os.path.join(copy, "finetune", "tables"))
+  monkeypatch.setattr(quantizer, "quantize_table", lambda *a, **k: pytest.fail("quantize reran"))
+  monkeypatch.setattr(loop, "_train", lambda *a, **k: pytest.fail("a stage trained again"))
+  config = config.copy_and_resolve_references()
+  config.stage = "export"
+  again = pipeline.run(config, copy)
+  assert again["compressed"] == pytest.approx(report["compressed"])
+  for path in ("export/manifest.json", "export/full/params.npz", "finetune/tables/cat0.npz"):
+    assert os.path.exists(os.path.join(copy, path)), path
+
+
+def test_export_stage_without_a_finished_run_is_a_clear_error(finished, tmp_path):
+  config, workdir, _ = finished
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(os.path.join(copy, "finetune"))
+  config = config.copy_and_resolve_references()
+  config.finetune.swap_in = False
+  config.stage = "export"
+  with pytest.raises(ValueError, match="no finished stage C to export"):
+    pipeline.run(config, copy)
+
+
+def test_external_tables_stand_in_for_stage_a(finished, tmp_path):
+  """Stage A's own tables, handed back as external files, give stage B the same tables."""
+  config, workdir, _ = finished
+  external = tmp_path / "external"
+  external.mkdir()
+  with np.load(os.path.join(workdir, "pretrain", "tables", "cat0.npz")) as arrays:
+    np.savez(external / "cat0.npz", **arrays)  # embedding, bias, counts
+  with np.load(os.path.join(workdir, "pretrain", "tables", "cat1.npz")) as arrays:
+    np.save(external / "cat1_embedding.npy", arrays["embedding"])  # the released code's dumps
+    np.save(external / "cat1_counts.npy", arrays["counts"])
+  config = smoke.get_config()
+  config.pretrain.external_tables = str(external)
+  config.data.cache_dir = os.path.join(workdir, "cache")
+  config.train.epochs = 1
+  run = tmp_path / "run"
+  report = pipeline.run(config, str(run))
+  for field in ("cat0", "cat1"):
+    ours = CompressedTable.load(str(run / "quantize" / f"{field}.npz"))
+    theirs = CompressedTable.load(os.path.join(workdir, "quantize", f"{field}.npz"))
+    np.testing.assert_array_equal(ours.codes, theirs.codes)
+    np.testing.assert_allclose(ours.codebooks, theirs.codebooks, rtol=1e-5, atol=1e-6)
+  assert ours.first_order is None  # the .npy dump has no bias: no first-order codebook
+  assert report["full"] is None and "compressed_swap" not in report
+  assert report["compressed"]["source"] == "finetune"
+  assert (run / "export" / "manifest.json").exists() and not (run / "export" / "full").exists()

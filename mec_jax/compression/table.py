@@ -102,6 +102,20 @@ class CompressedTable:
     m = np.arange(self.num_subspaces)[None, :]
     return self.codebooks[m, self.codes.astype(np.int64)].reshape(self.vocab_size, self.dim)
 
+  def lookup(self, ids: np.ndarray) -> np.ndarray:
+    """numpy reference of `CodebookEmbed`: float32 ``[..., dim]`` rows of int ``ids [...]``.
+
+    Ids outside ``[0, vocab_size)`` take the OOV id's row (``vocab_size - 1``, the schema's OOV
+    id), as the layer does. Touches only the looked-up rows, so it serves single requests.
+    """
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+      raise ValueError(f"table {self.name!r}: lookup needs integer ids, got dtype {ids.dtype}")
+    ids = np.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    codes = self.codes[ids].astype(np.int64)  # [..., M]
+    rows = self.codebooks[np.arange(self.num_subspaces), codes]  # [..., M, s]
+    return rows.reshape(*ids.shape, self.dim)
+
   def first_order_weights(self) -> np.ndarray | None:
     """float32 ``[vocab_size]`` or None."""
     if self.first_order is None:

@@ -23,6 +23,7 @@ DATASETS = {
   "avazu_kaggle": "mec_jax.data.datasets.avazu_kaggle",
   "kuairand": "mec_jax.data.datasets.kuairand",
   "frappe": "mec_jax.data.datasets.frappe",
+  "fuxictr": "mec_jax.data.datasets.fuxictr",
   "ipinyou": "mec_jax.data.datasets.ipinyou",
   "movielens": "mec_jax.data.datasets.movielens",
   "synthetic": "mec_jax.data.datasets.synthetic",

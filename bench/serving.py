@@ -1,0 +1,189 @@
+"""Serving: latency and resident memory of the exported compressed model vs the exported full one.
+
+Each export (``<workdir>/export`` and ``<workdir>/export/full``, written by the pipeline) is loaded
+with `mec_jax.export.load` in a fresh subprocess, so its resident set is its own: the child imports
+jax and numpy only, notes its RSS, loads the model, serves one warm-up request per batch size
+(compiling it), then times ``--repeats`` requests per size. Children alternate (compressed, full,
+compressed, full, ...) over ``--rounds`` so load drift from other processes hits both alike; the
+best median per size is reported.
+
+  python bench/serving.py [--workdir DIR] [--batches 1,64,4096] [--repeats 50] [--rounds 2]
+
+Without ``--workdir`` it uses (and, the first time, builds with ``configs/synthetic.py``; minutes)
+``/tmp/mec_serving_synthetic``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_WORKDIR = "/tmp/mec_serving_synthetic"
+
+
+def _rss_bytes() -> int:
+  with open("/proc/self/status") as fh:
+    for line in fh:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) * 1024
+  raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child(directory: str, batches: list[int], repeats: int) -> dict:
+  """Runs in the subprocess: load, warm up, time. Imports only jax, numpy and mec_jax.export."""
+  import jax
+  import numpy as np
+
+  jax.block_until_ready(jax.numpy.zeros(8) + 1)  # the CPU client and a first program exist
+  baseline = _rss_bytes()
+  from mec_jax import export
+
+  start = time.perf_counter()
+  model = export.load(directory)
+  load_seconds = time.perf_counter() - start
+  after_load = _rss_bytes()
+  rng = np.random.default_rng(0)
+  out = {"param_bytes": model.param_bytes, "load_seconds": load_seconds, "latency_ms": {}}
+  for batch in batches:
+    ids = np.stack([rng.integers(0, v, batch) for v in model.vocab_sizes], 1).astype(np.int32)
+    values = np.ones(ids.shape, np.float32)
+    start = time.perf_counter()
+    jax.block_until_ready(model(ids, values))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(model(ids, values))
+      times.append(time.perf_counter() - start)
+    out["latency_ms"][str(batch)] = {
+      "first": 1e3 * first,
+      "median": 1e3 * float(np.median(times)),
+      "p90": 1e3 * float(np.percentile(times, 90)),
+    }
+  out |= {
+    "rss_jax_bytes": baseline,
+    "rss_model_bytes": after_load - baseline,
+    "rss_serving_bytes": _rss_bytes() - baseline,
+    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "loadavg": os.getloadavg(),
+  }
+  return out
+
+
+def _measure(directory, batches, repeats) -> dict:
+  proc = subprocess.run(
+    [
+      sys.executable,
+      __file__,
+      "--child",
+      directory,
+      "--batches",
+      ",".join(map(str, batches)),
+      "--repeats",
+      str(repeats),
+    ],  # fmt: skip
+    capture_output=True,
+    text=True,
+    check=False,
+    env={**os.environ, "PYTHONPATH": REPO},
+  )
+  if proc.returncode:
+    raise SystemExit(f"child for {directory} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ensure_export(workdir: str) -> None:
+  if os.path.isfile(os.path.join(workdir, "export", "full", "manifest.json")):
+    return
+  stage = "export" if os.path.isfile(os.path.join(workdir, "report.json")) else "all"
+  print(f"building {workdir} (configs/synthetic.py, stage={stage}) ...", flush=True)
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mec_jax.main",
+      f"--config={REPO}/configs/synthetic.py",
+      f"--workdir={workdir}",
+      f"--config.stage={stage}",
+      "--config.train.progress=False",
+    ],  # fmt: skip
+    check=True,
+    env={**os.environ, "PYTHONPATH": REPO},
+  )
+
+
+def _mib(n: float) -> str:
+  return f"{n / 2**20:.1f} MiB"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", default=DEFAULT_WORKDIR)
+  parser.add_argument("--batches", default="1,64,4096")
+  parser.add_argument("--repeats", type=int, default=50)
+  parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  batches = [int(b) for b in args.batches.split(",")]
+  if args.child:
+    print(json.dumps(child(args.child, batches, args.repeats)))
+    return
+  ensure_export(args.workdir)
+  dirs = {
+    "compressed": os.path.join(args.workdir, "export"),
+    "full": os.path.join(args.workdir, "export", "full"),
+  }
+  runs = {name: [] for name in dirs}
+  for _ in range(args.rounds):
+    for name, directory in dirs.items():
+      runs[name].append(_measure(directory, batches, args.repeats))
+  best = {}
+  for name, results in runs.items():
+    best[name] = results[0] | {
+      "latency_ms": {
+        str(b): min((r["latency_ms"][str(b)] for r in results), key=lambda x: x["median"])
+        for b in batches
+      },
+      "rss_model_bytes": min(r["rss_model_bytes"] for r in results),
+      "rss_serving_bytes": min(r["rss_serving_bytes"] for r in results),
+    }
+  with open(os.path.join(args.workdir, "report.json")) as fh:
+    report = json.load(fh)
+  c, f = best["compressed"], best["full"]
+  print(f"workdir {args.workdir}; dataset {report['dataset']}, model {report['model']}; "
+        f"loadavg during the runs {[r['loadavg'][0] for rs in runs.values() for r in rs]}")  # fmt: skip
+  print(f"test AUC: full {report['full']['test_auc']:.4f}, compressed "
+        f"{report['compressed']['test_auc']:.4f} ({report['compressed']['source']})\n")  # fmt: skip
+  print("| | full | compressed | full / compressed |")
+  print("|---|---|---|---|")
+  for key, label in (
+    ("param_bytes", "arrays of the model (params.npz)"),
+    ("rss_model_bytes", "resident after load (RSS - RSS of a warm jax)"),
+    ("rss_serving_bytes", "resident after serving every batch size"),
+  ):
+    print(f"| {label} | {_mib(f[key])} | {_mib(c[key])} | {f[key] / max(c[key], 1):.1f}x |")
+  print(
+    f"| RSS of a warm jax + numpy alone | {_mib(f['rss_jax_bytes'])} | {_mib(c['rss_jax_bytes'])} | |"
+  )
+  for b in batches:
+    lf, lc = f["latency_ms"][str(b)], c["latency_ms"][str(b)]
+    print(
+      f"| latency, batch {b} (median / p90) | {lf['median']:.3f} / {lf['p90']:.3f} ms "
+      f"| {lc['median']:.3f} / {lc['p90']:.3f} ms | {lf['median'] / lc['median']:.2f}x |"
+    )
+  for b in batches:
+    lf, lc = f["latency_ms"][str(b)], c["latency_ms"][str(b)]
+    print(
+      f"| first request, batch {b} (compiles) | {lf['first']:.0f} ms | {lc['first']:.0f} ms | |"
+    )
+  print(f"| load | {f['load_seconds']:.2f} s | {c['load_seconds']:.2f} s | |")
+
+
+if __name__ == "__main__":
+  main()

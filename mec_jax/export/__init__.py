@@ -1,0 +1,14 @@
+"""Servable artifacts of a finished run: the forward pass via `jax.export`, loadable without mec_jax's
+training code.
+
+  from mec_jax import export
+  model = export.load("<workdir>/export")      # jax + numpy only, no flax
+  logits = model(ids, values)                  # [batch], any batch size
+
+`mec_jax.export.writer` (which needs flax) writes these directories; `mec_jax.pipeline` calls it at
+the end of ``--config.stage=all`` and for ``--config.stage=export``.
+"""
+
+from mec_jax.export.serving import ServedModel, load, read_manifest
+
+__all__ = ["ServedModel", "load", "read_manifest"]

@@ -1,0 +1,148 @@
+"""Writing servable artifacts from an in-memory model (needs flax; serving does not).
+
+* `export_model`: the eval-mode forward pass of any backbone, exported with `jax.export` for a
+  symbolic batch size, plus its arrays, into a directory `mec_jax.export.load` reads.
+* `save_compressed_tables`: the `CodebookEmbed` tables of a model as `CompressedTable` files
+  (``finetune/tables/<field>.npz``), the product of stage C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import export
+
+from mec_jax.compression.table import CompressedTable
+from mec_jax.export import program, serving
+from mec_jax.layers import CodebookEmbed
+from mec_jax.layers.embed import Embed
+
+
+def _table_kind(table) -> str:
+  if isinstance(table, CodebookEmbed):
+    return "codebook"
+  return "full" if isinstance(table, Embed) else type(table).__name__
+
+
+def export_model(
+  model: nnx.Module,
+  directory: str,
+  *,
+  field_names: Sequence[str],
+  platforms: Sequence[str] = ("cpu",),
+  meta: Mapping | None = None,
+) -> str:
+  """Exports ``model(ids, values) -> logits`` (eval mode) into ``directory``, atomically.
+
+  The arrays (`nnx.Param`, batch statistics, `Codes`) become inputs of the program, so it holds
+  no weights and the codes keep their stored dtype (uint8 for K <= 256). RNG state is baked in as
+  constants (eval mode draws nothing). The directory is first written beside itself, then swapped
+  in, so a reader never sees half an export.
+
+  Args:
+    model: a backbone over a `FieldEmbedding` (``model.embedding.tables``).
+    directory: target, replaced if it exists.
+    field_names: the F fields, in column order of ``ids``.
+    platforms: `jax.export` lowering platforms (``"cpu"``, ``"cuda"``, ``"tpu"``).
+    meta: JSON-able provenance stored in the manifest (run, source, metrics, ...).
+
+  Returns:
+    ``directory``.
+  """
+  tables = list(model.embedding.tables)
+  if len(field_names) != len(tables):
+    raise ValueError(f"export_model: {len(field_names)} field names for {len(tables)} tables")
+  model.eval()
+  graphdef, rng_state, arrays = nnx.split(model, nnx.RngState, ...)
+  leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(arrays)
+  leaves = [leaf for _, leaf in leaves_with_paths]
+  num_fields = len(tables)
+
+  def forward(*inputs):
+    *params, ids, values = inputs
+    merged = nnx.merge(graphdef, rng_state, jax.tree.unflatten(treedef, params))
+    return merged(ids, values)
+
+  (batch,) = export.symbolic_shape("batch")
+  specs = [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves] + [
+    jax.ShapeDtypeStruct((batch, num_fields), jnp.int32),
+    jax.ShapeDtypeStruct((batch, num_fields), jnp.float32),
+  ]
+  exported = export.export(jax.jit(forward), platforms=tuple(platforms))(*specs)
+
+  tmp = directory.rstrip(os.sep) + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  header = program.write_program(exported, os.path.join(tmp, serving.PROGRAM))
+  names = [f"a{i:04d}" for i in range(len(leaves))]
+  np.savez(
+    os.path.join(tmp, serving.PARAMS), **dict(zip(names, map(np.asarray, leaves), strict=True))
+  )
+  manifest = {
+    "format_version": serving.FORMAT_VERSION,
+    "fields": [
+      {"name": name, "vocab_size": int(t.vocab_size), "table": _table_kind(t)}
+      for name, t in zip(field_names, tables, strict=True)
+    ],
+    "params": [
+      {
+        "key": key,
+        "path": jax.tree_util.keystr(path),
+        "shape": list(np.shape(x)),
+        "dtype": str(x.dtype),
+      }
+      for key, (path, x) in zip(names, leaves_with_paths, strict=True)
+    ],
+    "param_bytes": int(sum(np.asarray(x).nbytes for x in leaves)),
+    "program": header,
+    "meta": dict(meta or {}),
+  }
+  with open(os.path.join(tmp, serving.MANIFEST), "w") as fh:
+    json.dump(manifest, fh, indent=1)
+  if os.path.exists(directory):
+    shutil.rmtree(directory)
+  os.replace(tmp, directory)
+  return directory
+
+
+def save_compressed_tables(
+  model: nnx.Module,
+  field_names: Sequence[str],
+  path_of: Callable[[str], str],
+  stage_b: Mapping[str, CompressedTable] | None = None,
+  **meta,
+) -> dict[str, CompressedTable]:
+  """Writes every `CodebookEmbed` of ``model`` as a `CompressedTable` file (atomically each).
+
+  Args:
+    model: a backbone over a `FieldEmbedding`.
+    field_names: the F fields, in table order.
+    path_of: field name -> file to write (e.g. ``Workdir.finetuned``).
+    stage_b: stage B's tables by field; their variant and usage entropy are carried over (the
+      codes are frozen in stage C, so the entropy is unchanged).
+    **meta: JSON-able entries added to every table's ``stats`` (e.g. ``source="finetune"``).
+
+  Returns:
+    ``{field: CompressedTable}`` as written.
+  """
+  out = {}
+  for name, table in zip(field_names, model.embedding.tables, strict=True):
+    if not isinstance(table, CodebookEmbed):
+      continue
+    before = (stage_b or {}).get(name)
+    compressed = table.to_table(
+      name=name,
+      variant=before.variant if before is not None else "mec",
+      usage_entropy=before.usage_entropy if before is not None else None,
+      stats=dict(meta),
+    )
+    compressed.save(path_of(name))
+    out[name] = compressed
+  return out
