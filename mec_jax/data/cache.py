@@ -21,10 +21,12 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
 from mec_jax.data.schema import SPLITS, FeatureMap
+from mec_jax.errors import ArtifactError, one_line
 
 _ARRAYS = ("ids", "values", "label")
 
@@ -66,21 +68,48 @@ def load_entry(
   expected = ["encoding.json", *(f"{s}_{n}.npy" for s in SPLITS for n in _ARRAYS)]
   absent = [f for f in expected if not os.path.isfile(os.path.join(directory, f))]
   if absent:
-    raise ValueError(
+    raise ArtifactError(
       f"{directory}: cache entry lacks {absent} (edited by hand?); delete the directory to "
       f"re-encode"
     )
-  feature_map = FeatureMap.load(directory)
-  with open(os.path.join(directory, "encoding.json")) as fh:
-    stats = json.load(fh)
+  feature_map = _read(directory, "feature_map.json", FeatureMap.load, directory)
+  stats = _read(directory, "encoding.json", _read_json)
   splits = {
     split: {
-      name: np.load(os.path.join(directory, f"{split}_{name}.npy"), mmap_mode="r")
+      name: _read(directory, f"{split}_{name}.npy", lambda path: np.load(path, mmap_mode="r"))
       for name in _ARRAYS
     }
     for split in SPLITS
   }
+  for split, arrays in splits.items():
+    rows, fields = len(arrays["label"]), feature_map.num_fields
+    for name, array in arrays.items():
+      expected_shape = (rows,) if name == "label" else (rows, fields)
+      if array.shape != expected_shape:
+        raise ArtifactError(
+          f"{os.path.join(directory, f'{split}_{name}.npy')}: shape {array.shape}, expected "
+          f"{expected_shape} (rows of {split}_label, fields of feature_map.json); delete "
+          f"{directory} to re-encode"
+        )
   return splits, feature_map, stats
+
+
+def _read_json(path: str):
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def _read(directory: str, name: str, reader, *args):
+  """``reader(args or path)``; any failure becomes an `ArtifactError` naming the file."""
+  path = os.path.join(directory, name)
+  try:
+    return reader(*(args or (path,)))
+  except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+    reason = " ".join(str(err).split())
+    raise ArtifactError(
+      f"{path}: cache file is damaged ({type(err).__name__}: {reason}); delete {directory} "
+      "to re-encode"
+    ) from err
 
 
 def save_entry(
@@ -95,8 +124,11 @@ def save_entry(
   If another process finished the same entry first, its copy is kept and ours is dropped.
   """
   parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+  except OSError as err:
+    raise _unwritable(directory, err) from err
   try:
     with open(os.path.join(tmp, "key.json"), "w") as fh:
       json.dump(json.loads(canonical_json(document)), fh, indent=2, sort_keys=True)
@@ -111,6 +143,15 @@ def save_entry(
     except OSError:
       if not os.path.isfile(os.path.join(directory, "feature_map.json")):
         raise
+  except OSError as err:  # disk full, read-only mount: numpy's own text names no file
+    raise _unwritable(directory, err) from err
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unwritable(directory: str, err: OSError) -> ArtifactError:
+  return ArtifactError(
+    f"{directory}: cannot write the cache entry ({one_line(err)}); free disk space or set "
+    "data.cache_dir to a writable directory"
+  )
