@@ -199,8 +199,8 @@ def fit(
       except ArtifactError as err:
         # Damaged files, or Orbax's tree mismatch when the model or optimizer changed since.
         raise ArtifactError(
-          f"{run_dir}: the finished run's checkpoint (step {result.best_step}) does not fit this "
-          f"model/optimizer ({str(err).splitlines()[0][:200]}); delete {run_dir} to retrain"
+          f"{run_dir}: the finished run's checkpoint (step {result.best_step}) cannot be "
+          f"restored into this model/optimizer ({err}); delete {run_dir} to retrain"
         ) from err
       nnx.update(model, state.params, state.other)
       model.eval()
