@@ -9,6 +9,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.stage = "all"  # all | pretrain | quantize | finetune | report | export
+  config.report_dir = ""  # where report.json/.md/plots go; "" = the workdir (if writable)
 
   # --- data -------------------------------------------------------------------------------------
   config.data = data = ml_collections.ConfigDict()
@@ -89,6 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
   q.num_subspaces = 4  # M (paper L)
   q.codebook_size = 256  # K
   q.min_vocab = 1000  # fields with at least this many ids are compressed
+  q.allow_nothing_to_compress = False  # if min_vocab selects no field: report the full model only
   q.latent_dim = 0  # encoder output size M*s; 0 means model.embed_dim
   q.epochs = 30  # quantizer training epochs (upper bound; early stop on held-out rows)
   q.batch_size = 4096

@@ -28,3 +28,33 @@ class DataError(MecError):
 class ArtifactError(MecError):
   """A file mec_jax wrote earlier (cache entry, stage artifact, checkpoint) is missing, damaged
   or was computed with other settings (names the file and what to do)."""
+
+
+def root_cause(err: BaseException) -> BaseException:
+  """The innermost exception behind ``err``: follows ``__cause__``/``__context__`` and the first
+  member of exception groups (what Orbax's background threads and asyncio wrap errors in)."""
+  seen = set()
+  while id(err) not in seen:
+    seen.add(id(err))
+    inner = getattr(err, "exceptions", None)  # ExceptionGroup
+    if inner:
+      err = inner[0]
+    elif err.__cause__ is not None:
+      err = err.__cause__
+    elif err.__context__ is not None and not err.__suppress_context__:
+      err = err.__context__
+    else:
+      break
+  return err
+
+
+def one_line(err: BaseException) -> str:
+  """``err`` as one line: an `OSError` as ``<path>: <reason>``, any other error's text with its
+  line breaks folded (ml_collections' and Orbax's messages span several lines)."""
+  if isinstance(err, OSError) and err.strerror:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror} [errno {err.errno}]"
+  text = str(err)
+  if isinstance(err, KeyError) and err.args:  # str(KeyError) is the repr of its message
+    text = str(err.args[0])
+  return " ".join(text.split()) or type(err).__name__

@@ -3,16 +3,24 @@ r"""Command line: ``python -m mec_jax.main --config=configs/<name>.py --workdir=
 Runs pretrain -> quantize -> finetune -> report (or one ``--config.stage``) and writes
 ``DIR/report.json`` and ``DIR/report.md``. Any config key can be overridden, e.g.
 ``--config.quantize.codebook_size=512``.
+
+Every expected failure (a bad flag or config key, a bad path, a full disk, damaged artifacts,
+bad data, settings that cannot work) ends the run with ONE line ``error: ...`` on stderr and
+exit status 2; a traceback means a bug.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import logging as py_logging
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mec_jax.errors import one_line
 
 
 def _make_configs_importable(argv: list[str]) -> None:
@@ -33,8 +41,52 @@ _make_configs_importable(sys.argv)
 
 
 def _quiet_libraries(record) -> bool:
-  # Orbax logs every checkpoint read/write at INFO; keep its warnings, drop the chatter.
-  return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+  # Orbax logs every checkpoint read/write at INFO, and a failed async write as pages of
+  # asyncio tracebacks at ERROR that `Checkpointer` re-raises as one ArtifactError: keep only
+  # its warnings.
+  return "orbax" not in record.pathname or record.levelno == py_logging.WARNING
+
+
+def _choose_platforms() -> None:
+  """Without libtpu, tells JAX not to probe for a TPU (which logs "Unable to initialize backend
+  'tpu'"): JAX_PLATFORMS becomes ``cuda,cpu`` / ``rocm,cpu`` when that plugin is installed, else
+  ``cpu``. An explicit JAX_PLATFORMS, a libtpu install or an unknown plugin are left alone."""
+  if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is not None:
+    return
+  plugins = {entry.name for entry in importlib.metadata.entry_points(group="jax_plugins")}
+  if importlib.util.find_spec("jax_plugins") is not None:
+    import pkgutil
+
+    import jax_plugins
+
+    plugins |= {module.name for module in pkgutil.iter_modules(jax_plugins.__path__)}
+  kinds = sorted({kind for p in plugins for kind in ("cuda", "rocm") if kind in p})
+  if all(any(kind in p for kind in kinds) for p in plugins):  # no plugin of an unknown kind
+    os.environ["JAX_PLATFORMS"] = ",".join([*kinds, "cpu"])
+
+
+def _fail(err: BaseException) -> None:
+  print(f"error: {one_line(err)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config key (ml_collections already suggests the
+  right one) as one line and exit status 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as err:
+    _fail(err)
+  except (AttributeError, KeyError, ValueError, TypeError, OSError) as err:
+    while isinstance(err, AttributeError) and err.args and isinstance(err.args[0], KeyError):
+      err = err.args[0]  # ml_collections wraps the KeyError that holds "Did you mean ..."
+    if isinstance(err, KeyError):
+      text = one_line(err)  # "'codebok_size' Did you mean "codebook_size" instead of ...?"
+      key = text.split("'")[1] if text.count("'") >= 2 else text
+      flag = next((a.split("=")[0] for a in argv if a.startswith("--config.") and key in a), "")
+      hint = text.split("' ", 1)[1] if "' " in text else ""
+      err = KeyError(f"{flag or '--config'}: no config key {key!r}. {hint}".strip())
+    _fail(err)
 
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,18 +99,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _choose_platforms()
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
 
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
   try:
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
-  except ValueError as err:  # Bad input: one clear line, no traceback.
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+  except (ValueError, OSError, FloatingPointError) as err:  # MecError is a ValueError
+    _fail(err)
   if report is not None:
     print(pipeline.summarize(report))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

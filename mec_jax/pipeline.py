@@ -16,6 +16,7 @@ Layout of ``workdir``::
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
 Every artifact is written atomically, and a stage whose artifact exists is not run again.
+``--config.stage=report`` only reads the workdir (see `run`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mec_jax import external, methods, workdir_config
+from mec_jax import artifacts, external, methods, preflight, workdir_config
 from mec_jax import report as report_lib
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
@@ -76,19 +77,16 @@ def validate_config(config) -> None:
 
 
 class Workdir:
-  """Paths of the artifacts of one run."""
+  """Paths of the artifacts of one run (creates nothing: each writer makes its own folder)."""
 
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
     self.tables = os.path.join(self.root, "pretrain", "tables")
     self.quantize = os.path.join(self.root, "quantize")
     self.swap = os.path.join(self.root, "swap", "result.json")
-    self.report = os.path.join(self.root, "report.json")
     self.finetuned_tables = os.path.join(self.root, "finetune", "tables")
     self.export = os.path.join(self.root, "export")
     self.timings = os.path.join(self.root, "timings.json")
-    for path in (self.root, self.tables, self.quantize, os.path.dirname(self.swap)):
-      os.makedirs(path, exist_ok=True)
 
   def table(self, field: str) -> str:
     return os.path.join(self.tables, f"{_safe(field)}.npz")
@@ -186,13 +184,7 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   for spec, table in zip(dataset.feature_map.fields, model.embedding.tables, strict=True):
     path = wd.table(spec.name)
     if spec.is_categorical and not os.path.exists(path):
-      embedding, bias = table.as_numpy()
-      arrays = {"embedding": embedding} | ({"bias": bias} if bias is not None else {})
-      if spec.counts is not None:
-        arrays["counts"] = spec.counts
-      tmp = path + ".tmp.npz"
-      np.savez(tmp, **arrays)
-      os.replace(tmp, path)
+      artifacts.save_stage_a_table(path, spec.name, *table.as_numpy(), spec.counts)
   return model, result
 
 
@@ -205,21 +197,21 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     spec = fm.fields[index]
     path = wd.compressed(spec.name)
     if os.path.exists(path):
-      out[spec.name] = CompressedTable.load(path)
+      out[spec.name] = artifacts.load_compressed_table(path, spec, config.model.embed_dim)
       continue
-    source = wd.table(spec.name)
-    if not os.path.exists(source):
-      raise ValueError(f"{source}: stage A's table of field {spec.name!r} is missing; run pretrain")
-    with np.load(source) as arrays:
-      table = arrays["embedding"]
-      bias = arrays["bias"] if "bias" in arrays else None
-      counts = arrays["counts"] if "counts" in arrays else spec.counts  # external tables: theirs
-    counts = counts if counts is not None else np.ones(spec.vocab_size, np.int64)
+    table, bias = artifacts.load_stage_a_table(wd.table(spec.name), spec, config.model.embed_dim)
+    counts = artifacts.load_stage_a_counts(wd.table(spec.name), spec)  # external tables: theirs
     logging.info("quantize: field %s, vocab %d", spec.name, spec.vocab_size)
     start = time.time()
     key = jax.random.fold_in(jax.random.key(config.quantize.seed), index)
     compressed = quantizer.quantize_table(
-      key, table, counts, settings, bias=bias, progress=_progress(config, spec.name, settings)
+      key,
+      table,
+      counts,
+      settings,
+      bias=bias,
+      progress=_progress(config, spec.name, settings),
+      name=spec.name,
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start
@@ -256,10 +248,12 @@ def load_compressed(config, dataset: EncodedDataset, wd: Workdir) -> dict:
     return methods.load_tables(config, dataset.feature_map, wd.table, wd.quantize)
   out = {}
   for index in dataset.feature_map.fields_to_compress(config.quantize.min_vocab):
-    name = dataset.feature_map.fields[index].name
-    if not os.path.exists(wd.compressed(name)):
-      raise ValueError(f"{wd.compressed(name)} is missing; run --config.stage=quantize first")
-    out[name] = CompressedTable.load(wd.compressed(name))
+    spec = dataset.feature_map.fields[index]
+    if not os.path.exists(wd.compressed(spec.name)):
+      raise ValueError(f"{wd.compressed(spec.name)} is missing; run --config.stage=quantize first")
+    out[spec.name] = artifacts.load_compressed_table(
+      wd.compressed(spec.name), spec, config.model.embed_dim
+    )
   return out
 
 
@@ -270,6 +264,7 @@ def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | Non
   model = compressed_model(config.pretrain.model, dataset, compressed, config, config.train.seed)
   copy_matching_params(pretrained, model)
   metrics = loop.evaluate_splits(model, dataset.splits, ("valid", "test"), config.train)
+  os.makedirs(os.path.dirname(wd.swap), exist_ok=True)
   report_lib.write_json_atomic(wd.swap, metrics)
   return metrics
 
@@ -363,38 +358,54 @@ def run_export(config, dataset, wd: Workdir, kept, pretrained, report: dict) -> 
 
 
 def run(config, workdir: str) -> dict | None:
-  """Runs ``config.stage`` (or all stages) in ``workdir``; returns the report when one is written."""
+  """Runs ``config.stage`` (or all stages) in ``workdir``; returns the report when one is written.
+
+  Before any long work: the config, the workdir (a writable directory; unchanged settings for
+  the stages already there), the dataset and `preflight.preflight`. A single stage needs the
+  outputs of the stages before it and never runs them. ``stage=report`` writes nothing in
+  ``workdir``: the report goes to ``config.report_dir``, or to ``workdir`` when that is writable,
+  or (read-only, no ``report_dir``) is only returned.
+  """
   validate_config(config)
   wd = Workdir(workdir)
-  workdir_config.check_and_record(config, wd.root)
-  report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
+  writes = config.stage != "report"
+  workdir_config.check_workdir(wd.root, writable=writes)
+  workdir_config.check(config, wd.root)
   timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
 
   def timed(stage, fn, *args):
     start = time.time()
     out = fn(*args)
     timings[stage] = timings.get(stage, 0.0) + time.time() - start
-    report_lib.write_json_atomic(wd.timings, timings)
+    if writes:
+      report_lib.write_json_atomic(wd.timings, timings)
     return out
 
   cache_dir = config.data.cache_dir or os.path.join(wd.root, "cache")
   dataset = timed("data", load_dataset, config.data, cache_dir)
+  note = preflight.preflight(config, dataset, wd)
   logging.info("dataset:\n%s", dataset.summary(config.quantize.min_vocab))
+  if not writes:
+    return run_report(config, dataset, wd, timings, note)
+  report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
   stage = config.stage
+  out_dir = config.report_dir or wd.root
 
+  workdir_config.record(config, wd.root, "pretrain")
   if config.pretrain.external_tables:  # tables trained elsewhere stand in for stage A
     pretrained, full_result = None, None
     timed("pretrain", external.write_stage_a_tables, config, dataset, wd.table)
   else:
     pretrained, full_result = timed("pretrain", run_pretrain, config, dataset, wd)
-  if stage == "pretrain":
-    return _finish(config, dataset, wd, full_result, {}, None, None, timings)
+  if stage == "pretrain" or note:
+    return _finish(config, dataset, wd, full_result, {}, None, None, timings, out_dir, note)
 
   compressed = {}
   if stage in ("all", "quantize"):
+    workdir_config.record(config, wd.root, "quantize")
     compressed = timed("quantize", run_compress, config, dataset, wd)
   if stage == "quantize":
-    return _finish(config, dataset, wd, full_result, compressed, None, None, timings)
+    return _finish(config, dataset, wd, full_result, compressed, None, None, timings, out_dir)
   if not compressed:
     compressed = load_compressed(config, dataset, wd)
 
@@ -405,17 +416,18 @@ def run(config, workdir: str) -> dict | None:
   finetuned, finetune_result = None, None
   finished = os.path.exists(loop.result_path(wd.root, "finetune"))
   if stage in ("all", "finetune"):
+    workdir_config.record(config, wd.root, "finetune")
     finetuned, finetune_result = timed(
       "finetune", run_finetune, config, dataset, wd, pretrained, compressed
     )
   elif stage == "export" and finished:  # restores the best checkpoint; trains nothing
     finetuned, finetune_result = run_finetune(config, dataset, wd, pretrained, compressed)
-  elif finished:
-    finetune_result = loop.load_result(wd.root, "finetune")
   if stage == "export" and finetune_result is None and swap is None:
     raise ArtifactError(f"{wd.root}: no finished stage C to export; run --config.stage=all first")
-  report = _finish(config, dataset, wd, full_result, compressed, finetune_result, swap, timings)
-  if stage in ("all", "finetune", "export"):
+  report = _finish(
+    config, dataset, wd, full_result, compressed, finetune_result, swap, timings, out_dir
+  )
+  if "compressed" in report:
     kept = kept_model(
       config, dataset, pretrained, compressed, finetuned, report["compressed"]["source"]
     )
@@ -424,8 +436,33 @@ def run(config, workdir: str) -> dict | None:
       "export", ship, config, dataset, wd, report, kept, pretrained, compressed, with_export
     )
     report["timings"] = dict(timings)
-    _write_report(wd, report)
+    report_lib.write_report(out_dir, report, compressed)
   return report
+
+
+def run_report(config, dataset, wd: Workdir, timings: dict, note: str | None) -> dict:
+  """``stage=report``: the report of what ``wd`` holds, from its files alone (no training,
+  no checkpoint read, nothing written in ``wd`` unless it is writable)."""
+  full_result = loop.load_result(wd.root, "pretrain")
+  names = [f.name for f in dataset.feature_map.fields]
+  to_compress = [
+    names[i] for i in dataset.feature_map.fields_to_compress(config.quantize.min_vocab)
+  ]
+  compressed, swap, finetune_result = {}, None, None
+  if not note and all(os.path.exists(wd.compressed(n)) for n in to_compress):
+    compressed = load_compressed(config, dataset, wd)
+    if os.path.exists(wd.swap):
+      swap = report_lib.read_json(wd.swap)
+    if os.path.exists(loop.result_path(wd.root, "finetune")):
+      finetune_result = loop.load_result(wd.root, "finetune")
+  out_dir = config.report_dir or (wd.root if workdir_config.is_writable(wd.root) else None)
+  if out_dir is None:
+    logging.warning(
+      "%s is read-only: report not written (set --config.report_dir=DIR to write it)", wd.root
+    )
+  return _finish(
+    config, dataset, wd, full_result, compressed, finetune_result, swap, timings, out_dir, note
+  )
 
 
 def _metrics(result) -> dict | None:
@@ -436,7 +473,10 @@ def _metrics(result) -> dict | None:
   return {k: float(v) for k, v in result.metrics().items() if k in report_lib.METRIC_KEYS}
 
 
-def _finish(config, dataset, wd, full_result, compressed, finetune_result, swap, timings) -> dict:
+def _finish(
+  config, dataset, wd, full_result, compressed, finetune_result, swap, timings, out_dir, note=None
+) -> dict:
+  """Builds the report; writes it (json, markdown, plots) to ``out_dir`` unless that is None."""
   fm = dataset.feature_map
   probe = compressed_model(config.model.name, dataset, compressed, config, 0)
   fields = field_memories(fm.names, fm.vocab_sizes, config.model.embed_dim, compressed)
@@ -462,16 +502,11 @@ def _finish(config, dataset, wd, full_result, compressed, finetune_result, swap,
     score = lambda m: m["valid_auc"] - m["valid_logloss"]  # the monitor of the training loop
     source = max(candidates, key=lambda k: score(candidates[k]))
     report["compressed"] = {**candidates[source], "source": source}
-  _write_report(wd, report)
-  report_lib.write_plots(wd.root, report, compressed)
+  if note:
+    report["nothing_compressed"] = note
+  if out_dir is not None:
+    report_lib.write_report(out_dir, report, compressed)
   return report
-
-
-def _write_report(wd: Workdir, report: dict) -> None:
-  report_lib.write_json_atomic(wd.report, report)
-  with open(os.path.join(wd.root, "report.md.tmp"), "w") as fh:
-    fh.write(report_lib.to_markdown(report))
-  os.replace(os.path.join(wd.root, "report.md.tmp"), os.path.join(wd.root, "report.md"))
 
 
 def summarize(report: dict) -> str:
@@ -482,6 +517,8 @@ def summarize(report: dict) -> str:
   if report.get("compressed"):
     c = report["compressed"]
     lines.append(f"  compressed: test AUC {c['test_auc']:.4f} ({c['source']})")
+  if report.get("nothing_compressed"):
+    lines.append(f"  {report['nothing_compressed']}")
   mem = report.get("memory", {})
   if mem:
     lines.append(

@@ -20,6 +20,17 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def write_report(directory: str, report: dict, tables: dict[str, CompressedTable]) -> None:
+  """Writes ``report.json``, ``report.md`` and the plots into ``directory`` (created if missing)."""
+  os.makedirs(directory, exist_ok=True)
+  write_json_atomic(os.path.join(directory, "report.json"), report)
+  tmp = os.path.join(directory, "report.md.tmp")
+  with open(tmp, "w") as fh:
+    fh.write(to_markdown(report))
+  os.replace(tmp, os.path.join(directory, "report.md"))
+  write_plots(directory, report, tables)
+
+
 def _jsonable(value):
   if isinstance(value, np.generic):
     return value.item()
@@ -94,6 +105,12 @@ def to_markdown(report: dict) -> str:
     "|---|---|---|---|---|",
     _metric_row("full (stage A)", report.get("full")),
   ]
+  if report.get("nothing_compressed"):
+    lines += [
+      "",
+      f"**No field was compressed**: {report['nothing_compressed']}; the report "
+      "shows the full model only.",
+    ]
   if "compressed_swap" in report:
     lines.append(_metric_row("compressed, swap-in", report["compressed_swap"]))
   if "compressed_finetune" in report:

@@ -1,9 +1,14 @@
-"""Which config produced the artifacts of a work directory, and a clear error when it changes.
+"""Whether a work directory can be used, and which config produced its artifacts.
 
 A finished stage is reused on rerun (DESIGN §7), so its artifacts must come from the same settings:
 ``stages.json`` records, per stage, the config keys that stage depends on (its own and every
 upstream stage's). A rerun with different values for a stage whose artifacts exist stops with a
-`ValueError` that names the changed keys and what to delete, instead of silently mixing results.
+`ConfigError` that names the changed keys and what to delete, instead of silently mixing results.
+
+A stage's settings are recorded (`record`) only when the stage starts writing, after the data
+loaded and the preflight checks passed; they bind only while the stage has artifacts on disk
+(checkpoints, tables, results). So a run that fails before (wrong ``data.dir``, an empty split,
+an impossible setting) leaves nothing that refuses the corrected command.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tempfile
+
+from mec_jax.errors import ConfigError
 
 # Keys that change how a run looks, not what it computes.
 _IGNORED = {
@@ -28,12 +36,54 @@ _STAGE_SECTIONS = {
   "quantize": (("data", "model", "pretrain", "train", "quantize", "compress"), {"model.name"}),
   "finetune": (("data", "model", "pretrain", "train", "quantize", "compress", "finetune"), set()),
 }
-# Artifacts (relative globs) that a stage's settings produced.
+# Artifacts (relative globs) that a stage's settings produced, and what to delete to redo it.
 _STAGE_ARTIFACTS = {
-  "pretrain": ("pretrain",),
+  "pretrain": ("pretrain/result.json", "pretrain/checkpoints/*", "pretrain/tables/*.npz"),
   "quantize": ("quantize/*.npz", "swap/result.json"),
+  "finetune": ("finetune/result.json", "finetune/checkpoints/*", "finetune/tables/*.npz"),
+}
+_STAGE_DIRS = {
+  "pretrain": ("pretrain",),
+  "quantize": ("quantize", "swap"),
   "finetune": ("finetune",),
 }
+
+
+def check_workdir(root: str, *, writable: bool) -> None:
+  """Raises `ConfigError` unless ``root`` can serve as a work directory.
+
+  Args:
+    root: the ``--workdir``.
+    writable: the run will write there (created if missing); else it must exist (report).
+  """
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ConfigError(f"--workdir={root} is a file; expected a directory")
+  if not writable:
+    if not os.path.isdir(root):
+      raise ConfigError(f"--workdir={root} does not exist; nothing to report")
+    return
+  try:
+    os.makedirs(root, exist_ok=True)
+    with tempfile.TemporaryFile(dir=root):
+      pass
+  except OSError as err:
+    raise ConfigError(
+      f"--workdir={root} cannot be written ({err.strerror or err}); use a writable directory"
+    ) from err
+
+
+def is_writable(directory: str) -> bool:
+  """Whether a file can be created in the existing ``directory`` (False on a read-only mount)."""
+  try:
+    with tempfile.TemporaryFile(dir=directory):
+      return True
+  except OSError:
+    return False
+
+
+def stage_outputs(root: str, stage: str) -> list[str]:
+  """Paths in ``root`` that ``stage`` wrote (checkpoints, tables, results)."""
+  return sorted(p for g in _STAGE_ARTIFACTS[stage] for p in glob.glob(os.path.join(root, g)))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -59,33 +109,53 @@ def stage_fingerprints(config) -> dict[str, dict]:
   return json.loads(json.dumps(prints))  # canonical JSON types, as they will be read back
 
 
-def check_and_record(config, root: str) -> None:
-  """Raises ValueError if existing artifacts in ``root`` came from other settings; else records."""
-  path = os.path.join(root, "stages.json")
+def check(config, root: str) -> None:
+  """Raises `ConfigError` if artifacts in ``root`` came from other settings than ``config``."""
+  stored = _stored(root)
   current = stage_fingerprints(config)
-  stored = {}
-  if os.path.exists(path):
-    with open(path) as fh:
-      stored = json.load(fh)
   stale, changes = [], {}
   for stage, before in stored.items():
-    present = [p for g in _STAGE_ARTIFACTS.get(stage, ()) for p in glob.glob(os.path.join(root, g))]
+    now = current.get(stage, {})
     diff = {
-      k: (before.get(k), current[stage].get(k))
-      for k in set(before) | set(current.get(stage, {}))
-      if before.get(k) != current.get(stage, {}).get(k)
+      k: (before.get(k), now.get(k)) for k in set(before) | set(now) if before.get(k) != now.get(k)
     }
-    if present and diff:
-      stale.append((stage, present))
+    if diff and stage in _STAGE_ARTIFACTS and stage_outputs(root, stage):
+      stale.append(stage)
       changes |= diff
   if stale:
     listed = ", ".join(f"config.{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items()))
-    paths = " ".join(sorted({p for _, ps in stale for p in ps}))
-    raise ValueError(
-      f"{root} holds stage(s) {', '.join(s for s, _ in stale)} computed with other settings "
+    paths = " ".join(os.path.join(root, d) for s in stale for d in _STAGE_DIRS[s])
+    raise ConfigError(
+      f"{root} holds stage(s) {', '.join(stale)} computed with other settings "
       f"({listed}). Use a new --workdir, or delete {paths} to recompute them."
     )
+
+
+def record(config, root: str, stage: str) -> None:
+  """Records ``stage``'s settings in ``stages.json`` (call when the stage starts writing)."""
+  stored = _stored(root)
+  stored[stage] = stage_fingerprints(config)[stage]
+  path = os.path.join(root, "stages.json")
   tmp = path + ".tmp"
   with open(tmp, "w") as fh:
-    json.dump(current, fh, indent=2)
+    json.dump(stored, fh, indent=2)
   os.replace(tmp, path)
+
+
+def check_and_record(config, root: str) -> None:
+  """`check`, then `record` of every stage (for callers that run all stages at once)."""
+  check(config, root)
+  for stage in _STAGE_SECTIONS:
+    record(config, root, stage)
+
+
+def _stored(root: str) -> dict:
+  path = os.path.join(root, "stages.json")
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as fh:
+      stored = json.load(fh)
+  except ValueError as err:
+    raise ConfigError(f"{path} is damaged ({err}); delete it and the stage directories") from err
+  return stored

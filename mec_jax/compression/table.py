@@ -6,8 +6,12 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
+
+from mec_jax.errors import ArtifactError
 
 
 def code_dtype(codebook_size: int) -> np.dtype:
@@ -150,14 +154,61 @@ class CompressedTable:
 
   @classmethod
   def load(cls, path: str) -> CompressedTable:
-    if not os.path.exists(path):
-      raise ValueError(f"{path}: no compressed table here")
-    with np.load(path) as data:
-      meta = json.loads(bytes(data["meta"]).decode())
+    """Reads a table written by `save`.
+
+    Raises:
+      ArtifactError: naming ``path`` when the file is missing, not an ``.npz`` archive
+        (garbage bytes, truncated), lacks an array, or holds arrays that do not form a table.
+    """
+    arrays = read_npz(path, ("codes", "codebooks", "meta"), "compressed table")
+    try:
+      meta = json.loads(bytes(arrays["meta"]).decode())
+      if not isinstance(meta, dict) or not set(meta) <= {"name", "variant", "stats"}:
+        raise ValueError(f"unexpected meta {str(meta)[:80]!r}")
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+      raise ArtifactError(f"{path}: compressed table has unreadable meta ({err})") from err
+    if not np.issubdtype(arrays["codes"].dtype, np.integer):
+      raise ArtifactError(f"{path}: codes must be integers, got {arrays['codes'].dtype}")
+    try:
       return cls(
-        codes=data["codes"],
-        codebooks=data["codebooks"],
-        first_order=data["first_order"] if "first_order" in data else None,
-        usage_entropy=data["usage_entropy"] if "usage_entropy" in data else None,
+        codes=arrays["codes"],
+        codebooks=arrays["codebooks"],
+        first_order=arrays.get("first_order"),
+        usage_entropy=arrays.get("usage_entropy"),
         **meta,
       )
+    except ValueError as err:
+      raise ArtifactError(f"{path}: {err}; delete it to recompute") from err
+
+
+def read_npz(path: str, required: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+  """All arrays of the ``.npz`` file at ``path``, read into memory (no pickles).
+
+  Args:
+    path: the file.
+    required: names of arrays the file must hold.
+    what: what the file is, for messages (``"compressed table"``, ``"stage-A table"``).
+
+  Raises:
+    ArtifactError: naming ``path`` and the damage: missing file, not an ``.npz`` archive
+      (garbage bytes, truncated), an unreadable member, or missing arrays.
+  """
+  if not os.path.isfile(path):
+    raise ArtifactError(f"{path}: no {what} here (file missing)")
+  try:
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+      raise ValueError("a single .npy array, not an .npz archive")
+    with data:
+      arrays = {name: data[name] for name in data.files}
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+    reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    if "pickled" in reason:  # numpy's guess for bytes that are no array format at all
+      reason = "not an .npz archive: garbage bytes?"
+    raise ArtifactError(f"{path}: {what} is damaged ({reason}); delete it to recompute") from err
+  missing = [name for name in required if name not in arrays]
+  if missing:
+    raise ArtifactError(
+      f"{path}: {what} lacks arrays {missing} (holds {sorted(arrays)}); delete it to recompute"
+    )
+  return arrays

@@ -22,13 +22,14 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
 
 from mec_jax.data.schema import SPLITS, FeatureMap
 from mec_jax.data.values import FieldValues
-from mec_jax.errors import ArtifactError
+from mec_jax.errors import ArtifactError, one_line
 
 ARRAY_FILES = ("ids", "numeric", "label")  # <split>_<name>.npy
 
@@ -74,19 +75,50 @@ def load_entry(
       f"{directory}: cache entry lacks {absent} (edited by hand?); delete the directory to "
       f"re-encode"
     )
-  feature_map = FeatureMap.load(directory)
-  with open(os.path.join(directory, "encoding.json")) as fh:
-    stats = json.load(fh)
+  feature_map = _read(directory, "feature_map.json", FeatureMap.load, directory)
+  stats = _read(directory, "encoding.json", _read_json)
+  numeric_fields = feature_map.numeric_indices()
   splits = {}
   for split in SPLITS:
     arrays = {
-      name: np.load(os.path.join(directory, f"{split}_{name}.npy"), mmap_mode="r")
+      name: _read(directory, f"{split}_{name}.npy", lambda path: np.load(path, mmap_mode="r"))
       for name in ARRAY_FILES
     }
+    rows = len(arrays["label"])
+    expected = {
+      "ids": (rows, feature_map.num_fields),
+      "numeric": (rows, len(numeric_fields)),
+      "label": (rows,),
+    }
+    for name, array in arrays.items():
+      if array.shape != expected[name]:
+        raise ArtifactError(
+          f"{os.path.join(directory, f'{split}_{name}.npy')}: shape {array.shape}, expected "
+          f"{expected[name]} (rows of {split}_label, fields of feature_map.json); delete "
+          f"{directory} to re-encode"
+        )
     numeric = arrays.pop("numeric")
-    arrays["values"] = FieldValues(numeric, feature_map.numeric_indices(), feature_map.num_fields)
+    arrays["values"] = FieldValues(numeric, numeric_fields, feature_map.num_fields)
     splits[split] = arrays
   return splits, feature_map, stats
+
+
+def _read_json(path: str):
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def _read(directory: str, name: str, reader, *args):
+  """``reader(args or path)``; any failure becomes an `ArtifactError` naming the file."""
+  path = os.path.join(directory, name)
+  try:
+    return reader(*(args or (path,)))
+  except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+    reason = " ".join(str(err).split())
+    raise ArtifactError(
+      f"{path}: cache file is damaged ({type(err).__name__}: {reason}); delete {directory} "
+      "to re-encode"
+    ) from err
 
 
 def save_entry(
@@ -126,8 +158,11 @@ def write_entry(
   If another process finished the same entry first, its copy is kept and ours is dropped.
   """
   parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+  except OSError as err:
+    raise _unwritable(directory, err) from err
   try:
     feature_map, stats = write_arrays(tmp)
     with open(os.path.join(tmp, "key.json"), "w") as fh:
@@ -140,6 +175,15 @@ def write_entry(
     except OSError:
       if not os.path.isfile(os.path.join(directory, "feature_map.json")):
         raise
+  except OSError as err:  # disk full, read-only mount: numpy's own text names no file
+    raise _unwritable(directory, err) from err
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unwritable(directory: str, err: OSError) -> ArtifactError:
+  return ArtifactError(
+    f"{directory}: cannot write the cache entry ({one_line(err)}); free disk space or set "
+    "data.cache_dir to a writable directory"
+  )

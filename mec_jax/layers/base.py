@@ -9,13 +9,32 @@ Two levels:
   and ``embedding.first_order(ids, values) -> [batch, num_fields]``, where ``ids``/``values`` are the
   ``[batch, num_fields]`` arrays of the batch format (see ``mec_jax.data.schema``). Backbones take a
   field embedding in their constructor and use only this interface plus ``num_fields``/``embed_dim``.
+
+Id policy (every table follows it, so one bad id means the same row in the full and the
+compressed model):
+
+* **At the data boundary** (host, outside jit: `check_ids`, called by ``train.evaluation.
+  check_split`` for every split `fit` and `evaluate_splits` see, and once per run by the
+  pipeline's preflight): every id must be an integer in ``[0, vocab_size)`` of its field.
+  Negative ids, ids ``>= vocab_size`` and ids too wide for int32 (e.g. int64 ``>= 2**31``, which
+  JAX would silently wrap) raise `DataError` naming the split, row, field and value.
+* **Inside a table** (jit, where nothing can raise: `lookup_ids`): any id outside
+  ``[0, vocab_size)`` (negative, too large, or a numpy int64 too wide for int32) reads the row
+  of the field's OOV id, ``vocab_size - 1`` by default (the schema's OOV id: rare and unseen
+  values already map there). JAX arrays are int32 already (without x64); wider host ids must be
+  passed as numpy arrays, which are checked before the cast.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mec_jax.errors import DataError
 
 
 @runtime_checkable
@@ -36,3 +55,56 @@ class FieldEmbedder(Protocol):
   def __call__(self, ids: jax.Array, values: jax.Array) -> jax.Array: ...
 
   def first_order(self, ids: jax.Array, values: jax.Array) -> jax.Array: ...
+
+
+def lookup_ids(ids, vocab_size: int, oov_id: int) -> jax.Array:
+  """int32 ids ready to index a ``[vocab_size, ...]`` table: ids outside ``[0, vocab_size)``
+  become ``oov_id`` (the in-table half of the id policy above).
+
+  Args:
+    ids: int ``[...]``; a numpy array is range-checked in its own dtype before the int32 cast, so
+      int64 ids ``>= 2**32`` map to ``oov_id`` instead of wrapping onto a valid row.
+    vocab_size: rows of the table.
+    oov_id: row that out-of-range ids read, in ``[0, vocab_size)``.
+
+  Returns:
+    int32 ``[...]`` in ``[0, vocab_size)``; jit-safe.
+  """
+  if isinstance(ids, np.ndarray | np.generic):
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+      raise DataError(f"ids must be integers, got {ids.dtype}")
+    return jnp.asarray(np.where((ids < 0) | (ids >= vocab_size), oov_id, ids).astype(np.int32))
+  ids = jnp.asarray(ids)
+  return jnp.where((ids < 0) | (ids >= vocab_size), oov_id, ids).astype(jnp.int32)
+
+
+def check_ids(ids: np.ndarray, vocab_sizes: Sequence[int], where: str, names=None) -> None:
+  """Raises `DataError` unless every id of field ``f`` lies in ``[0, vocab_sizes[f])`` (the
+  data-boundary half of the id policy above). Host-side, one pass over ``ids``.
+
+  Args:
+    ids: int ``[rows, num_fields]`` (numpy or memory-mapped; any integer dtype).
+    vocab_sizes: ``[num_fields]`` rows of each field's table.
+    where: what ``ids`` are, for the message (``"train"``, ``"split 'valid'"``).
+    names: optional field names for the message (default: field indices).
+  """
+  ids = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+  if not np.issubdtype(ids.dtype, np.integer):
+    raise DataError(f"{where}: ids must be integers, got {ids.dtype}")
+  if ids.ndim != 2 or ids.shape[1] != len(vocab_sizes):
+    raise DataError(f"{where}: ids has shape {ids.shape}, expected [rows, {len(vocab_sizes)}]")
+  if not ids.size:
+    return
+  low, high = ids.min(axis=0), ids.max(axis=0)
+  for field, (lo, hi, vocab) in enumerate(zip(low, high, vocab_sizes, strict=True)):
+    if lo < 0 or hi >= vocab:
+      column = ids[:, field]
+      row = int(np.argmax((column < 0) | (column >= vocab)))
+      name = repr(names[field]) if names is not None else str(field)
+      wide = " (too wide for int32)" if not -(2**31) <= int(column[row]) < 2**31 else ""
+      raise DataError(
+        f"{where}: id {int(column[row])}{wide} at row {row}, field {name} is outside the "
+        f"table's [0, {vocab}); encoded ids must be in range (unseen values map to the OOV id "
+        f"{vocab - 1})"
+      )

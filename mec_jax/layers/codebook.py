@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.compression.table import CompressedTable, code_dtype
+from mec_jax.layers.base import lookup_ids
 
 
 class Codes(nnx.Variable):
@@ -129,10 +130,9 @@ class CodebookEmbed(nnx.Module):
     )
 
   def _codes(self, ids: jax.Array) -> jax.Array:
-    """int32 ``[..., M]`` codes of ``ids``; out-of-range ids take the OOV id's codes."""
-    ids = jnp.asarray(ids, jnp.int32)
-    ids = jnp.where((ids < 0) | (ids >= self.vocab_size), self.oov_id, ids)
-    return self.codes[...][ids].astype(jnp.int32)
+    """int32 ``[..., M]`` codes of ``ids``; out-of-range ids take the OOV id's codes (the id
+    policy of `mec_jax.layers.base`, shared with `Embed`)."""
+    return self.codes[...][lookup_ids(ids, self.vocab_size, self.oov_id)].astype(jnp.int32)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., M * s]``: concatenation of the selected codewords."""

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers.base import lookup_ids
+
 
 class Embed(nnx.Module):
   """A full ``[vocab_size, dim]`` embedding table plus an optional first-order (LR) weight per id.
@@ -14,9 +16,13 @@ class Embed(nnx.Module):
   Implements the `mec_jax.layers.base.Table` protocol. Rows start from ``N(0, init_std²)`` (the
   FuxiCTR default of 1e-4 keeps the initial FM/cross terms tiny); first-order weights start at 0.
 
+  Ids outside ``[0, vocab_size)`` read the row of ``oov_id`` (the id policy of
+  `mec_jax.layers.base`, shared with `CodebookEmbed`).
+
   Attributes:
     vocab_size: number of ids.
     dim: embedding size.
+    oov_id: row that out-of-range ids read (default ``vocab_size - 1``, the schema's OOV id).
     embedding: ``nnx.Param`` float32 ``[vocab_size, dim]``.
     bias: ``nnx.Param`` float32 ``[vocab_size]`` (first-order weights), or None.
   """
@@ -29,6 +35,7 @@ class Embed(nnx.Module):
     rngs: nnx.Rngs,
     first_order: bool = True,
     init_std: float = 1e-4,
+    oov_id: int | None = None,
   ):
     if vocab_size < 1:
       raise ValueError(f"Embed: vocab_size must be >= 1, got {vocab_size}")
@@ -36,6 +43,9 @@ class Embed(nnx.Module):
       raise ValueError(f"Embed: dim must be >= 1, got {dim}")
     self.vocab_size = int(vocab_size)
     self.dim = int(dim)
+    self.oov_id = self.vocab_size - 1 if oov_id is None else int(oov_id)
+    if not 0 <= self.oov_id < self.vocab_size:
+      raise ValueError(f"Embed: oov_id {self.oov_id} outside [0, {self.vocab_size})")
     rows = init_std * jax.random.normal(rngs.params(), (self.vocab_size, self.dim), jnp.float32)
     self.embedding = nnx.Param(rows)
     self.bias = nnx.Param(jnp.zeros((self.vocab_size,), jnp.float32)) if first_order else None
@@ -44,18 +54,18 @@ class Embed(nnx.Module):
     """Looks up rows.
 
     Args:
-      ids: int ``[...]`` in ``[0, vocab_size)`` (validated by the caller; out-of-range ids clip).
+      ids: int ``[...]``, normally in ``[0, vocab_size)``; others read the ``oov_id`` row.
 
     Returns:
       float32 ``[..., dim]``.
     """
-    return jnp.take(self.embedding[...], ids, axis=0, mode="clip")
+    return jnp.take(self.embedding[...], lookup_ids(ids, self.vocab_size, self.oov_id), axis=0)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """First-order weight of each id: float32 ``[...]`` (zeros when built without ``bias``)."""
     if self.bias is None:
       return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return jnp.take(self.bias[...], ids, axis=0, mode="clip")
+    return jnp.take(self.bias[...], lookup_ids(ids, self.vocab_size, self.oov_id), axis=0)
 
   def as_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Host copies: (embedding ``[vocab_size, dim]``, bias ``[vocab_size]`` or None)."""

@@ -9,17 +9,27 @@ One ``CheckpointManager`` per run directory. Each checkpoint has two items:
 
 Retention: the latest ``keep_last`` checkpoints, plus the checkpoint saved with a ``score``
 (only epoch ends that improved the validation score pass one) that has the highest score.
+
+Failures: Orbax writes in background threads and reports a failed write (disk full, read-only
+mount) as a chain of asyncio/TensorStore errors at the next wait; every save, restore and close
+here raises one `ArtifactError` naming the directory, the step and the root cause instead.
+A save that failed leaves the earlier checkpoints as they were (Orbax writes into a temporary
+directory and renames it only when complete).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from mec_jax.errors import ArtifactError, one_line, root_cause
 
 
 def abstract_like(tree: Any) -> Any:
@@ -56,9 +66,31 @@ class Checkpointer:
       enable_async_checkpointing=async_save,
       create=True,
     )
-    self._manager = ocp.CheckpointManager(
-      self.directory, options=options, item_names=("state", "loop")
-    )
+    self._failed = False
+    self._pending_step = None  # step of the async save that may still be running
+    with self._errors("open"):
+      self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "loop")
+      )
+
+  @contextlib.contextmanager
+  def _errors(self, action: str, step: int | None = None):
+    """Turns any exception of the Orbax calls inside into one `ArtifactError`."""
+    try:
+      yield
+    except ArtifactError:
+      raise
+    except Exception as err:
+      self._failed = True
+      at = "" if step is None else f" step {step}"
+      hint = (
+        f"delete {self.directory} to retrain"
+        if action == "restore"
+        else "free disk space or use another --workdir"
+      )
+      raise ArtifactError(
+        f"{self.directory}: cannot {action} checkpoint{at}: {_reason(root_cause(err))}; {hint}"
+      ) from err
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -75,18 +107,20 @@ class Checkpointer:
       loop_state: JSON-able dict.
       score: validation score, only for checkpoints that may be kept as the best one.
     """
-    # The loop keeps mutating its state dict while the async save runs: save a snapshot.
-    self._manager.wait_until_finished()
-    if step in self._manager.all_steps():
-      self._manager.delete(step)
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(copy.deepcopy(loop_state))
-      ),
-      metrics=None if score is None else {"score": float(score)},
-      force=True,
-    )
+    self.wait()  # a failure of the previous (async) save surfaces here
+    self._pending_step = step
+    with self._errors("save", step):
+      if step in self._manager.all_steps():
+        self._manager.delete(step)
+      # The loop keeps mutating its state dict while the async save runs: save a snapshot.
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(copy.deepcopy(loop_state))
+        ),
+        metrics=None if score is None else {"score": float(score)},
+        force=True,
+      )
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restores ``(state, loop_state)`` of ``step`` into the structure of ``target``.
@@ -96,23 +130,43 @@ class Checkpointer:
       target: a live or abstract state; only its structure, shapes, dtypes and shardings are used.
 
     Raises:
-      ValueError: if no checkpoint exists at ``step``.
+      ArtifactError: if no checkpoint exists at ``step``, or it cannot be read into ``target``
+        (damaged files, or saved from another model/optimizer).
     """
-    self._manager.wait_until_finished()
+    self.wait()
     if step not in self._manager.all_steps():
-      raise ValueError(
+      raise ArtifactError(
         f"{self.directory}: no checkpoint at step {step}; available {self.all_steps()}"
       )
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_like(target)), loop=ocp.args.JsonRestore()
-      ),
-    )
+    with self._errors("restore", step):
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_like(target)), loop=ocp.args.JsonRestore()
+        ),
+      )
     return restored.state, dict(restored.loop)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last async save is on disk (raises `ArtifactError` if it failed)."""
+    with self._errors("save", self._pending_step):
+      self._manager.wait_until_finished()
+    self._pending_step = None
 
   def close(self) -> None:
-    self._manager.close()
+    """Finishes pending writes; after a failed save, closes without raising it a second time."""
+    try:
+      with self._errors("close"):
+        self._manager.close()
+    except ArtifactError:
+      if not self._failed:
+        raise
+
+
+def _reason(err: BaseException) -> str:
+  """The root cause in words; TensorStore's long write errors shortened to their OS error."""
+  text = one_line(err)
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code:
+    return f"{os.strerror(int(code.group(1)))} [errno {code.group(1)}]"
+  return text[:300]

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from mec_jax.data.loader import BatchLoader
+from mec_jax.layers.base import check_ids
 from mec_jax.train import metrics as metrics_lib
 from mec_jax.train import steps
 
@@ -16,7 +17,8 @@ def check_split(split: Mapping[str, np.ndarray], model, name: str) -> None:
   """Validates a split's arrays against the model's field embedding (fields, id ranges).
 
   Raises:
-    ValueError: naming the split, the array and the offending value.
+    ValueError: naming the split, the array and the offending value (`DataError` for ids that
+      break the id policy of `mec_jax.layers.base`).
   """
   for key in ("ids", "values", "label"):
     if key not in split:
@@ -32,16 +34,11 @@ def check_split(split: Mapping[str, np.ndarray], model, name: str) -> None:
   num_fields = getattr(embedding, "num_fields", ids.shape[1])
   if ids.shape[1] != num_fields:
     raise ValueError(f"{name}: ids has {ids.shape[1]} fields, the model's embedding {num_fields}")
-  if not np.issubdtype(ids.dtype, np.integer):
-    raise ValueError(f"{name}: ids must be integers, got {ids.dtype}")
   vocab_sizes = getattr(embedding, "vocab_sizes", None)
-  if vocab_sizes is not None and rows:
-    low, high = ids.min(axis=0), ids.max(axis=0)
-    for field, (lo, hi, vocab) in enumerate(zip(low, high, vocab_sizes, strict=True)):
-      if lo < 0 or hi >= vocab:
-        raise ValueError(
-          f"{name}: field {field} has ids in [{lo}, {hi}], outside the table's [0, {vocab})"
-        )
+  if vocab_sizes is not None:
+    check_ids(ids, vocab_sizes, name)  # the id policy of mec_jax.layers.base
+  elif not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f"{name}: ids must be integers, got {ids.dtype}")
 
 
 def eval_batch_size(requested: int, num_rows: int, mesh) -> int:

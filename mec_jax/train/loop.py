@@ -32,7 +32,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from mec_jax.data.loader import BatchLoader
-from mec_jax.errors import ConfigError
+from mec_jax.errors import ArtifactError, ConfigError
 from mec_jax.train import metrics as metrics_lib
 from mec_jax.train import sparse, steps
 from mec_jax.train.checkpoint import Checkpointer
@@ -227,11 +227,11 @@ def fit(
       result = load_result(workdir, name)
       try:
         state, _ = checkpointer.restore(result.best_step, state)
-      except (ValueError, KeyError, TypeError) as err:
-        # Orbax's tree-mismatch error, when the model or optimizer changed since that run.
-        raise ValueError(
-          f"{run_dir}: the finished run's checkpoint (step {result.best_step}) does not fit this "
-          f"model/optimizer ({str(err).splitlines()[0][:200]}); delete {run_dir} to retrain"
+      except ArtifactError as err:
+        # Damaged files, or Orbax's tree mismatch when the model or optimizer changed since.
+        raise ArtifactError(
+          f"{run_dir}: the finished run's checkpoint (step {result.best_step}) cannot be "
+          f"restored into this model/optimizer ({err}); delete {run_dir} to retrain"
         ) from err
       _load_into_model(model, state, fields)
       model.eval()
@@ -324,7 +324,8 @@ def _train(
         f"{name}: training loss is {values[bad[0]]} at step {at} (epoch "
         f"{(at - 1) // loader.num_batches + 1}); the run diverged. Lower train.learning_rate "
         f"(now {cfg.learning_rate:g} x lr scale {loop_state['lr_scale']:g}) or "
-        "train.grad_clip_norm."
+        f"train.grad_clip_norm. The last good checkpoint (step {checkpointer.latest_step()}) is "
+        f"kept in {checkpointer.directory}; delete {run_dir} to train again with new settings."
       )
     pending.clear()
     loop_state["epoch_loss_sum"] += float(values.sum())

@@ -145,7 +145,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
 def test_bad_input_raises_value_error(tmp_path):
   splits = _splits()
   splits["valid"]["ids"][3, 1] = 20
-  with pytest.raises(ValueError, match=r"valid: field 1 has ids in \[0, 20\].*\[0, 20\)"):
+  with pytest.raises(ValueError, match=r"valid: id 20 at row 3, field 1 is outside.*\[0, 20\)"):
     loop.fit(_model(), splits, train_config=_config(), workdir=str(tmp_path))
   with pytest.raises(ValueError, match="no 'valid' split"):
     loop.fit(_model(), {"train": splits["train"]}, train_config=_config(), workdir=str(tmp_path))
