@@ -123,7 +123,7 @@ def cache_entry(data_config, tmp_path):
     ("valid_label.npy", "garbage", r"valid_label.npy: cache file is damaged"),
     ("feature_map.json", "garbage", r"feature_map.json: cache file is damaged"),
     ("counts.npz", "truncate", r"feature_map.json: cache file is damaged.*BadZipFile"),
-    ("test_values.npy", "shape", r"test_values.npy: shape \(3, 2\), expected \(60, 4\)"),
+    ("test_ids.npy", "shape", r"test_ids.npy: shape \(3, 2\), expected \(60, 4\)"),
   ],
 )
 def test_damaged_cache_entry(cache_entry, file, damage, match):
