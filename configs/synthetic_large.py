@@ -1,9 +1,11 @@
-"""Criteo-shaped synthetic data at scale: 6M rows, 26 categorical fields with Criteo's spread of
-vocabularies (a 4M-value field realizing ~2.5M train ids, two of 100k-400k, a few mid-sized, many
+"""Criteo-shaped synthetic data at scale: 5M rows, 26 categorical fields with Criteo's spread of
+vocabularies (a 4M-value field realizing ~2.2M train ids, two of 100k-400k, a few mid-sized, many
 tiny) and 13 numeric fields. Needs no download; the whole pipeline runs on a 2-core CPU machine.
 
 Per-field Zipf skews (``data.synthetic.zipf_exponents``): 0.5 for the huge field, so that millions
-of its values occur, as Criteo's hashed ids do; 1.1 (the default) for the small ones. Fields of
+of its values occur, as Criteo's hashed ids do; 1.1 (the default) for the small ones. One epoch per
+training stage and two quantizer epochs keep the dense run (stage A updates every table row each
+step until `train.sparse_min_rows` lands) within about an hour on a loaded 2-core machine. Fields of
 >= 50k ids are compressed with M=2 sub-spaces of K=256 codes: 2 bytes per row instead of 160
 (d=40 float32), ~75x on those fields. Measured times, peak RSS and AUCs: bench/RESULTS.md
 ("synthetic_large end to end").
@@ -25,7 +27,7 @@ def get_config():
   config = default.get_config()
   data = config.data
   data.name = "synthetic"
-  data.synthetic.num_rows = 6_000_000  # 4.8M train / 0.6M valid / 0.6M test
+  data.synthetic.num_rows = 5_000_000  # 4M train / 0.5M valid / 0.5M test
   data.synthetic.vocab_sizes = VOCAB_SIZES
   data.synthetic.zipf_exponents = ZIPF_EXPONENTS
   data.synthetic.num_numeric = 13
@@ -33,11 +35,11 @@ def get_config():
   config.pretrain.model = "deepfm"
   config.train.batch_size = 8192  # half the steps of 4096: dense Adam over a 3M-row table per step
   config.train.eval_batch_size = 65536
-  config.train.epochs = 2  # the planted data peaks after an epoch or two (configs/synthetic.py)
+  config.train.epochs = 1  # one pass over 4M rows: the planted data peaks after one or two
   config.train.patience = 1
   config.train.checkpoint_every_steps = 2000
   config.quantize.min_vocab = 50_000
   config.quantize.num_subspaces = 2
   config.quantize.codebook_size = 256
-  config.quantize.epochs = 3
+  config.quantize.epochs = 2
   return config
