@@ -48,15 +48,17 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
+  from mec_jax.train import distributed
 
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
   try:
+    distributed.initialize_from_config(_CONFIG.value)  # before anything touches a device
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as err:  # Bad input: one clear line, no traceback.
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-  if report is not None:
+  if report is not None and distributed.is_writer():
     print(pipeline.summarize(report))
 
 

@@ -12,6 +12,8 @@ Layout of ``workdir``::
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
 Every artifact is written atomically, and a stage whose artifact exists is not run again.
+In a multi-process run (`mec_jax.train.distributed`) only process 0 writes; the work directory
+must be shared by all processes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mec_jax.layers.embed import Embed
 from mec_jax.layers.field_embedding import FieldEmbedding
 from mec_jax.memory import field_memories, memory_report
 from mec_jax.models import registry
-from mec_jax.train import loop
+from mec_jax.train import distributed, loop
 
 STAGES = ("all", "pretrain", "quantize", "finetune", "report")
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
@@ -173,7 +175,7 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   result = _fit(model, dataset, config, wd.root, "pretrain")
   for spec, table in zip(dataset.feature_map.fields, model.embedding.tables, strict=True):
     path = wd.table(spec.name)
-    if spec.is_categorical and not os.path.exists(path):
+    if spec.is_categorical and not os.path.exists(path) and distributed.is_writer():
       embedding, bias = table.as_numpy()
       arrays = {"embedding": embedding} | ({"bias": bias} if bias is not None else {})
       if spec.counts is not None:
@@ -181,6 +183,7 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
       tmp = path + ".tmp.npz"
       np.savez(tmp, **arrays)
       os.replace(tmp, path)
+  distributed.barrier("pretrain tables written")  # stage B of every process reads them
   return model, result
 
 
@@ -210,7 +213,8 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start
-    compressed.save(path)
+    if distributed.is_writer():  # every process computed the same tables
+      compressed.save(path)
     out[spec.name] = compressed
   return out
 
@@ -248,7 +252,8 @@ def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | Non
   model = compressed_model(config.pretrain.model, dataset, compressed, config, config.train.seed)
   copy_matching_params(pretrained, model)
   metrics = loop.evaluate_splits(model, dataset.splits, ("valid", "test"), config.train)
-  report_lib.write_json_atomic(wd.swap, metrics)
+  if distributed.is_writer():
+    report_lib.write_json_atomic(wd.swap, metrics)
   return metrics
 
 
@@ -298,15 +303,18 @@ def run(config, workdir: str) -> dict | None:
   """Runs ``config.stage`` (or all stages) in ``workdir``; returns the report when one is written."""
   validate_config(config)
   wd = Workdir(workdir)
-  workdir_config.check_and_record(config, wd.root)
-  report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
+  writer = distributed.is_writer()
+  if writer:
+    workdir_config.check_and_record(config, wd.root)
+    report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
   timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
 
   def timed(stage, fn, *args):
     start = time.time()
     out = fn(*args)
     timings[stage] = timings.get(stage, 0.0) + time.time() - start
-    report_lib.write_json_atomic(wd.timings, timings)
+    if writer:
+      report_lib.write_json_atomic(wd.timings, timings)
     return out
 
   cache_dir = config.data.cache_dir or os.path.join(wd.root, "cache")
@@ -374,6 +382,8 @@ def _finish(config, dataset, wd, full_result, compressed, finetune_result, swap,
     score = lambda m: m["valid_auc"] - m["valid_logloss"]  # the monitor of the training loop
     source = max(candidates, key=lambda k: score(candidates[k]))
     report["compressed"] = {**candidates[source], "source": source}
+  if not distributed.is_writer():
+    return report
   report_lib.write_json_atomic(wd.report, report)
   with open(os.path.join(wd.root, "report.md.tmp"), "w") as fh:
     fh.write(report_lib.to_markdown(report))
