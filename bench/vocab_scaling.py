@@ -57,7 +57,7 @@ def make_batches(big_vocab: int, count: int, seed: int = 0) -> list[dict]:
   return out
 
 
-def jax_step_times(big_vocab: int, batches, optimizer: str | None, warmup: int) -> list[float]:
+def jax_step_times(big_vocab: int, batches, optimizer: str | None, warmup: int):
   import jax
   from flax import nnx
 
@@ -94,7 +94,13 @@ def jax_step_times(big_vocab: int, batches, optimizer: str | None, warmup: int) 
     if i >= warmup:
       times.append(time.perf_counter() - start)
   assert np.isfinite(float(loss))
-  return times
+  return times, _device_peak_gb(jax.local_devices()[0])
+
+
+def _device_peak_gb(device) -> float | None:
+  """Peak bytes in use on an accelerator (None on CPU, which reports no memory stats)."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  return stats["peak_bytes_in_use"] / 2**30 if stats and "peak_bytes_in_use" in stats else None
 
 
 def torch_step_times(big_vocab: int, batches, sparse_big: bool, warmup: int) -> list[float]:
@@ -159,9 +165,10 @@ def child(args) -> None:
   batches = make_batches(args.rows, steps + args.warmup)
   if args.impl.startswith("jax"):
     optimizer = {"jax_dense": None, "jax_adagrad": "rowwise_adagrad"}.get(args.impl, "lazy_adam")
-    times = jax_step_times(args.rows, batches, optimizer, args.warmup)
+    times, device_gb = jax_step_times(args.rows, batches, optimizer, args.warmup)
   else:
     times = torch_step_times(args.rows, batches, args.impl == "torch_sparse", args.warmup)
+    device_gb = None
   peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   print(
     json.dumps(
@@ -170,6 +177,7 @@ def child(args) -> None:
         "rows": args.rows,
         "ms_per_step": 1e3 * float(np.median(times)),
         "peak_rss_gb": peak_kb / 2**20,
+        "peak_device_gb": device_gb,
         "steps": len(times),
         "load": os.getloadavg()[0],
       }
@@ -202,12 +210,15 @@ def main() -> None:
       print(json.dumps(results[-1]), file=sys.stderr, flush=True)
   print(f"\nDeepFM, d={DIM}, batch {BATCH}, big field + {len(SMALL_VOCABS)} small, Zipf ids\n")
   impls = [i for i in args.impls.split(",") if any(r["impl"] == i for r in results)]
-  print("| rows | " + " | ".join(f"{i} ms (GB)" for i in impls) + " | load |")
+  print("ms/step (peak GB: host RSS on CPU, device peak on an accelerator)\n")
+  print("| rows | " + " | ".join(impls) + " | load |")
   print("|---" * (len(impls) + 2) + "|")
   for size in sorted({r["rows"] for r in results}):
     row = {r["impl"]: r for r in results if r["rows"] == size}
     cells = [
-      f"{row[i]['ms_per_step']:,.0f} ({row[i]['peak_rss_gb']:.2f})" if i in row else "–"
+      f"{row[i]['ms_per_step']:,.1f} ({row[i]['peak_device_gb'] or row[i]['peak_rss_gb']:.2f})"
+      if i in row
+      else "–"
       for i in impls
     ]
     load = max(r["load"] for r in row.values())

@@ -76,6 +76,16 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 500  # mid-epoch checkpoints, so a killed run resumes
   train.log_every_steps = 50
   train.progress = True  # tqdm progress bars
+  train.sparse_min_rows = 100_000  # full tables with >= this many rows train row-sparse (0: none)
+  train.sparse_optimizer = "lazy_adam"  # of those tables: lazy_adam | rowwise_adagrad | sgd
+  train.sparse_learning_rate = 0.0  # their learning rate; 0: the rate the table would get
+
+  # --- several processes / hosts (mec_jax.train.distributed) ------------------------------------
+  config.distributed = dist = ml_collections.ConfigDict()
+  dist.coordinator_address = ""  # host:port of process 0; "" = JAX_COORDINATOR_ADDRESS or none
+  dist.num_processes = 0  # > 1 starts jax.distributed; 0 = from the environment / cluster
+  dist.process_id = -1  # this process's index; -1 = from the environment / cluster
+  dist.auto_detect = False  # let JAX detect SLURM / Open MPI / ... settings
 
   # --- stage A ------------------------------------------------------------------------------------
   config.pretrain = pretrain = ml_collections.ConfigDict()

@@ -101,14 +101,16 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _choose_platforms()
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
+  from mec_jax.train import distributed
 
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
   try:
+    distributed.initialize_from_config(_CONFIG.value)  # before anything touches a device
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
   except (ValueError, OSError, FloatingPointError) as err:  # MecError is a ValueError
     _fail(err)
-  if report is not None:
+  if report is not None and distributed.is_writer():
     print(pipeline.summarize(report))
 
 

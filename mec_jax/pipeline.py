@@ -16,7 +16,9 @@ Layout of ``workdir``::
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
 Every artifact is written atomically, and a stage whose artifact exists is not run again.
-``--config.stage=report`` only reads the workdir (see `run`).
+``--config.stage=report`` only reads the workdir (see `run`). In a multi-process run
+(`mec_jax.train.distributed`) only process 0 writes; the work directory must be shared by all
+processes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from mec_jax.layers.embed import Embed
 from mec_jax.layers.field_embedding import FieldEmbedding
 from mec_jax.memory import field_memories, memory_report
 from mec_jax.models import registry
-from mec_jax.train import loop
+from mec_jax.train import distributed, loop
 
 STAGES = ("all", "pretrain", "quantize", "finetune", "report", "export")
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
@@ -183,8 +185,9 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   result = _fit(model, dataset, config, wd.root, "pretrain")
   for spec, table in zip(dataset.feature_map.fields, model.embedding.tables, strict=True):
     path = wd.table(spec.name)
-    if spec.is_categorical and not os.path.exists(path):
+    if spec.is_categorical and not os.path.exists(path) and distributed.is_writer():
       artifacts.save_stage_a_table(path, spec.name, *table.as_numpy(), spec.counts)
+  distributed.barrier("pretrain tables written")  # stage B of every process reads them
   return model, result
 
 
@@ -215,7 +218,8 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start
-    compressed.save(path)
+    if distributed.is_writer():  # every process computed the same tables
+      compressed.save(path)
     out[spec.name] = compressed
   return out
 
@@ -264,8 +268,9 @@ def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | Non
   model = compressed_model(config.pretrain.model, dataset, compressed, config, config.train.seed)
   copy_matching_params(pretrained, model)
   metrics = loop.evaluate_splits(model, dataset.splits, ("valid", "test"), config.train)
-  os.makedirs(os.path.dirname(wd.swap), exist_ok=True)
-  report_lib.write_json_atomic(wd.swap, metrics)
+  if distributed.is_writer():
+    os.makedirs(os.path.dirname(wd.swap), exist_ok=True)
+    report_lib.write_json_atomic(wd.swap, metrics)
   return metrics
 
 
@@ -369,7 +374,8 @@ def run(config, workdir: str) -> dict | None:
   validate_config(config)
   wd = Workdir(workdir)
   writes = config.stage != "report"
-  workdir_config.check_workdir(wd.root, writable=writes)
+  writer = distributed.is_writer()  # only process 0 writes in a multi-process run
+  workdir_config.check_workdir(wd.root, writable=writes and writer)
   workdir_config.check(config, wd.root)
   timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
 
@@ -377,7 +383,7 @@ def run(config, workdir: str) -> dict | None:
     start = time.time()
     out = fn(*args)
     timings[stage] = timings.get(stage, 0.0) + time.time() - start
-    if writes:
+    if writes and writer:
       report_lib.write_json_atomic(wd.timings, timings)
     return out
 
@@ -387,11 +393,17 @@ def run(config, workdir: str) -> dict | None:
   logging.info("dataset:\n%s", dataset.summary(config.quantize.min_vocab))
   if not writes:
     return run_report(config, dataset, wd, timings, note)
-  report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
   stage = config.stage
-  out_dir = config.report_dir or wd.root
+  out_dir = (config.report_dir or wd.root) if writer else None
 
-  workdir_config.record(config, wd.root, "pretrain")
+  def record(stage_name: str) -> None:  # the settings a stage's outputs are computed with
+    if writer:
+      workdir_config.record(config, wd.root, stage_name)
+
+  if writer:
+    report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())
+
+  record("pretrain")
   if config.pretrain.external_tables:  # tables trained elsewhere stand in for stage A
     pretrained, full_result = None, None
     timed("pretrain", external.write_stage_a_tables, config, dataset, wd.table)
@@ -402,7 +414,7 @@ def run(config, workdir: str) -> dict | None:
 
   compressed = {}
   if stage in ("all", "quantize"):
-    workdir_config.record(config, wd.root, "quantize")
+    record("quantize")
     compressed = timed("quantize", run_compress, config, dataset, wd)
   if stage == "quantize":
     return _finish(config, dataset, wd, full_result, compressed, None, None, timings, out_dir)
@@ -416,7 +428,7 @@ def run(config, workdir: str) -> dict | None:
   finetuned, finetune_result = None, None
   finished = os.path.exists(loop.result_path(wd.root, "finetune"))
   if stage in ("all", "finetune"):
-    workdir_config.record(config, wd.root, "finetune")
+    record("finetune")
     finetuned, finetune_result = timed(
       "finetune", run_finetune, config, dataset, wd, pretrained, compressed
     )
@@ -427,7 +439,7 @@ def run(config, workdir: str) -> dict | None:
   report = _finish(
     config, dataset, wd, full_result, compressed, finetune_result, swap, timings, out_dir
   )
-  if "compressed" in report:
+  if "compressed" in report and writer:
     kept = kept_model(
       config, dataset, pretrained, compressed, finetuned, report["compressed"]["source"]
     )

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from mec_jax.data.loader import BatchLoader
 from mec_jax.errors import ArtifactError, ConfigError
+from mec_jax.train import distributed, sparse, steps
 from mec_jax.train import metrics as metrics_lib
-from mec_jax.train import sparse, steps
 from mec_jax.train.checkpoint import Checkpointer
 from mec_jax.train.evaluation import check_split, evaluate_split
 from mec_jax.train.result import FitResult, load_result, result_path, write_json_atomic
@@ -111,12 +111,17 @@ class TrainConfig:
 
 
 class _MetricsLog:
-  """Appends JSON lines to ``metrics.jsonl`` (flushed per line, so a kill loses nothing)."""
+  """Appends JSON lines to ``metrics.jsonl`` (flushed per line, so a kill loses nothing).
+
+  Only the writer process (process 0) writes; the others' events are the same.
+  """
 
   def __init__(self, path: str):
     self.path = path
 
   def write(self, event: str, **fields) -> None:
+    if not distributed.is_writer():
+      return
     with open(self.path, "a") as fh:
       fh.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
 
@@ -339,7 +344,7 @@ def _train(
       total=loader.num_batches,
       initial=loop_state["next_batch"],
       desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
-      disable=not cfg.progress,
+      disable=not (cfg.progress and distributed.is_writer()),
       leave=False,
     )
     epoch_start = tick = time.time()
@@ -444,7 +449,9 @@ def _train(
     best_step=loop_state["best_step"],
     steps=loop_state["step"],
   )
-  write_json_atomic(os.path.join(run_dir, "result.json"), result.to_dict())
+  if distributed.is_writer():
+    write_json_atomic(os.path.join(run_dir, "result.json"), result.to_dict())
+  distributed.barrier(f"{name} result written")  # a rerun of any process then finds it
   return result
 
 
