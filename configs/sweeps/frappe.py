@@ -19,6 +19,7 @@ SWEEP = (
       "compress.method": "hash",
       "compress.init_tables": "random",
       "finetune.init_from_pretrain": False,
+    "finetune.codebook_learning_rate": 0.0,  # the fresh rows train at train.learning_rate
       "compress.target_ratio": ratio,
     }
     for ratio in BUDGETS

@@ -108,36 +108,52 @@ def run_stage_a(config, seed: int, root: str) -> str:
   """Stage A of one seed in ``root/stage_a/seed<seed>`` (reused when finished)."""
   workdir = os.path.join(root, "stage_a", f"seed{seed}")
   done = os.path.join(workdir, "stage_a.json")
+  os.makedirs(workdir, exist_ok=True)
+  with _locked(os.path.join(workdir, ".running")):  # another grid process may be on this seed
+    _stage_a(config, seed, root, workdir, done)
+  return workdir
+
+
+def _stage_a(config, seed, root, workdir, done) -> None:
   if not os.path.exists(done):
     cfg = seeded(config, seed, os.path.join(root, "cache"))
     cfg.stage = "pretrain"
     start = time.time()
     report = pipeline.run(cfg, workdir)
     write_json_atomic(done, {"seconds": time.time() - start, "full": report["full"]})
-  return workdir
 
 
-def run_cell(config, seed: int, overrides: dict, root: str, stage_a: str) -> dict:
-  """One cell: stage A linked from ``stage_a``, then stages B, C and the report."""
+def run_cell(config, seed: int, overrides: dict, root: str, stage_a: str) -> dict | None:
+  """One cell: stage A linked from ``stage_a``, then stages B, C and the report.
+
+  Returns the cell record, or None when another process is running this cell right now.
+  """
   workdir = os.path.join(root, "cells", cell_name(overrides), f"seed{seed}")
   done = os.path.join(workdir, "cell.json")
   if os.path.exists(done):
     return read_json(done)
   os.makedirs(workdir, exist_ok=True)
-  if not os.path.exists(os.path.join(workdir, "pretrain")):
-    _link_tree(os.path.join(stage_a, "pretrain"), os.path.join(workdir, "pretrain"))
-    shutil.copy(os.path.join(stage_a, "stages.json"), os.path.join(workdir, "stages.json"))
-  cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
-  record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
-  start = time.time()
-  try:
-    record["report"] = pipeline.run(cfg, workdir)
-  except ConfigError as err:  # a budget the method cannot meet
-    record["infeasible"] = str(err)
-  record["seconds"] = time.time() - start
-  record["stage_a_seconds"] = read_json(os.path.join(stage_a, "stage_a.json"))["seconds"]
-  write_json_atomic(done, record)
-  return record
+  with open(os.path.join(workdir, ".running"), "a") as fh:
+    try:
+      fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return None
+    if os.path.exists(done):  # finished by the process that held the lock
+      return read_json(done)
+    if not os.path.exists(os.path.join(workdir, "pretrain")):
+      _link_tree(os.path.join(stage_a, "pretrain"), os.path.join(workdir, "pretrain"))
+      shutil.copy(os.path.join(stage_a, "stages.json"), os.path.join(workdir, "stages.json"))
+    cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
+    record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
+    start = time.time()
+    try:
+      record["report"] = pipeline.run(cfg, workdir)
+    except ConfigError as err:  # a budget the method cannot meet
+      record["infeasible"] = str(err)
+    record["seconds"] = time.time() - start
+    record["stage_a_seconds"] = read_json(os.path.join(stage_a, "stage_a.json"))["seconds"]
+    write_json_atomic(done, record)
+    return record
 
 
 @contextlib.contextmanager
@@ -183,6 +199,8 @@ def run_grid(
     for overrides in cells:
       with _locked(lock):
         record = run_cell(config, seed, overrides, root, stage_a)
+      if record is None:  # being run by another process
+        continue
       records.append(record)
       logging.warning("cell %s seed %d: %s", record["cell"], seed, summary.one_line(record))
       summary.write(root, config, records_on_disk(root))

@@ -183,12 +183,17 @@ def plot(table: list[dict], path: str, title: str) -> None:
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(_tmp(path) + ".png", dpi=110)
+  os.replace(_tmp(path) + ".png", path)
   plt.close(fig)
 
 
+def _tmp(path: str) -> str:
+  return f"{path}.{os.getpid()}.tmp"  # grids of several seeds may run side by side
+
+
 def _write_csv(path: str, rows: list[dict], columns) -> None:
-  tmp = path + ".tmp"
+  tmp = _tmp(path)
   with open(tmp, "w", newline="") as fh:
     writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
@@ -204,7 +209,7 @@ def write(root: str, config, records: list[dict]) -> list[dict]:
   _write_csv(os.path.join(root, "results_raw.csv"), rows, RAW_COLUMNS)
   _write_csv(os.path.join(root, "results.csv"), table, table[0].keys() if table else RAW_COLUMNS)
   text = to_markdown(table, title)
-  tmp = os.path.join(root, "results.md.tmp")
+  tmp = _tmp(os.path.join(root, "results.md"))
   with open(tmp, "w") as fh:
     fh.write(text)
   os.replace(tmp, os.path.join(root, "results.md"))
