@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Directory of tables trained elsewhere (<field>_embedding.npy or <field>.npz with embedding
   # [, counts, bias]): stage B compresses them instead of stage A's (mec_jax/external.py).
   pretrain.external_tables = ""
+  pretrain.external_index = "dataset"  # rows of external tables: "dataset" ids | "fuxictr" ids
 
   # --- stage B ------------------------------------------------------------------------------------
   config.quantize = q = ml_collections.ConfigDict()
