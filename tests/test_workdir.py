@@ -1,0 +1,119 @@
+"""Workdir hygiene: a failed run records nothing, settings bind only stages with outputs, a single
+stage never runs the ones before it, and ``stage=report`` only reads."""
+
+import errno
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from mec_jax import pipeline, workdir_config
+from mec_jax.errors import ConfigError, DataError
+from mec_jax.train import loop
+from tests.conftest import quick_config
+
+
+class Reached(Exception):
+  """Raised by a patched stage A: the run got past every check."""
+
+
+def _snapshot(root):
+  return {
+    os.path.join(d, f): (
+      os.stat(os.path.join(d, f)).st_size,
+      os.stat(os.path.join(d, f)).st_mtime_ns,
+    )
+    for d, _, files in os.walk(root)
+    for f in files
+  }
+
+
+def _forbid_training(monkeypatch):
+  monkeypatch.setattr(loop, "_train", lambda *a, **k: pytest.fail("a stage trained"))
+
+
+def test_failed_first_run_leaves_a_workdir_the_corrected_command_accepts(tmp_path, monkeypatch):
+  bad = quick_config()
+  bad.data.split_fractions = (0.9, 0.1, 0.0)
+  bad.train.learning_rate = 0.5  # also a stage-A setting that differs from the corrected run
+  with pytest.raises(DataError, match="split 'test' of synthetic is empty"):
+    pipeline.run(bad, str(tmp_path))
+  for name in ("stages.json", "config.json", "pretrain", "quantize", "swap", "finetune"):
+    assert not os.path.exists(tmp_path / name), name
+
+  def reached(config, dataset, wd):
+    raise Reached
+
+  monkeypatch.setattr(pipeline, "run_pretrain", reached)
+  with pytest.raises(Reached):
+    pipeline.run(quick_config(), str(tmp_path))
+
+
+def test_settings_bind_only_stages_with_outputs(tmp_path):
+  root = str(tmp_path)
+  first, second = quick_config(), quick_config()
+  second.train.learning_rate = 0.5
+  workdir_config.record(first, root, "pretrain")  # a stage that started and wrote nothing
+  workdir_config.check(second, root)
+  os.makedirs(tmp_path / "pretrain" / "checkpoints" / "5")  # a killed stage A's checkpoint
+  with pytest.raises(
+    ConfigError, match=r"stage\(s\) pretrain .*train.learning_rate: 0.001 -> 0.5"
+  ) as err:
+    workdir_config.check(second, root)
+  assert f"delete {root}/pretrain to recompute" in str(err.value)
+
+
+def test_workdir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
+  path = tmp_path / "file"
+  path.write_text("x")
+  with pytest.raises(ConfigError, match=rf"--workdir={path} is a file; expected a directory"):
+    pipeline.run(quick_config(), str(path))
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+  monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+  with pytest.raises(ConfigError, match=r"cannot be written \(Read-only file system\)"):
+    workdir_config.check_workdir(str(tmp_path / "new"), writable=True)
+  with pytest.raises(ConfigError, match=r"does not exist; nothing to report"):
+    workdir_config.check_workdir(str(tmp_path / "absent"), writable=False)
+
+
+def test_single_stage_never_runs_the_stages_before_it(finished_quick, tmp_path, monkeypatch):
+  _forbid_training(monkeypatch)
+  config = quick_config()
+  config.stage = "finetune"
+  with pytest.raises(
+    ConfigError,
+    match=r"stage='finetune' needs the output of stage\(s\) pretrain, "
+    r"quantize.*run --config.stage=pretrain first",
+  ):
+    pipeline.run(config, str(tmp_path / "fresh"))
+  assert not os.path.exists(tmp_path / "fresh" / "pretrain")
+  _, workdir, _ = finished_quick
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(os.path.join(copy, "quantize"))
+  with pytest.raises(
+    ConfigError, match=r"needs the output of stage\(s\) quantize.*cat0.npz is miss"
+  ):
+    pipeline.run(config, copy)
+
+
+def test_report_on_a_read_only_workdir_writes_nothing(finished_quick, tmp_path, monkeypatch):
+  _, workdir, report = finished_quick
+  _forbid_training(monkeypatch)
+  monkeypatch.setattr(pipeline.loop, "fit", lambda *a, **k: pytest.fail("report read a checkpoint"))
+  monkeypatch.setattr(workdir_config, "is_writable", lambda directory: False)
+  config = quick_config()
+  config.stage = "report"
+  before = _snapshot(workdir)
+  again = pipeline.run(config, workdir)
+  assert _snapshot(workdir) == before
+  for key in ("full", "compressed", "compressed_swap", "compressed_finetune", "memory"):
+    assert again[key] == report[key], key
+  config.report_dir = str(tmp_path / "elsewhere")
+  pipeline.run(config, workdir)
+  assert _snapshot(workdir) == before
+  assert {"report.json", "report.md", "code_usage.png"} <= set(os.listdir(config.report_dir))
