@@ -102,12 +102,14 @@ def _load(data_dir: str, cache_dir: str) -> dict:
   start = time.perf_counter()
   dataset = load_dataset(_config(data_dir), cache_dir)
   took = time.perf_counter() - start
+  usage = resource.getrusage(resource.RUSAGE_SELF)
   return {
     "seconds": took,
+    "cpu_seconds": usage.ru_utime + usage.ru_stime,
     "rows": sum(dataset.num_rows(s) for s in ("train", "valid", "test")),
     "encoded": sum(a.nbytes for s in dataset.splits.values() for a in s.values()),
     "vocab": sum(dataset.feature_map.vocab_sizes),
-    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "peak": usage.ru_maxrss * 1024,
     "load": os.getloadavg(),
   }
 
@@ -133,7 +135,8 @@ def main() -> None:
     rate = r["rows"] / r["seconds"]
     print(
       f"parse+encode+cache: {r['seconds']:.0f} s = {rate:,.0f} rows/s, "
-      f"{size / r['seconds'] / 1e6:.0f} MB/s (loadavg {r['load'][0]:.1f}); encoded arrays "
+      f"{size / r['seconds'] / 1e6:.0f} MB/s (loadavg {r['load'][0]:.1f}; "
+      f"{r['cpu_seconds']:.0f} CPU s = {r['rows'] / r['cpu_seconds']:,.0f} rows per CPU s); encoded arrays "
       f"{r['encoded'] / 1e9:.2f} GB; total vocab {r['vocab']:,}; peak RSS {r['peak'] / 1e9:.2f} GB "
       f"= {r['peak'] / r['encoded']:.2f}x the encoded arrays"
     )
