@@ -209,7 +209,13 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     start = time.time()
     key = jax.random.fold_in(jax.random.key(config.quantize.seed), index)
     compressed = quantizer.quantize_table(
-      key, table, counts, settings, bias=bias, progress=_progress(config, spec.name, settings)
+      key,
+      table,
+      counts,
+      settings,
+      bias=bias,
+      progress=_progress(config, spec.name, settings),
+      mesh=distributed.local_mesh(),  # None (all devices) unless multi-process
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start
