@@ -12,7 +12,10 @@ all on the same batches (same seed):
   (embedding and first-order weight), Adam for the rest (global-norm clip over the dense part);
 * ``torch_dense``: PyTorch, every table dense, Adam, clip 10.
 
-  python bench/vocab_scaling.py [--sizes 1e4,1e5,1e6,1e7] [--impls ...] [--steps 20]
+Then the sparse implementations again, interleaved step by step in one process per size, so that
+the load of a shared machine hits them alike: those ratios are the comparison to trust.
+
+  python bench/vocab_scaling.py [--sizes 1e4,1e5,1e6,1e7] [--impls ...] [--interleave ...]
 
 Children with >= 10^6 rows run under ``flock /tmp/mec_heavy.lock`` (10^7 needs several GB). Prints a
 markdown table: ms/step (median of the timed steps), peak RSS (GB), and the load average.
@@ -57,7 +60,8 @@ def make_batches(big_vocab: int, count: int, seed: int = 0) -> list[dict]:
   return out
 
 
-def jax_step_times(big_vocab: int, batches, optimizer: str | None, warmup: int):
+def jax_stepper(big_vocab: int, optimizer: str | None):
+  """``step(batch)`` of mec_jax's DeepFM (blocks until done), and a device-peak probe."""
   import jax
   from flax import nnx
 
@@ -77,24 +81,22 @@ def jax_step_times(big_vocab: int, batches, optimizer: str | None, warmup: int):
   fields = sparse.find_sparse_fields(model, min_rows=min_rows, rate_of_path=lambda _: 1e-3)
   del model
   tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
-  state, shardings = steps.init_sharded_state(
+  holder = {}
+  holder["state"], shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer or "sgd"
   )
   del params
-  step = steps.make_train_step(
+  train_step = steps.make_train_step(
     graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(0), sparse_fields=fields,
     sparse_optimizer=optimizer or "sgd", grad_clip_norm=10.0, state_sharding=shardings,
   )  # fmt: skip
-  times = []
-  for i, batch in enumerate(batches):
-    device_batch = steps.shard_batch(batch, mesh)
-    start = time.perf_counter()
-    state, loss = step(state, device_batch)
-    jax.block_until_ready(loss)
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  assert np.isfinite(float(loss))
-  return times, _device_peak_gb(jax.local_devices()[0])
+
+  def step(batch):
+    holder["state"], loss = train_step(holder["state"], steps.shard_batch(batch, mesh))
+    loss = float(loss)
+    assert np.isfinite(loss), loss
+
+  return step, lambda: _device_peak_gb(jax.local_devices()[0])
 
 
 def _device_peak_gb(device) -> float | None:
@@ -103,7 +105,8 @@ def _device_peak_gb(device) -> float | None:
   return stats["peak_bytes_in_use"] / 2**30 if stats and "peak_bytes_in_use" in stats else None
 
 
-def torch_step_times(big_vocab: int, batches, sparse_big: bool, warmup: int) -> list[float]:
+def torch_stepper(big_vocab: int, sparse_big: bool):
+  """``step(batch)`` of the PyTorch DeepFM (sparse or dense big table)."""
   import torch
 
   vocabs = (big_vocab, *SMALL_VOCABS)
@@ -144,10 +147,9 @@ def torch_step_times(big_vocab: int, batches, sparse_big: bool, warmup: int) -> 
   if sparse_params:
     optimizers.append(torch.optim.SparseAdam(sparse_params, lr=1e-3))
   loss_fn = torch.nn.BCEWithLogitsLoss()
-  times = []
-  for i, batch in enumerate(batches):
+
+  def step(batch):
     ids, label = torch.from_numpy(batch["ids"]).long(), torch.from_numpy(batch["label"])
-    start = time.perf_counter()
     for opt in optimizers:
       opt.zero_grad(set_to_none=True)
     loss = loss_fn(model(ids), label)
@@ -155,34 +157,60 @@ def torch_step_times(big_vocab: int, batches, sparse_big: bool, warmup: int) -> 
     torch.nn.utils.clip_grad_norm_(dense_params, 10.0)  # sparse grads: clip_grad_norm_ can't
     for opt in optimizers:
       opt.step()
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  return times
+
+  return step
+
+
+def stepper(impl: str, rows: int):
+  """``(step, device_peak)`` of one implementation."""
+  if impl.startswith("jax"):
+    optimizer = {"jax_dense": None, "jax_adagrad": "rowwise_adagrad"}.get(impl, "lazy_adam")
+    return jax_stepper(rows, optimizer)
+  return torch_stepper(rows, impl == "torch_sparse"), lambda: None
 
 
 def child(args) -> None:
-  steps = args.steps if args.rows < 10**6 or args.impl not in ("jax_dense", "torch_dense") else 4
+  """Times ``args.impls`` on the same batches, interleaved step by step (a load spike hits all
+  alike), and reports this process's peak RSS (meaningful with a single impl)."""
+  impls = args.impls.split(",")
+  dense = any(i in ("jax_dense", "torch_dense") for i in impls)
+  steps = 4 if dense and args.rows >= 10**6 else args.steps  # a dense 10^7 step takes seconds
   batches = make_batches(args.rows, steps + args.warmup)
-  if args.impl.startswith("jax"):
-    optimizer = {"jax_dense": None, "jax_adagrad": "rowwise_adagrad"}.get(args.impl, "lazy_adam")
-    times, device_gb = jax_step_times(args.rows, batches, optimizer, args.warmup)
-  else:
-    times = torch_step_times(args.rows, batches, args.impl == "torch_sparse", args.warmup)
-    device_gb = None
+  runners = {impl: stepper(impl, args.rows) for impl in impls}
+  times = {impl: [] for impl in impls}
+  for i, batch in enumerate(batches):
+    for impl, (step, _) in runners.items():
+      start = time.perf_counter()
+      step(batch)
+      if i >= args.warmup:
+        times[impl].append(time.perf_counter() - start)
   peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  print(
-    json.dumps(
-      {
-        "impl": args.impl,
-        "rows": args.rows,
-        "ms_per_step": 1e3 * float(np.median(times)),
-        "peak_rss_gb": peak_kb / 2**20,
-        "peak_device_gb": device_gb,
-        "steps": len(times),
-        "load": os.getloadavg()[0],
-      }
-    )
-  )
+  for impl, (_, device_peak) in runners.items():
+    record = {
+      "impl": impl,
+      "rows": args.rows,
+      "ms_per_step": 1e3 * float(np.median(times[impl])),
+      "peak_rss_gb": peak_kb / 2**20 if len(impls) == 1 else None,
+      "peak_device_gb": device_peak(),
+      "steps": len(times[impl]),
+      "load": os.getloadavg()[0],
+      "interleaved": len(impls) > 1,
+    }
+    print(json.dumps(record))
+
+
+def run_child(size: int, impls: list[str], args) -> list[dict]:
+  command = [sys.executable, __file__, "--rows", str(size), "--child_impls", ",".join(impls)]
+  command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+  lock = ["flock", LOCK] if size >= 10**6 else []  # only the big ones need GBs
+  proc = subprocess.run([*lock, *command], capture_output=True, text=True)
+  if proc.returncode:
+    print(f"{impls} at {size:,} rows failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+    return []
+  records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  for record in records:
+    print(json.dumps(record), file=sys.stderr, flush=True)
+  return records
 
 
 def main() -> None:
@@ -191,36 +219,45 @@ def main() -> None:
   parser.add_argument("--impls", default=",".join(IMPLS))
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--interleave", default="jax_adagrad,jax_lazy_adam,torch_sparse",
+                      help="impls also timed together in one process per size (ratios)")  # fmt: skip
   parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
-  parser.add_argument("--impl", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--child_impls", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if args.impl:
+  if args.child_impls:
+    args.impls = args.child_impls
     return child(args)
-  results = []
+  impls = args.impls.split(",")
+  alone, together = [], []
   for size in (int(float(s)) for s in args.sizes.split(",")):
-    for impl in args.impls.split(","):
-      command = [sys.executable, __file__, "--rows", str(size), "--impl", impl]
-      command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-      lock = ["flock", LOCK] if size >= 10**6 else []  # only the big ones need GBs
-      proc = subprocess.run([*lock, *command], capture_output=True, text=True)
-      if proc.returncode:
-        print(f"{impl} at {size:,} rows failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        continue
-      results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-      print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-  print(f"\nDeepFM, d={DIM}, batch {BATCH}, big field + {len(SMALL_VOCABS)} small, Zipf ids\n")
-  impls = [i for i in args.impls.split(",") if any(r["impl"] == i for r in results)]
-  print("ms/step (peak GB: host RSS on CPU, device peak on an accelerator)\n")
+    for impl in impls:
+      alone += run_child(size, [impl], args)
+    if args.interleave:
+      together += run_child(size, args.interleave.split(","), args)
+  print(f"\nDeepFM, d={DIM}, batch {BATCH}, big field + {len(SMALL_VOCABS)} small, Zipf ids, "
+        f"{os.cpu_count()} CPUs\n")  # fmt: skip
+  print("Each implementation alone in its process: ms/step (peak GB: host RSS on CPU, device")
+  print("peak on an accelerator)\n")
+  print_table(alone, impls, lambda r: f"{r['ms_per_step']:,.1f} ({_gb(r):.2f})")
+  if together:
+    names = args.interleave.split(",")
+    print(f"\nInterleaved step by step in one process per size: ms/step (x = vs {names[-1]})\n")
+    base = {r["rows"]: r["ms_per_step"] for r in together if r["impl"] == names[-1]}
+    print_table(together, names,
+                lambda r: f"{r['ms_per_step']:,.1f} ({base[r['rows']] / r['ms_per_step']:.2f}x)")  # fmt: skip
+
+
+def _gb(record) -> float:
+  return record["peak_device_gb"] or record["peak_rss_gb"]
+
+
+def print_table(records, impls, cell) -> None:
+  impls = [i for i in impls if any(r["impl"] == i for r in records)]
   print("| rows | " + " | ".join(impls) + " | load |")
   print("|---" * (len(impls) + 2) + "|")
-  for size in sorted({r["rows"] for r in results}):
-    row = {r["impl"]: r for r in results if r["rows"] == size}
-    cells = [
-      f"{row[i]['ms_per_step']:,.1f} ({row[i]['peak_device_gb'] or row[i]['peak_rss_gb']:.2f})"
-      if i in row
-      else "–"
-      for i in impls
-    ]
+  for size in sorted({r["rows"] for r in records}):
+    row = {r["impl"]: r for r in records if r["rows"] == size}
+    cells = [cell(row[i]) if i in row else "–" for i in impls]
     load = max(r["load"] for r in row.values())
     print(f"| {size:,} | " + " | ".join(cells) + f" | {load:.1f} |")
 

@@ -215,6 +215,7 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
       bias=bias,
       progress=_progress(config, spec.name, settings),
       name=spec.name,
+      mesh=distributed.local_mesh(),  # None (all devices) unless multi-process
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start

@@ -82,6 +82,17 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+def local_mesh():
+  """A ``('data',)`` mesh over this process's devices in a multi-process run, else None.
+
+  For work every process repeats on its own (stage B: each process quantizes the same tables
+  from the same seed, so all hold the result without sending it around).
+  """
+  if jax.process_count() == 1:
+    return None
+  return jax.make_mesh((jax.local_device_count(),), ("data",), devices=jax.local_devices())
+
+
 def barrier(name: str) -> None:
   """Waits until every process reaches ``barrier(name)`` (no-op on one process)."""
   if jax.process_count() > 1:
