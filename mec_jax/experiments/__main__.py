@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(lambda r: r.levelno >= py_logging.WARNING)
   try:
     if _SUMMARY_ONLY.value:
-      config, _, _ = runner.load_sweep(_CONFIG.value)
+      config = runner.load_sweep(_CONFIG.value)[0]
       summary.write(_WORKDIR.value, config, runner.records_on_disk(_WORKDIR.value))
     else:
       methods = set(_METHODS.value)

@@ -5,6 +5,7 @@ A **sweep file** (``configs/sweeps/<name>.py``) defines::
   def get_config():   # the base config (a dataset config, maybe adjusted)
   SEEDS = [2024, 2025, 2026]
   SWEEP = [{"compress.method": "pq", "compress.target_ratio": 25.0}, ...]  # flat overrides
+  FINETUNE = True     # optional; False: stages B and the swap-in only (no stage C), cheaper
 
 Layout of the grid's workdir::
 
@@ -39,7 +40,7 @@ from mec_jax.report import read_json, write_json_atomic
 
 
 def load_sweep(path: str):
-  """``(base config, seeds, overrides list)`` of a sweep file."""
+  """``(base config, seeds, overrides list, finetune)`` of a sweep file."""
   if not os.path.exists(path):
     raise ConfigError(f"{path}: no sweep file here")
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
@@ -53,7 +54,8 @@ def load_sweep(path: str):
       raise ConfigError(f"{path}: a sweep file defines get_config(), SEEDS and SWEEP; no {name}")
   if not module.SWEEP or not module.SEEDS:
     raise ConfigError(f"{path}: SWEEP and SEEDS must not be empty")
-  return module.get_config(), [int(s) for s in module.SEEDS], [dict(o) for o in module.SWEEP]
+  seeds, sweep = [int(s) for s in module.SEEDS], [dict(o) for o in module.SWEEP]
+  return module.get_config(), seeds, sweep, bool(getattr(module, "FINETUNE", True))
 
 
 def cell_name(overrides: dict) -> str:
@@ -123,8 +125,10 @@ def _stage_a(config, seed, root, workdir, done) -> None:
     write_json_atomic(done, {"seconds": time.time() - start, "full": report["full"]})
 
 
-def run_cell(config, seed: int, overrides: dict, root: str, stage_a: str) -> dict | None:
-  """One cell: stage A linked from ``stage_a``, then stages B, C and the report.
+def run_cell(
+  config, seed: int, overrides: dict, root: str, stage_a: str, *, finetune: bool = True
+) -> dict | None:
+  """One cell: stage A linked from ``stage_a``, then stages B, C (unless not ``finetune``), report.
 
   Returns the cell record, or None when another process is running this cell right now.
   """
@@ -145,9 +149,16 @@ def run_cell(config, seed: int, overrides: dict, root: str, stage_a: str) -> dic
       shutil.copy(os.path.join(stage_a, "stages.json"), os.path.join(workdir, "stages.json"))
     cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
     record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
+    record["finetune"] = finetune
     start = time.time()
     try:
-      record["report"] = pipeline.run(cfg, workdir)
+      if finetune:
+        record["report"] = pipeline.run(cfg, workdir)
+      else:  # stage B, then the report of the swap-in model
+        cfg.stage = "quantize"
+        pipeline.run(cfg, workdir)
+        cfg.stage = "report"
+        record["report"] = pipeline.run(cfg, workdir)
     except ConfigError as err:  # a budget the method cannot meet
       record["infeasible"] = str(err)
     record["seconds"] = time.time() - start
@@ -190,7 +201,7 @@ def run_grid(
   """
   from mec_jax.experiments import summary  # plots import matplotlib; keep it off the import path
 
-  config, file_seeds, sweep = load_sweep(sweep_path)
+  config, file_seeds, sweep, finetune = load_sweep(sweep_path)
   cells = [o for o in sweep if only is None or only(o)]
   records = []
   for seed in seeds or file_seeds:  # seeds outermost: a partial grid has every cell at seed 1
@@ -198,7 +209,7 @@ def run_grid(
       stage_a = run_stage_a(config, seed, root)
     for overrides in cells:
       with _locked(lock):
-        record = run_cell(config, seed, overrides, root, stage_a)
+        record = run_cell(config, seed, overrides, root, stage_a, finetune=finetune)
       if record is None:  # being run by another process
         continue
       records.append(record)

@@ -206,6 +206,8 @@ def write(root: str, config, records: list[dict]) -> list[dict]:
   rows = raw_rows(records)
   table = aggregate(rows)
   title = f"{config.data.name}: {config.model.name}, d={config.model.embed_dim}"
+  if records and not all(r.get("finetune", True) for r in records):
+    title += " (swap-in: stage-A weights + compressed tables, no stage C)"
   _write_csv(os.path.join(root, "results_raw.csv"), rows, RAW_COLUMNS)
   _write_csv(os.path.join(root, "results.csv"), table, table[0].keys() if table else RAW_COLUMNS)
   text = to_markdown(table, title)
