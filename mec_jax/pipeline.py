@@ -371,6 +371,9 @@ def run(config, workdir: str) -> dict | None:
   dataset = timed("data", load_dataset, config.data, cache_dir)
   logging.info("dataset:\n%s", dataset.summary(config.quantize.min_vocab))
   stage = config.stage
+  finished = os.path.exists(loop.result_path(wd.root, "finetune"))
+  if stage == "export" and not (finished or os.path.exists(wd.swap)):  # never train to export
+    raise ArtifactError(f"{wd.root}: no finished stage C to export; run --config.stage=all first")
 
   if config.pretrain.external_tables:  # tables trained elsewhere stand in for stage A
     pretrained, full_result = None, None
@@ -393,7 +396,6 @@ def run(config, workdir: str) -> dict | None:
   if config.finetune.swap_in and compressed and same_backbone and pretrained is not None:
     swap = timed("swap", run_swap, config, dataset, wd, pretrained, compressed)
   finetuned, finetune_result = None, None
-  finished = os.path.exists(loop.result_path(wd.root, "finetune"))
   if stage in ("all", "finetune"):
     finetuned, finetune_result = timed(
       "finetune", run_finetune, config, dataset, wd, pretrained, compressed
@@ -410,9 +412,8 @@ def run(config, workdir: str) -> dict | None:
       config, dataset, pretrained, compressed, finetuned, report["compressed"]["source"]
     )
     with_export = stage != "finetune"
-    report["artifacts"] = timed(
-      "export", ship, config, dataset, wd, report, kept, pretrained, compressed, with_export
-    )
+    args = (config, dataset, wd, report, kept, pretrained, compressed, with_export)
+    report["artifacts"] = timed("export" if with_export else "finetune", ship, *args)
     report["timings"] = dict(timings)
     _write_report(wd, report)
   return report
