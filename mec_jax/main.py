@@ -1,6 +1,6 @@
 r"""Command line: ``python -m mec_jax.main --config=configs/<name>.py --workdir=DIR``.
 
-Runs pretrain -> quantize -> finetune -> report (or one ``--config.stage``) and writes
+Runs pretrain -> quantize -> finetune -> report -> export (or one ``--config.stage``) and writes
 ``DIR/report.json`` and ``DIR/report.md``. Any config key can be overridden, e.g.
 ``--config.quantize.codebook_size=512``.
 

@@ -396,6 +396,9 @@ def run(config, workdir: str) -> dict | None:
     return run_report(config, dataset, wd, timings, note)
   stage = config.stage
   out_dir = (config.report_dir or wd.root) if writer else None
+  finished = os.path.exists(loop.result_path(wd.root, "finetune"))
+  if stage == "export" and not (finished or os.path.exists(wd.swap)):  # never train to export
+    raise ArtifactError(f"{wd.root}: no finished stage C to export; run --config.stage=all first")
 
   def record(stage_name: str) -> None:  # the settings a stage's outputs are computed with
     if writer:
@@ -427,7 +430,6 @@ def run(config, workdir: str) -> dict | None:
   if config.finetune.swap_in and compressed and same_backbone and pretrained is not None:
     swap = timed("swap", run_swap, config, dataset, wd, pretrained, compressed)
   finetuned, finetune_result = None, None
-  finished = os.path.exists(loop.result_path(wd.root, "finetune"))
   if stage in ("all", "finetune"):
     record("finetune")
     finetuned, finetune_result = timed(
@@ -445,9 +447,8 @@ def run(config, workdir: str) -> dict | None:
       config, dataset, pretrained, compressed, finetuned, report["compressed"]["source"]
     )
     with_export = stage != "finetune"
-    report["artifacts"] = timed(
-      "export", ship, config, dataset, wd, report, kept, pretrained, compressed, with_export
-    )
+    args = (config, dataset, wd, report, kept, pretrained, compressed, with_export)
+    report["artifacts"] = timed("export" if with_export else "finetune", ship, *args)
     report["timings"] = dict(timings)
     report_lib.write_report(out_dir, report, compressed)
   return report

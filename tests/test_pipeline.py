@@ -345,3 +345,11 @@ def test_external_tables_stand_in_for_stage_a(finished, tmp_path):
   assert report["full"] is None and "compressed_swap" not in report
   assert report["compressed"]["source"] == "finetune"
   assert (run / "export" / "manifest.json").exists() and not (run / "export" / "full").exists()
+
+
+def test_export_stage_on_an_empty_workdir_trains_nothing(monkeypatch, tmp_path):
+  monkeypatch.setattr(loop, "_train", lambda *a, **k: pytest.fail("stage=export trained"))
+  config = smoke.get_config()
+  config.stage = "export"
+  with pytest.raises(ValueError, match="no finished stage C to export"):
+    pipeline.run(config, str(tmp_path))

@@ -42,6 +42,7 @@ class ServedModel:
 
   def __init__(self, exported, params: list[jax.Array], manifest: dict):
     self._exported = exported
+    self._call = jax.jit(exported.call)  # one compiled program per batch size, cheap dispatch
     self._params = params
     self.manifest = manifest
     self.field_names = [f["name"] for f in manifest["fields"]]
@@ -75,9 +76,7 @@ class ServedModel:
     values = np.ones(ids.shape, np.float32) if values is None else np.asarray(values)
     if values.shape != ids.shape:
       raise ValueError(f"values has shape {values.shape}, expected ids' shape {ids.shape}")
-    return self._exported.call(
-      *self._params, jnp.asarray(ids, jnp.int32), jnp.asarray(values, jnp.float32)
-    )
+    return self._call(*self._params, jnp.asarray(ids, jnp.int32), jnp.asarray(values, jnp.float32))
 
 
 def read_manifest(directory: str) -> dict:

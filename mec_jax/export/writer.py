@@ -44,7 +44,9 @@ def export_model(
   The arrays (`nnx.Param`, batch statistics, `Codes`) become inputs of the program, so it holds
   no weights and the codes keep their stored dtype (uint8 for K <= 256). RNG state is baked in as
   constants (eval mode draws nothing). The directory is first written beside itself, then swapped
-  in, so a reader never sees half an export.
+  in, so a reader never sees half an export. Leaves ``model`` in eval mode. Cost: every array is
+  written once (`params.npz`, uncompressed: a 33M x 40 float32 table is 5.3 GB); lowering never
+  touches the values.
 
   Args:
     model: a backbone over a `FieldEmbedding` (``model.embedding.tables``).

@@ -17,8 +17,9 @@ see `mec_jax.data.encode`), like every other reader, so the cache, the train cou
 popularity weights and the schema hold unchanged. FuxiCTR's PAD id never occurs in categorical
 columns and disappears; its OOV id (the rare train values it folded, and every unseen value of
 valid/test) is an ordinary value with a row of its own, which is what FuxiCTR trains too. Vocab
-sizes therefore match FuxiCTR's (PAD out, mec_jax's OOV in) but row order does not: a table
-indexed by FuxiCTR ids needs re-indexing before ``pretrain.external_tables``.
+sizes therefore match FuxiCTR's (PAD out, mec_jax's OOV in) whenever FuxiCTR's OOV id occurs in
+train, but row order does not: tables indexed by FuxiCTR ids are re-indexed with `id_maps`
+(``pretrain.external_index=fuxictr``, `mec_jax.external`).
 
 Only ``categorical`` and ``numeric`` features are read; ``meta`` columns (e.g. gAUC group ids) are
 skipped; ``sequence`` and ``embedding`` features are rejected with a DataError. The first label
