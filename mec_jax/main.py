@@ -47,6 +47,15 @@ def _quiet_libraries(record) -> bool:
   return "orbax" not in record.pathname or record.levelno == py_logging.WARNING
 
 
+def _drop_closed_loop_noise(kind, value, traceback) -> None:
+  # After a failed Orbax write, TensorStore completes its pending futures on the event loop
+  # Orbax already closed; each prints "RuntimeError: Event loop is closed" through
+  # sys.excepthook. The write error itself comes back as one ArtifactError.
+  if kind is RuntimeError and str(value) == "Event loop is closed":
+    return
+  sys.__excepthook__(kind, value, traceback)
+
+
 def _choose_platforms() -> None:
   """Without libtpu, tells JAX not to probe for a TPU (which logs "Unable to initialize backend
   'tpu'"): JAX_PLATFORMS becomes ``cuda,cpu`` / ``rocm,cpu`` when that plugin is installed, else
@@ -105,6 +114,7 @@ def main(argv: list[str]) -> None:
 
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  sys.excepthook = _drop_closed_loop_noise
   try:
     distributed.initialize_from_config(_CONFIG.value)  # before anything touches a device
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)

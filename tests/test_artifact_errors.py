@@ -120,7 +120,7 @@ def cache_entry(data_config, tmp_path):
   "file, damage, match",
   [
     ("train_ids.npy", "truncate", r"train_ids.npy: cache file is damaged"),
-    ("valid_label.npy", "garbage", r"valid_label.npy: cache file is damaged"),
+    ("valid_label.npy", "garbage", r"valid_label.npy: cache file is damaged \(not a numpy file"),
     ("feature_map.json", "garbage", r"feature_map.json: cache file is damaged"),
     ("counts.npz", "truncate", r"feature_map.json: cache file is damaged.*BadZipFile"),
     ("test_ids.npy", "shape", r"test_ids.npy: shape \(3, 2\), expected \(60, 4\)"),

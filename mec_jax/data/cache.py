@@ -114,10 +114,11 @@ def _read(directory: str, name: str, reader, *args):
   try:
     return reader(*(args or (path,)))
   except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-    reason = " ".join(str(err).split())
+    reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    if "pickled" in reason:  # numpy's guess for bytes that are no array format at all
+      reason = "not a numpy file: garbage bytes?"
     raise ArtifactError(
-      f"{path}: cache file is damaged ({type(err).__name__}: {reason}); delete {directory} "
-      "to re-encode"
+      f"{path}: cache file is damaged ({reason}); delete {directory} to re-encode"
     ) from err
 
 

@@ -325,12 +325,15 @@ def _train(
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
       at = first + int(bad[0])
+      good = checkpointer.latest_step()
+      kept = "No checkpoint had been written yet"
+      if good is not None:
+        kept = f"The last good checkpoint (step {good}) is kept in {checkpointer.directory}"
       raise NonFiniteLossError(
         f"{name}: training loss is {values[bad[0]]} at step {at} (epoch "
         f"{(at - 1) // loader.num_batches + 1}); the run diverged. Lower train.learning_rate "
         f"(now {cfg.learning_rate:g} x lr scale {loop_state['lr_scale']:g}) or "
-        f"train.grad_clip_norm. The last good checkpoint (step {checkpointer.latest_step()}) is "
-        f"kept in {checkpointer.directory}; delete {run_dir} to train again with new settings."
+        f"train.grad_clip_norm. {kept}; delete {run_dir} to train again with new settings."
       )
     pending.clear()
     loop_state["epoch_loss_sum"] += float(values.sum())
