@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from mec_jax.compression import kmeans
+from mec_jax.compression import kmeans, streaming
 from mec_jax.compression.kmeans import kmeans_plus_plus, weighted_kmeans
 
 
@@ -82,9 +82,10 @@ def test_chunked_equals_unchunked_and_no_recompile():
   np.testing.assert_allclose(whole.centroids, chunked.centroids, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(whole.assignments, chunked.assignments)
   np.testing.assert_allclose(whole.inertia, chunked.inertia, rtol=1e-5)
-  compiled = kmeans._kmeans_jit._cache_size()
+  programs = (kmeans._seed_jit, kmeans._lloyd_jit, streaming._block_jit)
+  compiled = [p._cache_size() for p in programs]
   again = weighted_kmeans(jax.random.key(4), x + 1.0, w * 2, 10, chunk_size=64)
-  assert kmeans._kmeans_jit._cache_size() == compiled
+  assert [p._cache_size() for p in programs] == compiled
   assert np.isfinite(float(again.inertia))
 
 
