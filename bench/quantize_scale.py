@@ -3,7 +3,8 @@
 For each ``--rows`` size and each ``--variants`` entry a fresh subprocess generates the table
 (chunked, so generation itself never holds more than the table plus one chunk), runs
 `quantize_table` once and reports, as one JSON line, its wall time per phase, rows/s, peak RSS
-(``ru_maxrss`` of that process, table included), the popularity-weighted reconstruction error and
+(``ru_maxrss`` of that process, table included), its CPU seconds (user + system: on a shared
+machine a steadier figure than wall time), the popularity-weighted reconstruction error and
 the code usage entropy / ln K. Sizes of ``--lock_rows`` rows or more run under
 ``flock /tmp/mec_heavy.lock`` so two big runs never share the machine.
 
@@ -13,7 +14,8 @@ identity per row whose share in the embedding grows with its count (``1 - exp(-n
 rest initialization noise; a first-order weight per row is passed as ``bias``.
 
 Phases are timed by wrapping the library's functions in this process (nested phases are part of
-their parents): k-means seeding / Lloyd / final assignment (summed over sub-spaces and calls; for
+their parents): k-means row sampling / seeding / Lloyd on the sample / the streamed refine and
+final-assignment passes over all rows (all sub-spaces at once, summed over calls; for
 ``mec`` this is the k-means start of the codebooks on ``enc(x)``), the quantizer epochs (between
 ``progress`` callbacks), the rest of quantizer training (hold-out split, init, final encode),
 codebook refit, first-order fit, statistics, and ``prep`` (validation + normalization).
@@ -44,9 +46,10 @@ from mec_jax.compression import QuantizeSettings, kmeans, pq, quantizer  # noqa:
 LOCK = "/tmp/mec_heavy.lock"
 # (module, attribute, phase): wrapped when present, so the script also times older code.
 WRAPPED = (
+  (kmeans, "_sample", "kmeans_sampling"),
   (kmeans, "_seed_jit", "kmeans_seeding"),
   (kmeans, "_lloyd_jit", "kmeans_lloyd"),
-  (kmeans, "_assign_jit", "kmeans_final_assign"),
+  (kmeans, "stream_pass", "kmeans_passes"),
   (kmeans, "_kmeans_jit", "kmeans_unsplit"),
   (pq, "train_pq", "pq_total"),
   (quantizer, "check_table", "check_table"),
@@ -133,6 +136,7 @@ def child(args) -> None:
   _install_timers(seconds)
   epoch_ends = []
   start = time.perf_counter()
+  cpu_start = resource.getrusage(resource.RUSAGE_SELF)
   compressed = quantizer.quantize_table(
     jax.random.key(args.seed),
     table,
@@ -142,6 +146,8 @@ def child(args) -> None:
     progress=lambda e, m: epoch_ends.append(time.perf_counter()),
   )
   total = time.perf_counter() - start
+  cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+  cpu = cpu_end.ru_utime + cpu_end.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime
   if epoch_ends:
     # Epoch 1 starts about when the k-means start of the codebooks ends.
     first = start + sum(v for k, v in seconds.items() if k in ("check_table", "pq_total"))
@@ -162,6 +168,7 @@ def child(args) -> None:
     "rss_after_table_gb": rss_table,
     "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     "seconds": total,
+    "cpu_seconds": cpu,
     "rows_per_s": args.rows / total,
     "phases": {k: round(v, 2) for k, v in sorted(seconds.items())},
     "epochs_run": stats.get("epochs_run", 0),
@@ -178,16 +185,30 @@ def child(args) -> None:
   print(json.dumps(out), flush=True)
 
 
+def _wait_for_memory(needed_gb: float, patience_s: float = 1200.0) -> bool:
+  """Waits (up to ``patience_s``) until MemAvailable covers ``needed_gb``; False if it never does."""
+  deadline = time.monotonic() + patience_s
+  while True:
+    with open("/proc/meminfo") as f:
+      available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable"))
+    if available / 2**20 >= needed_gb:
+      return True
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(30)
+
+
 def print_table(results: list[dict]) -> None:
   print(
-    "| rows | variant | wall s | rows/s | peak RSS GB (table) | phases s | epochs | weighted err "
+    "| rows | variant | wall s | CPU s | rows/s | peak RSS GB (table) | phases s | epochs | weighted err "
     "| err / var | entropy/lnK (weighted) | load |"
   )
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for r in results:
     phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
     print(
-      f"| {r['rows']:,} | {r['variant']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+      f"| {r['rows']:,} | {r['variant']} | {r['seconds']:.1f} | {r.get('cpu_seconds', 0):.1f} | "
+      f"{r['rows_per_s']:,.0f} | "
       f"{r['peak_rss_gb']:.2f} ({r['table_gb']:.2f}) | {phases} | {r['epochs_run']} | "
       f"{r['recon_error_weighted']:.6f} | {r['recon_error_weighted_relative']:.4f} | "
       f"{r['usage_entropy']:.4f} ({r['usage_entropy_weighted']:.4f}) | "
@@ -207,6 +228,9 @@ def main() -> None:
   parser.add_argument("--codebook_size", type=int, default=256)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--lock_rows", type=int, default=4_000_000)
+  parser.add_argument(
+    "--memory_factor", type=float, default=1.6, help="wait for this many tables of free memory"
+  )
   parser.add_argument(
     "--set", action="append", default=[], help="extra QuantizeSettings field=value, repeatable"
   )
@@ -229,6 +253,13 @@ def main() -> None:
         cmd += ["--set", item]
       if rows >= args.lock_rows:
         cmd = ["flock", LOCK, *cmd]
+      # The machine is shared: do not start a run that would push it out of memory.
+      needed = args.memory_factor * rows * args.dim * 4 / 2**30
+      if not _wait_for_memory(needed):
+        print(
+          f"rows={rows} variant={variant}: skipped, less than {needed:.1f} GB free", file=sys.stderr
+        )
+        continue
       run = subprocess.run(cmd, capture_output=True, text=True)
       if run.returncode:
         print(f"rows={rows} variant={variant} failed:\n{run.stderr[-3000:]}", file=sys.stderr)

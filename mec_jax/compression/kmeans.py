@@ -220,7 +220,7 @@ def _lloyd_jit(x, w, init, tol, num_iters, *, chunk_size, mesh):
   return run(x, w, init, tol, num_iters)
 
 
-def _sample(keys, x, w, num_subspaces: int, size: int) -> np.ndarray:
+def _sample(keys, x, w, num_subspaces: int, size: int, normalize) -> np.ndarray:
   """``[size, M, s]``: sub-space ``m`` of ``size`` rows drawn with probability ``∝ w`` (key m)."""
   cum = np.cumsum(w, dtype=np.float64)
   last = int(np.flatnonzero(w > 0)[-1])
@@ -230,8 +230,19 @@ def _sample(keys, x, w, num_subspaces: int, size: int) -> np.ndarray:
     uniform = np.random.default_rng(np.asarray(bits)).random(size)
     # The first row whose cumulative weight exceeds the target; zero-weight rows never are.
     ids[:, m] = np.minimum(np.searchsorted(cum, uniform * cum[-1], side="right"), last)
-  rows = x.reshape(x.shape[0], num_subspaces, -1)
-  return rows[ids, np.arange(num_subspaces)]
+  rows = normalize(x[ids.ravel()]).reshape(size, num_subspaces, num_subspaces, -1)
+  return rows[:, np.arange(num_subspaces), np.arange(num_subspaces)]
+
+
+def _normalizer(center, scale: float, dim: int):
+  if center is None and scale == 1.0:
+    return lambda rows: rows
+  center = np.zeros(dim, np.float32) if center is None else np.asarray(center, np.float32)
+  if center.shape != (dim,) or not scale > 0:
+    raise ValueError(
+      f"center must have shape ({dim},) and scale be > 0, got {center.shape}, {scale}"
+    )
+  return lambda rows: (rows - center) / scale
 
 
 def _check_inputs(x, weights, num_clusters: int):
@@ -266,6 +277,8 @@ def batched_kmeans(
   refine_iters: int = 1,
   block_rows: int = DEFAULT_BLOCK_ROWS,
   seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
+  center=None,
+  scale: float = 1.0,
 ) -> KMeansResult:
   """Weighted k-means in each of the ``M`` sub-spaces of ``x``, all in one program.
 
@@ -277,7 +290,10 @@ def batched_kmeans(
     num_clusters: K, per sub-space.
     num_iters, tol, num_local_trials, chunk_size, mesh: as in `weighted_kmeans`.
     init_centroids: ``[M, K, s]`` starting centroids instead of k-means++.
-    max_points_per_centroid, refine_iters, block_rows: as in `weighted_kmeans`.
+    max_points_per_centroid, refine_iters, block_rows, seed_points_per_centroid: as in
+      `weighted_kmeans`.
+    center, scale: cluster ``(x - center) / scale`` instead of ``x`` (``center [M * s]``),
+      normalizing the sample and each streamed block as it is used: no normalized copy.
 
   Returns:
     A `KMeansResult` with a leading ``M`` axis: centroids ``[M, K, s]``, assignments
@@ -296,13 +312,15 @@ def batched_kmeans(
   if trials < 1:
     raise ValueError(f"num_local_trials must be >= 1, got {trials}")
   mesh = check_mesh(mesh)
+  normalize = _normalizer(center, scale, x.shape[1])
   sample_size = num_clusters * (max_points_per_centroid or 0)
   sampled = 0 < sample_size < x.shape[0]
   if sampled:
-    sample = _sample(keys, x, weights, num_subspaces, sample_size)
+    sample = _sample(keys, x, weights, num_subspaces, sample_size, normalize)
     sample_w = np.ones(sample_size, np.float32)
   else:
-    sample, sample_w, refine_iters = x.reshape(x.shape[0], num_subspaces, sub_dim), weights, 0
+    sample = normalize(x).reshape(x.shape[0], num_subspaces, sub_dim)
+    sample_w, refine_iters = weights, 0
   if init_centroids is None:
     # Any prefix of an i.i.d. sample is an i.i.d. sample: seed on the first rows only.
     seed_rows = num_clusters * seed_points_per_centroid if sampled else x.shape[0]
@@ -331,7 +349,13 @@ def batched_kmeans(
     mesh=mesh,
   )
   passes = functools.partial(
-    stream_pass, x, weights, mesh=mesh, chunk_size=chunk_size, block_rows=block_rows
+    stream_pass,
+    x,
+    weights,
+    mesh=mesh,
+    chunk_size=chunk_size,
+    block_rows=block_rows,
+    transform=normalize,
   )
   for _ in range(refine_iters):
     sums, mass, _, _ = passes(centroids, with_codes=False)

@@ -89,6 +89,8 @@ def train_pq(
   mesh: Mesh | None = None,
   max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
   refine_iters: int = 1,
+  center=None,
+  scale: float = 1.0,
 ) -> tuple[jax.Array, np.ndarray]:
   """Weighted product quantizer: weighted k-means (k-means++ init) in every sub-space.
 
@@ -103,6 +105,8 @@ def train_pq(
     codebook_size: K.
     iters: Lloyd iterations per sub-space.
     chunk_size, mesh, max_points_per_centroid, refine_iters: as in `weighted_kmeans`.
+    center, scale: quantize ``(x - center) / scale`` without making that copy
+      (`kmeans.batched_kmeans`).
 
   Returns:
     ``(codebooks [M, K, s] float32, codes [num_rows, M] int32 numpy)``.
@@ -119,6 +123,8 @@ def train_pq(
     mesh=mesh,
     max_points_per_centroid=max_points_per_centroid,
     refine_iters=refine_iters,
+    center=center,
+    scale=scale,
   )
   return result.centroids, result.assignments
 
@@ -182,11 +188,10 @@ def usage_entropy(codes, codebook_size: int, weights=None) -> np.ndarray:
     codebook_size: K.
     weights: optional ``[num_rows]`` row weights (usage counted with these weights).
   """
-  codes = np.asarray(codes, np.int64)
-  w = np.ones(codes.shape[0]) if weights is None else np.asarray(weights, np.float64)
+  codes = np.asarray(codes)
   out = np.empty(codes.shape[1])
-  for m in range(codes.shape[1]):
-    usage = np.bincount(codes[:, m], weights=w, minlength=codebook_size)
+  for m in range(codes.shape[1]):  # one column at a time: no [V, M] int64 copy
+    usage = np.bincount(codes[:, m], weights=weights, minlength=codebook_size)
     p = usage[usage > 0] / usage.sum()
     out[m] = -np.sum(p * np.log(p)) / math.log(codebook_size)
   return out

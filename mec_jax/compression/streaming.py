@@ -13,6 +13,7 @@ The math of one chunk of rows against ``M`` codebooks at once (``[M, chunk, K]``
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +128,7 @@ def stream_pass(
   chunk_size: int,
   block_rows: int,
   with_codes: bool,
+  transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ):
   """One pass over all rows of ``x [N, M * s]`` against ``centroids [M, K, s]``.
 
@@ -138,6 +140,7 @@ def stream_pass(
     chunk_size: rows per device whose ``[M, chunk, K]`` distances exist at once.
     block_rows: rows copied to the devices per call (rounded to whole chunks per device).
     with_codes: also return every row's codes.
+    transform: applied to each block of rows on the host before it is sent (normalization).
 
   Returns:
     ``(sums [M, K, s], mass [M, K], inertia [M])`` as float64 numpy, and int32 codes
@@ -153,6 +156,7 @@ def stream_pass(
   for start in range(0, num_rows, block):
     stop = min(start + block, num_rows)
     xb, wb = x[start:stop], w[start:stop]
+    xb = xb if transform is None else transform(xb)
     if stop - start < block:  # only the last block: pad it with weight-0 rows
       xb = np.concatenate([xb, np.zeros((block - xb.shape[0], x.shape[1]), np.float32)])
       wb = np.concatenate([wb, np.zeros(block - wb.shape[0], np.float32)])

@@ -127,3 +127,29 @@ def test_bad_inputs():
     weighted_kmeans(jax.random.key(0), x, w, 4, init_centroids=x[:3])
   with pytest.raises(ValueError, match=r"\[num_rows, dim\]"):
     weighted_kmeans(jax.random.key(0), x[0], None, 1)
+
+
+def test_sampled_inertia_within_two_percent_of_full_batch():
+  x, w = _mixture(num_rows=6000, centres=24, seed=2)
+  key = jax.random.key(7)
+  full = weighted_kmeans(key, x, w, 16, max_points_per_centroid=None)
+  sampled = weighted_kmeans(key, x, w, 16, max_points_per_centroid=32)  # 512 of 6000 rows
+  assert float(sampled.inertia) <= 1.02 * float(full.inertia)
+  # Inertia and assignments are over ALL rows, for the returned centroids.
+  inertia, nearest = _numpy_inertia(x, w, np.asarray(sampled.centroids))
+  np.testing.assert_allclose(float(sampled.inertia), inertia, rtol=1e-4)
+  np.testing.assert_array_equal(sampled.assignments, nearest)
+  assert not np.allclose(sampled.centroids, full.centroids)  # the sample path really ran
+
+
+def test_sample_is_drawn_proportional_to_weight():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5000, 2)).astype(np.float32)
+  w = rng.integers(0, 10, 5000).astype(np.float32)  # a tenth of the rows have weight 0
+  keys = jax.random.split(jax.random.key(0), 2)
+  sample = kmeans._sample(keys, x, w, 2, 40000, lambda rows: rows)  # [40000, 2, 1]
+  chosen = np.isin(sample[:, 0, 0], x[w == 0, 0])
+  assert not chosen.any()
+  # The unweighted sample mean estimates the weighted mean without bias (SE ~ 0.005).
+  np.testing.assert_allclose(sample.mean(0)[:, 0], np.average(x, 0, w), atol=0.025)
+  assert not np.allclose(sample[:, 0, 0], sample[:, 1, 0])  # each sub-space its own draw
