@@ -22,7 +22,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.mesh import DATA_AXIS, round_up
+from mec_jax.compression.mesh import DATA_AXIS, round_up, shard_rows
 
 # Exact float32 distances even where the default matmul precision is reduced (TF32 on GPUs).
 PRECISION = lax.Precision.HIGHEST
@@ -117,6 +117,13 @@ def block_layout(num_rows: int, num_devices: int, chunk_size: int, block_rows: i
   per_device = -(-rows // num_devices)
   chunk = max(1, min(chunk_size, round_up(per_device, 8)))
   return chunk, round_up(per_device, chunk) * num_devices
+
+
+def shard_sample(x, w, mesh: Mesh, chunk_size: int):
+  """Pads the sample ``[S, M, s]`` with weight-0 rows to whole chunks per device and shards it."""
+  chunk, padded = block_layout(x.shape[0], mesh.size, chunk_size, x.shape[0])
+  x = shard_rows(jnp.pad(x, ((0, padded - x.shape[0]), (0, 0), (0, 0))), mesh)
+  return x, shard_rows(jnp.pad(w, (0, padded - w.shape[0])), mesh), chunk
 
 
 def stream_pass(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from mec_jax.compression import kmeans, streaming
+from mec_jax.compression import kmeans, seeding, streaming
 from mec_jax.compression.kmeans import kmeans_plus_plus, weighted_kmeans
 
 
@@ -82,7 +82,7 @@ def test_chunked_equals_unchunked_and_no_recompile():
   np.testing.assert_allclose(whole.centroids, chunked.centroids, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(whole.assignments, chunked.assignments)
   np.testing.assert_allclose(whole.inertia, chunked.inertia, rtol=1e-5)
-  programs = (kmeans._seed_jit, kmeans._lloyd_jit, streaming._block_jit)
+  programs = (seeding.seed_jit, kmeans._lloyd_jit, streaming._block_jit)
   compiled = [p._cache_size() for p in programs]
   again = weighted_kmeans(jax.random.key(4), x + 1.0, w * 2, 10, chunk_size=64)
   assert [p._cache_size() for p in programs] == compiled
@@ -156,7 +156,7 @@ def test_sample_is_drawn_proportional_to_weight():
   x = rng.normal(size=(5000, 2)).astype(np.float32)
   w = rng.integers(0, 10, 5000).astype(np.float32)  # a tenth of the rows have weight 0
   keys = jax.random.split(jax.random.key(0), 2)
-  sample = kmeans._sample(keys, x, w, 2, 40000, lambda rows: rows)  # [40000, 2, 1]
+  sample = seeding.sample_by_weight(keys, x, w, 2, 40000, lambda rows: rows)  # [40000, 2, 1]
   chosen = np.isin(sample[:, 0, 0], x[w == 0, 0])
   assert not chosen.any()
   # The unweighted sample mean estimates the weighted mean without bias (SE ~ 0.005).
