@@ -2,10 +2,13 @@
 
 Data: ``--rows`` x ``--dim`` float32 rows from a mixture of 64 Gaussians, with popularity
 weights ``max(1, floor(log2 n))`` of Zipf-distributed counts. Every method gets the same rows,
-weights, K and ``--iters`` Lloyd iterations (scikit-learn: ``n_init=1``, ``tol=0``; faiss: all
-rows, no subsampling, unless ``--faiss_default_sampling``). Inertia is recomputed the same way
-for all, as ``sum_i w_i min_k ||x_i - c_k||^2`` over the returned centroids. mec_jax is timed
-twice: the first call includes jit compilation, the second (another seed) does not.
+weights, K and ``--iters`` Lloyd iterations (scikit-learn: ``n_init=1``, ``tol=0``, all rows;
+faiss: all rows, and again with its default subsampling to 256 rows per centroid). Inertia is
+recomputed the same way for all, as ``sum_i w_i min_k ||x_i - c_k||^2`` over the returned
+centroids. mec_jax runs with its defaults (k-means++ and Lloyd on 256 rows per centroid sampled
+by weight, ``--refine_iters`` Lloyd steps over all rows, one final assignment pass) and, with
+``--full_batch``, also on all rows; each is timed twice: the first call includes jit
+compilation, the second (another seed) does not. ``os.getloadavg()`` is printed with the table.
 
 faiss and scikit-learn are optional: each is skipped with a message when not importable
 (``pip install faiss-cpu``; neither is a test dependency).
@@ -49,28 +52,35 @@ def inertia(x: np.ndarray, w: np.ndarray, centroids: np.ndarray, chunk: int = 65
   return total
 
 
-def run_mec_jax(x, w, k, iters, seed):
+def run_mec_jax(x, w, k, iters, seed, refine_iters, full_batch):
   out = []
-  for label, s in (("mec_jax (incl. compile)", seed), ("mec_jax", seed + 1)):
-    start = time.perf_counter()
-    result = weighted_kmeans(jax.random.key(s), x, w, k, num_iters=iters)
-    centroids = np.asarray(result.centroids)
-    out.append((label, time.perf_counter() - start, centroids))
+  configs = [("", {"refine_iters": refine_iters})]
+  if full_batch:
+    configs.append((", all rows", {"max_points_per_centroid": None}))
+  for suffix, kwargs in configs:
+    for label, s in ((f"mec_jax{suffix} (incl. compile)", seed), (f"mec_jax{suffix}", seed + 1)):
+      start = time.perf_counter()
+      result = weighted_kmeans(jax.random.key(s), x, w, k, num_iters=iters, **kwargs)
+      centroids = np.asarray(result.centroids)
+      out.append((label, time.perf_counter() - start, centroids))
   return out
 
 
-def run_faiss(x, w, k, iters, seed, default_sampling):
+def run_faiss(x, w, k, iters, seed):
   try:
     import faiss
   except ImportError:
     print("faiss not importable: skipped (pip install faiss-cpu)", file=sys.stderr)
     return []
-  kwargs = {} if default_sampling else {"max_points_per_centroid": -(-x.shape[0] // k) + 1}
-  km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, **kwargs)
-  start = time.perf_counter()
-  km.train(x, weights=w)
-  label = "faiss-cpu" + (" (default subsampling)" if default_sampling else "")
-  return [(label, time.perf_counter() - start, km.centroids)]
+  out = []
+  for label, points in (("faiss-cpu (all rows)", -(-x.shape[0] // k) + 1), ("faiss-cpu", 256)):
+    km = faiss.Kmeans(
+      x.shape[1], k, niter=iters, seed=seed, verbose=False, max_points_per_centroid=points
+    )
+    start = time.perf_counter()
+    km.train(x, weights=w)
+    out.append((f"{label} ({points} rows per centroid)", time.perf_counter() - start, km.centroids))
+  return out
 
 
 def run_sklearn(x, w, k, iters, seed):
@@ -95,7 +105,8 @@ def main() -> None:
   parser.add_argument("--iters", type=int, default=25)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--skip", default="", help="comma list of: faiss,sklearn")
-  parser.add_argument("--faiss_default_sampling", action="store_true")
+  parser.add_argument("--refine_iters", type=int, default=1)
+  parser.add_argument("--full_batch", action="store_true", help="also run mec_jax on all rows")
   args = parser.parse_args()
 
   x, w = make_data(args.rows, args.dim, args.seed)
@@ -104,10 +115,12 @@ def main() -> None:
     f"weights in [{w.min():.0f}, {w.max():.0f}], devices {jax.devices()}, "
     f"{os.cpu_count()} CPUs\n"
   )
-  results = run_mec_jax(x, w, args.clusters, args.iters, args.seed)
+  results = run_mec_jax(
+    x, w, args.clusters, args.iters, args.seed, args.refine_iters, args.full_batch
+  )
   skip = set(args.skip.split(","))
   if "faiss" not in skip:
-    results += run_faiss(x, w, args.clusters, args.iters, args.seed, args.faiss_default_sampling)
+    results += run_faiss(x, w, args.clusters, args.iters, args.seed)
   if "sklearn" not in skip:
     results += run_sklearn(x, w, args.clusters, args.iters, args.seed)
   best = None
@@ -120,6 +133,7 @@ def main() -> None:
   print("|---|---|---|---|")
   for label, seconds, value in rows:
     print(f"| {label} | {seconds:.2f} | {value:.6g} | {value / best:.4f} |")
+  print(f"\nload average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

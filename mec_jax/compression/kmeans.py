@@ -1,152 +1,88 @@
-"""Weighted k-means: k-means++ seeding and Lloyd iterations, jit-compiled and row-parallel.
+"""Weighted k-means that scales: sampled k-means++ and Lloyd, one streamed pass over all rows.
 
-Rows are split over a 1-D ``('data',)`` mesh with ``jax.shard_map``; every device reduces its rows
-to per-cluster weighted sums, masses and inertia, and ``lax.psum`` combines them (the "pmap-style"
-k-means step, written the way current JAX recommends). Within a device, rows are visited in chunks
-by ``lax.scan`` so at most a ``[chunk_size, num_clusters]`` block of distances exists at a time;
-rows are padded with weight 0 to fill the last chunk, which changes no sum.
+For ``N`` rows and ``K`` clusters with ``N > K * max_points_per_centroid`` (faiss's rule, 256 by
+default):
 
-With integer weights the result is the k-means of the rows repeated by their weights (same
-initial centroids -> same centroids), which is how the released MEC code applied its popularity
-weights; the weighted form has no memory blow-up.
+1. **Sample** ``S = K * max_points_per_centroid`` rows i.i.d. with probability proportional to
+   their weight, and give every sampled row weight 1. The sample is then a draw from the
+   weighted empirical distribution, so the sample mean of any per-row quantity (a row's squared
+   distance, its share of a cluster) is an unbiased estimate of the weighted mean over all rows:
+   the sampled inertia estimates the weighted objective without bias, and, for fixed
+   assignments, each sampled cluster mean is an unbiased estimate of the weighted cluster
+   mean. (A uniform sample carrying its weights is unbiased too, but spends its rows on light
+   rows and its cluster means are ratio estimates whose variance grows with the spread of the
+   weights.) Sub-space ``m`` draws its own sample from its own key.
+2. **Seed** by greedy weighted k-means++ on the sample (D^2 x weight sampling, best of
+   ``2 + floor(ln K)`` candidates per centre, as scikit-learn).
+3. **Lloyd** on the sample until ``num_iters`` or ``tol``; empty clusters are moved onto the
+   sample rows with the largest error.
+4. **Refine** with ``refine_iters`` Lloyd steps over all rows, then **assign** every row to its
+   nearest final centroid: both are streamed passes (`streaming.stream_pass`) that hold one
+   block of rows on the devices at a time.
+
+With fewer rows (or ``max_points_per_centroid=None``) the "sample" is every row with its own
+weight and there is no refine step: the full-batch weighted k-means, whose result with integer
+weights equals the k-means of the rows repeated by their weights (the released MEC code's
+popularity weighting, without the memory blow-up).
+
+The ``M`` sub-spaces of product quantization run as one program: seeding is ``vmap``-ed over
+sub-spaces, Lloyd steps and streamed passes compute ``[M, chunk, K]`` distances at once
+(`batched_kmeans`); `weighted_kmeans` is the ``M = 1`` case. Rows are split over a 1-D
+``('data',)`` mesh with ``jax.shard_map``; per-device sums meet in ``lax.psum``, and sampling is
+independent of the number of devices.
 
 References:
-  Arthur & Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007 (greedy
-  trials as in scikit-learn's ``_kmeans_plusplus``).
+  Arthur & Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007;
+  Johnson, Douze & Jégou, "Billion-scale similarity search with GPUs" (faiss's k-means and its
+  ``max_points_per_centroid`` subsampling), 2017.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.mesh import DATA_AXIS, check_mesh, replicate, round_up, shard_rows
+from mec_jax.compression.mesh import DATA_AXIS, check_mesh
+from mec_jax.compression.seeding import default_local_trials, sample_by_weight, seed_jit
+from mec_jax.compression.streaming import local_pass, shard_sample, stream_pass
+from mec_jax.compression.streaming import nearest as nearest  # re-exported (was defined here)
 
-# Exact float32 distances even where the default matmul precision is reduced (TF32 on GPUs).
-_PRECISION = lax.Precision.HIGHEST
+DEFAULT_POINTS_PER_CENTROID = 256
+DEFAULT_SEED_POINTS_PER_CENTROID = 64
+DEFAULT_BLOCK_ROWS = 1 << 18
 
 
 class KMeansResult(NamedTuple):
-  """Output of `weighted_kmeans`.
+  """Output of `weighted_kmeans` (`batched_kmeans`: every field gains a leading ``M`` axis,
+  ``assignments`` becomes ``[num_rows, M]``).
 
   Attributes:
     centroids: float32 ``[num_clusters, dim]``.
-    assignments: int32 ``[num_rows]``, index of each row's nearest centroid.
-    inertia: float32 scalar, ``sum_i w_i ||x_i - centroids[assignments_i]||^2``.
-    num_iters: int32 scalar, Lloyd iterations run (fewer than asked when ``tol`` stopped it).
+    assignments: int32 ``[num_rows]`` numpy array, index of each row's nearest centroid.
+    inertia: float32 scalar, ``sum_i w_i ||x_i - centroids[assignments_i]||^2`` over all rows.
+    num_iters: int32 scalar, Lloyd iterations run on the sample (fewer than asked when ``tol``
+      stopped it) plus the ``refine_iters`` passes over all rows.
   """
 
   centroids: jax.Array
-  assignments: jax.Array
+  assignments: np.ndarray
   inertia: jax.Array
   num_iters: jax.Array
 
 
-def default_local_trials(num_clusters: int) -> int:
-  """scikit-learn's greedy k-means++ candidate count, ``2 + floor(ln K)``."""
-  return 2 + int(math.log(num_clusters))
-
-
 # ----------------------------------------------------------------------------------------------
-# Per-device bodies (run under shard_map: `x`, `w` are this device's rows).
-
-
-def _sq_dists(x: jax.Array, x_sq: jax.Array, points: jax.Array) -> jax.Array:
-  """``[n, p]`` squared distances ``||x_i - points_j||^2`` (clamped at 0 against roundoff)."""
-  cross = jnp.matmul(x, points.T, precision=_PRECISION)
-  return jnp.maximum(x_sq[:, None] - 2.0 * cross + jnp.sum(points * points, -1)[None, :], 0.0)
-
-
-def nearest(d2: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Row-wise ``(argmin, min)`` of ``d2 [..., K]``; ties go to the lowest index, as argmin.
-
-  XLA's CPU argmin is a variadic reduction about 3x slower than the two plain min-reductions
-  used here (bench/kmeans.py); the result is identical.
-  """
-  low = jnp.min(d2, axis=-1, keepdims=True)
-  index = jnp.arange(d2.shape[-1], dtype=jnp.int32)
-  idx = jnp.min(jnp.where(d2 <= low, index, d2.shape[-1]), axis=-1)
-  return idx, low[..., 0]
-
-
-def _sample_rows(key: jax.Array, x: jax.Array, mass: jax.Array, num: int) -> jax.Array:
-  """``[num, d]`` rows drawn i.i.d. with probability proportional to ``mass`` over ALL devices.
-
-  Inverse-CDF sampling with the same uniforms on every device: each device knows its slice of
-  the global cumulative mass, the owner of each draw contributes the row, ``psum`` shares it.
-  The draw therefore does not depend on how many devices hold the rows.
-  """
-  num_devices = lax.axis_size(DATA_AXIS)
-  me = lax.axis_index(DATA_AXIS)
-  cum = jnp.cumsum(mass)
-  totals = lax.all_gather(cum[-1], DATA_AXIS)
-  ends = jnp.cumsum(totals)
-  starts = ends - totals
-  target = jax.random.uniform(key, (num,)) * ends[-1]
-  owner = jnp.clip(jnp.searchsorted(ends, target, side="right"), 0, num_devices - 1)
-  idx = jnp.clip(jnp.searchsorted(cum, target - starts[me], side="right"), 0, x.shape[0] - 1)
-  # Roundoff can land on a trailing zero-mass (padding) row; fall back to the last row with mass.
-  last_with_mass = x.shape[0] - 1 - jnp.argmax(mass[::-1] > 0)
-  idx = jnp.where(mass[idx] > 0, idx, last_with_mass)
-  rows = jnp.where((owner == me)[:, None], x[idx], 0.0)
-  return lax.psum(rows, DATA_AXIS)
-
-
-def _seed_body(key, x, w, num_clusters: int, num_trials: int):
-  """Greedy weighted k-means++ (D^2 x weight sampling, best of ``num_trials`` per centre)."""
-  x_sq = jnp.sum(x * x, -1)
-  key, first_key = jax.random.split(key)
-  first = _sample_rows(first_key, x, w, 1)
-  centroids = jnp.zeros((num_clusters, x.shape[1]), x.dtype).at[0].set(first[0])
-  d2 = _sq_dists(x, x_sq, first)[:, 0]
-
-  def add_centre(i, carry):
-    centroids, d2 = carry
-    potential = lax.psum(jnp.sum(w * d2), DATA_AXIS)
-    # All mass already sits on centres (fewer distinct rows than clusters): sample by weight.
-    mass = jnp.where(potential > 0, w * d2, w)
-    candidates = _sample_rows(jax.random.fold_in(key, i), x, mass, num_trials)
-    new_d2 = jnp.minimum(d2[:, None], _sq_dists(x, x_sq, candidates))
-    best = jnp.argmin(lax.psum(jnp.sum(w[:, None] * new_d2, 0), DATA_AXIS))
-    return centroids.at[i].set(candidates[best]), new_d2[:, best]
-
-  centroids, _ = lax.fori_loop(1, num_clusters, add_centre, (centroids, d2))
-  return centroids
-
-
-def _assign_chunks(x, w, centroids, chunk: int):
-  """One pass over the local rows: nearest centroid per row and weighted per-cluster sums."""
-  num_clusters, dim = centroids.shape
-  c_sq = jnp.sum(centroids * centroids, -1)
-
-  def chunk_step(carry, xw):
-    sums, mass, inertia = carry
-    xb, wb = xw
-    cross = jnp.matmul(xb, centroids.T, precision=_PRECISION)
-    d2 = jnp.sum(xb * xb, -1)[:, None] - 2.0 * cross + c_sq[None, :]
-    idx, min_d2 = nearest(d2)
-    min_d2 = jnp.maximum(min_d2, 0.0)
-    sums = sums + jax.ops.segment_sum(wb[:, None] * xb, idx, num_clusters)
-    mass = mass + jax.ops.segment_sum(wb, idx, num_clusters)
-    return (sums, mass, inertia + jnp.sum(wb * min_d2)), (idx, min_d2)
-
-  init = (jnp.zeros((num_clusters, dim)), jnp.zeros((num_clusters,)), jnp.zeros(()))
-  init = lax.pcast(init, DATA_AXIS, to="varying")  # the carry accumulates per-device rows
-  xs = (x.reshape(-1, chunk, dim), w.reshape(-1, chunk))
-  (sums, mass, inertia), (idx, min_d2) = lax.scan(chunk_step, init, xs)
-  sums, mass, inertia = lax.psum((sums, mass, inertia), DATA_AXIS)
-  return sums, mass, inertia, idx.reshape(-1), min_d2.reshape(-1)
+# Per-device bodies (run under shard_map: `x`, `w` are this device's rows of the sample).
 
 
 def _reseed_empty(centroids, mass, x, w, min_d2):
-  """Moves each empty cluster onto one of the rows with the largest weighted error."""
+  """Moves each empty cluster of one sub-space onto a row with one of the largest errors."""
   empty = mass <= 0
   k = min(centroids.shape[0], x.shape[0])
 
@@ -164,102 +100,205 @@ def _reseed_empty(centroids, mass, x, w, min_d2):
 
 
 def _lloyd_body(x, w, centroids, tol, num_iters, chunk: int):
+  """Lloyd on ``x [n, M, s]`` for all sub-spaces; each stops on its own ``tol`` / ``num_iters``."""
   total_w = lax.psum(jnp.sum(w), DATA_AXIS)
-  mean = lax.psum(jnp.sum(w[:, None] * x, 0), DATA_AXIS) / total_w
-  variance = lax.psum(jnp.sum(w[:, None] * (x - mean) ** 2, 0), DATA_AXIS) / total_w
+  mean = lax.psum(jnp.einsum("n,nms->ms", w, x), DATA_AXIS) / total_w
+  variance = lax.psum(jnp.einsum("n,nms->ms", w, (x - mean) ** 2), DATA_AXIS) / total_w
   # As in scikit-learn: tol is relative to the mean per-feature variance of the data.
-  tol_abs = tol * jnp.mean(variance)
+  tol_abs = tol * jnp.mean(variance, -1)
 
-  def keep_going(state):
-    it, _, shift = state
+  def live(it, shift):
     return (it < num_iters) & (shift > tol_abs)
 
   def step(state):
-    it, centroids, _ = state
-    sums, mass, _, _, min_d2 = _assign_chunks(x, w, centroids, chunk)
-    updated = jnp.where(mass[:, None] > 0, sums / jnp.maximum(mass, 1e-30)[:, None], centroids)
-    updated = _reseed_empty(updated, mass, x, w, min_d2)
-    return it + 1, updated, jnp.sum((updated - centroids) ** 2)
+    it, centroids, shift, iters = state
+    active = live(it, shift)
+    sums, mass, _, _, min_d2 = local_pass(x, w, centroids, chunk)
+    updated = jnp.where(mass[..., None] > 0, sums / jnp.maximum(mass, 1e-30)[..., None], centroids)
+    updated = jax.vmap(_reseed_empty, in_axes=(0, 0, 1, None, 0))(updated, mass, x, w, min_d2)
+    moved = jnp.sum((updated - centroids) ** 2, (1, 2))
+    centroids = jnp.where(active[:, None, None], updated, centroids)
+    return it + 1, centroids, jnp.where(active, moved, shift), iters + active
 
-  it, centroids, _ = lax.while_loop(
-    keep_going, step, (jnp.int32(0), centroids, jnp.float32(jnp.inf))
-  )
-  _, _, inertia, assignments, _ = _assign_chunks(x, w, centroids, chunk)
-  return centroids, assignments, inertia, it
+  num_subspaces = centroids.shape[0]
+  shift, iters = jnp.full((num_subspaces,), jnp.inf), jnp.zeros((num_subspaces,), jnp.int32)
+  state = (jnp.int32(0), centroids, shift, iters)
+  _, centroids, _, iters = lax.while_loop(lambda s: jnp.any(live(s[0], s[2])), step, state)
+  return centroids, iters
 
 
 # ----------------------------------------------------------------------------------------------
-# Public, jit-compiled entry points.
+# Jitted programs on the (small) sample, and the driver.
 
 
-def _layout(num_rows: int, num_devices: int, chunk_size: int) -> tuple[int, int]:
-  """(chunk, padded_rows): rows per scan step and the total after zero-weight padding."""
-  per_device = -(-num_rows // num_devices)
-  chunk = max(1, min(chunk_size, round_up(per_device, 8)))
-  return chunk, round_up(per_device, chunk) * num_devices
-
-
-@functools.partial(
-  jax.jit, static_argnames=("num_clusters", "num_trials", "chunk_size", "mesh", "seed")
-)
-def _kmeans_jit(
-  key, x, w, init, tol, num_iters, *, num_clusters, num_trials, chunk_size, mesh, seed
-):
-  num_rows = x.shape[0]
-  chunk, padded = _layout(num_rows, mesh.size, chunk_size)
-  x = shard_rows(jnp.pad(x, ((0, padded - num_rows), (0, 0))), mesh)
-  w = shard_rows(jnp.pad(w, (0, padded - num_rows)), mesh)
-
-  def body(key, x, w, init, tol, num_iters):
-    centroids = _seed_body(key, x, w, num_clusters, num_trials) if seed else init
-    return _lloyd_body(x, w, centroids, tol, num_iters, chunk)
-
+@functools.partial(jax.jit, static_argnames=("chunk_size", "mesh"))
+def _lloyd_jit(x, w, init, tol, num_iters, *, chunk_size, mesh):
+  x, w, chunk = shard_sample(x, w, mesh, chunk_size)
   run = jax.shard_map(
-    body,
+    functools.partial(_lloyd_body, chunk=chunk),
     mesh=mesh,
-    in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P()),
-    out_specs=(P(), P(DATA_AXIS), P(), P()),
+    in_specs=(P(DATA_AXIS), P(DATA_AXIS), P(), P(), P()),
+    out_specs=(P(), P()),
   )
-  centroids, assignments, inertia, it = run(key, x, w, init, tol, num_iters)
-  # Gathered before trimming the padding: a sharded axis cannot be sliced to an uneven length.
-  return KMeansResult(centroids, replicate(assignments, mesh)[:num_rows], inertia, it)
+  return run(x, w, init, tol, num_iters)
+
+
+def _normalizer(center, scale: float, dim: int):
+  if center is None and scale == 1.0:
+    return lambda rows: rows
+  center = np.zeros(dim, np.float32) if center is None else np.asarray(center, np.float32)
+  if center.shape != (dim,) or not scale > 0:
+    raise ValueError(
+      f"center must have shape ({dim},) and scale be > 0, got {center.shape}, {scale}"
+    )
+  return lambda rows: (rows - center) / scale
 
 
 def _check_inputs(x, weights, num_clusters: int):
-  x = jnp.asarray(x, jnp.float32)
+  x = np.asarray(x, np.float32)
   if x.ndim != 2 or x.shape[0] == 0:
     raise ValueError(f"x must be a non-empty [num_rows, dim] array, got shape {x.shape}")
-  if weights is None:
-    weights = jnp.ones((x.shape[0],), jnp.float32)
-  weights = jnp.asarray(weights, jnp.float32)
+  weights = np.ones(x.shape[0], np.float32) if weights is None else weights
+  weights = np.asarray(weights, np.float32)
   if weights.shape != (x.shape[0],):
     raise ValueError(f"weights must have shape ({x.shape[0]},), got {weights.shape}")
+  if weights.min() < 0 or not weights.sum() > 0:
+    raise ValueError("weights must be non-negative with a positive sum")
   if not 1 <= num_clusters <= x.shape[0]:
     raise ValueError(f"num_clusters must be in [1, num_rows={x.shape[0]}], got {num_clusters}")
   return x, weights
 
 
-def weighted_kmeans(
-  key: jax.Array,
-  x: jax.Array,
-  weights: jax.Array | None,
+def batched_kmeans(
+  keys: jax.Array,
+  x,
+  weights,
+  num_subspaces: int,
   num_clusters: int,
   *,
   num_iters: int = 25,
   tol: float = 0.0,
-  init_centroids: jax.Array | None = None,
+  init_centroids=None,
   num_local_trials: int | None = None,
   chunk_size: int = 4096,
   mesh: Mesh | None = None,
+  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
+  refine_iters: int = 1,
+  block_rows: int = DEFAULT_BLOCK_ROWS,
+  seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
+  center=None,
+  scale: float = 1.0,
 ) -> KMeansResult:
-  """Weighted k-means of the rows of ``x``.
+  """Weighted k-means in each of the ``M`` sub-spaces of ``x``, all in one program.
 
   Args:
-    key: PRNG key for the k-means++ seeding (unused when ``init_centroids`` is given).
-    x: ``[num_rows, dim]`` data.
+    keys: ``[M]`` PRNG keys, one per sub-space (its sample and its k-means++ seeding).
+    x: ``[num_rows, M * s]`` rows; sub-space ``m`` is columns ``[m * s, (m + 1) * s)``.
+    weights: ``[num_rows]`` non-negative row weights, or None for all ones.
+    num_subspaces: M.
+    num_clusters: K, per sub-space.
+    num_iters, tol, num_local_trials, chunk_size, mesh: as in `weighted_kmeans`.
+    init_centroids: ``[M, K, s]`` starting centroids instead of k-means++.
+    max_points_per_centroid, refine_iters, block_rows, seed_points_per_centroid: as in
+      `weighted_kmeans`.
+    center, scale: cluster ``(x - center) / scale`` instead of ``x`` (``center [M * s]``),
+      normalizing the sample and each streamed block as it is used: no normalized copy.
+
+  Returns:
+    A `KMeansResult` with a leading ``M`` axis: centroids ``[M, K, s]``, assignments
+    ``[num_rows, M]``, inertia and num_iters ``[M]``.
+  """
+  x, weights = _check_inputs(x, weights, num_clusters)
+  if x.shape[1] % num_subspaces:
+    raise ValueError(f"dim {x.shape[1]} is not divisible by num_subspaces {num_subspaces}")
+  sub_dim = x.shape[1] // num_subspaces
+  for name, value in (("num_iters", num_iters), ("refine_iters", refine_iters)):
+    if value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
+  if max_points_per_centroid is not None and max_points_per_centroid < 0:
+    raise ValueError(f"max_points_per_centroid must be >= 0 or None, got {max_points_per_centroid}")
+  trials = default_local_trials(num_clusters) if num_local_trials is None else num_local_trials
+  if trials < 1:
+    raise ValueError(f"num_local_trials must be >= 1, got {trials}")
+  mesh = check_mesh(mesh)
+  normalize = _normalizer(center, scale, x.shape[1])
+  sample_size = num_clusters * (max_points_per_centroid or 0)
+  sampled = 0 < sample_size < x.shape[0]
+  if sampled:
+    sample = sample_by_weight(keys, x, weights, num_subspaces, sample_size, normalize)
+    sample_w = np.ones(sample_size, np.float32)
+  else:
+    sample = normalize(x).reshape(x.shape[0], num_subspaces, sub_dim)
+    sample_w, refine_iters = weights, 0
+  if init_centroids is None:
+    # Any prefix of an i.i.d. sample is an i.i.d. sample: seed on the first rows only.
+    seed_rows = num_clusters * seed_points_per_centroid if sampled else x.shape[0]
+    init_centroids = seed_jit(
+      keys,
+      sample[:seed_rows],
+      sample_w[:seed_rows],
+      num_clusters=num_clusters,
+      num_trials=trials,
+      chunk_size=chunk_size,
+      mesh=mesh,
+    )
+  init_centroids = jnp.asarray(init_centroids, jnp.float32)
+  if init_centroids.shape != (num_subspaces, num_clusters, sub_dim):
+    raise ValueError(
+      f"init_centroids must have shape ({num_subspaces}, {num_clusters}, {sub_dim}), "
+      f"got {init_centroids.shape}"
+    )
+  centroids, iters = _lloyd_jit(
+    sample,
+    sample_w,
+    init_centroids,
+    jnp.float32(tol),
+    jnp.int32(num_iters),
+    chunk_size=chunk_size,
+    mesh=mesh,
+  )
+  passes = functools.partial(
+    stream_pass,
+    x,
+    weights,
+    mesh=mesh,
+    chunk_size=chunk_size,
+    block_rows=block_rows,
+    transform=normalize,
+  )
+  for _ in range(refine_iters):
+    sums, mass, _, _ = passes(centroids, with_codes=False)
+    means = sums / np.maximum(mass, 1e-30)[..., None]
+    centroids = jnp.asarray(np.where(mass[..., None] > 0, means, centroids), jnp.float32)
+  _, _, inertia, codes = passes(centroids, with_codes=True)
+  return KMeansResult(centroids, codes, jnp.asarray(inertia, jnp.float32), iters + refine_iters)
+
+
+def weighted_kmeans(
+  key: jax.Array,
+  x,
+  weights,
+  num_clusters: int,
+  *,
+  num_iters: int = 25,
+  tol: float = 0.0,
+  init_centroids=None,
+  num_local_trials: int | None = None,
+  chunk_size: int = 4096,
+  mesh: Mesh | None = None,
+  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
+  refine_iters: int = 1,
+  block_rows: int = DEFAULT_BLOCK_ROWS,
+  seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
+) -> KMeansResult:
+  """Weighted k-means of the rows of ``x`` (see the module docstring for the algorithm).
+
+  Args:
+    key: PRNG key for the row sample and the k-means++ seeding.
+    x: ``[num_rows, dim]`` data (numpy, or anything ``np.asarray`` takes).
     weights: ``[num_rows]`` non-negative row weights, or None for all ones.
     num_clusters: K.
-    num_iters: maximum Lloyd iterations.
+    num_iters: maximum Lloyd iterations (on the sample).
     tol: stop early once the squared centroid shift is ``<= tol * mean feature variance``
       (0 runs until the centroids stop moving or ``num_iters``).
     init_centroids: ``[num_clusters, dim]`` starting centroids instead of k-means++.
@@ -267,50 +306,57 @@ def weighted_kmeans(
       1 is plain k-means++).
     chunk_size: rows whose distances to all centroids are computed at once, per device.
     mesh: 1-D ``('data',)`` mesh to split rows over (default: all devices).
+    max_points_per_centroid: seed and run Lloyd on ``K *`` this many rows sampled ``∝``
+      weight once there are more rows than that; None or 0: every row (full batch).
+    refine_iters: Lloyd steps over all rows after the sampled ones (only when sampling).
+    block_rows: rows per block of the streamed passes over all rows.
 
   Returns:
-    A `KMeansResult`; ``inertia`` is weighted, ``assignments`` are for the final centroids.
+    A `KMeansResult`; ``inertia`` is weighted over all rows, ``assignments`` are for the final
+    centroids.
   """
-  x, weights = _check_inputs(x, weights, num_clusters)
-  if num_iters < 0:
-    raise ValueError(f"num_iters must be >= 0, got {num_iters}")
-  seed = init_centroids is None
-  if seed:
-    init_centroids = jnp.zeros((num_clusters, x.shape[1]), jnp.float32)
-  init_centroids = jnp.asarray(init_centroids, jnp.float32)
-  if init_centroids.shape != (num_clusters, x.shape[1]):
-    raise ValueError(
-      f"init_centroids must have shape ({num_clusters}, {x.shape[1]}), got {init_centroids.shape}"
-    )
-  trials = default_local_trials(num_clusters) if num_local_trials is None else num_local_trials
-  if trials < 1:
-    raise ValueError(f"num_local_trials must be >= 1, got {trials}")
-  return _kmeans_jit(
-    key,
+  if init_centroids is not None:
+    init_centroids = jnp.asarray(init_centroids, jnp.float32)[None]
+  result = batched_kmeans(
+    key[None],
     x,
     weights,
-    init_centroids,
-    jnp.float32(tol),
-    jnp.int32(num_iters),
-    num_clusters=num_clusters,
-    num_trials=trials,
+    1,
+    num_clusters,
+    num_iters=num_iters,
+    tol=tol,
+    init_centroids=init_centroids,
+    num_local_trials=num_local_trials,
     chunk_size=chunk_size,
-    mesh=check_mesh(mesh),
-    seed=seed,
+    mesh=mesh,
+    max_points_per_centroid=max_points_per_centroid,
+    refine_iters=refine_iters,
+    block_rows=block_rows,
+    seed_points_per_centroid=seed_points_per_centroid,
   )
+  return KMeansResult(result.centroids[0], result.assignments[:, 0], *(v[0] for v in result[2:]))
 
 
 def kmeans_plus_plus(
   key: jax.Array,
-  x: jax.Array,
-  weights: jax.Array | None,
+  x,
+  weights,
   num_clusters: int,
   *,
   num_local_trials: int | None = None,
   mesh: Mesh | None = None,
+  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
 ) -> jax.Array:
   """``[num_clusters, dim]`` weighted k-means++ seeds (no Lloyd iterations)."""
   result = weighted_kmeans(
-    key, x, weights, num_clusters, num_iters=0, num_local_trials=num_local_trials, mesh=mesh
+    key,
+    x,
+    weights,
+    num_clusters,
+    num_iters=0,
+    num_local_trials=num_local_trials,
+    mesh=mesh,
+    max_points_per_centroid=max_points_per_centroid,
+    refine_iters=0,
   )
   return result.centroids

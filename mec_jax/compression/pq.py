@@ -23,7 +23,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from mec_jax.compression.kmeans import nearest, weighted_kmeans
+from mec_jax.compression.kmeans import DEFAULT_POINTS_PER_CENTROID, batched_kmeans
+from mec_jax.compression.streaming import nearest
 from mec_jax.compression.table import bits_per_code, code_dtype
 
 _PRECISION = lax.Precision.HIGHEST
@@ -78,44 +79,54 @@ def decode(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
 
 def train_pq(
   key: jax.Array,
-  x: jax.Array,
-  weights: jax.Array | None,
+  x,
+  weights,
   num_subspaces: int,
   codebook_size: int,
   iters: int = 25,
   *,
-  chunk_size: int = 16384,
+  chunk_size: int = 4096,
   mesh: Mesh | None = None,
-) -> tuple[jax.Array, jax.Array]:
+  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
+  refine_iters: int = 1,
+  center=None,
+  scale: float = 1.0,
+) -> tuple[jax.Array, np.ndarray]:
   """Weighted product quantizer: weighted k-means (k-means++ init) in every sub-space.
 
+  All sub-spaces run in one batched program (`kmeans.batched_kmeans`); sub-space ``m`` uses
+  ``fold_in(key, m)``, so its result equals ``weighted_kmeans(fold_in(key, m), x_m, ...)``.
+
   Args:
-    key: PRNG key; sub-space ``m`` uses ``fold_in(key, m)``.
-    x: ``[num_rows, dim]``, ``dim`` divisible by ``num_subspaces``.
+    key: PRNG key.
+    x: ``[num_rows, dim]``, ``dim`` divisible by ``num_subspaces`` (numpy: it is streamed).
     weights: ``[num_rows]`` row weights (e.g. popularity weights) or None.
     num_subspaces: M.
     codebook_size: K.
     iters: Lloyd iterations per sub-space.
-    chunk_size, mesh: as in `weighted_kmeans`.
+    chunk_size, mesh, max_points_per_centroid, refine_iters: as in `weighted_kmeans`.
+    center, scale: quantize ``(x - center) / scale`` without making that copy
+      (`kmeans.batched_kmeans`).
 
   Returns:
-    ``(codebooks [M, K, s] float32, codes [num_rows, M] int32)``.
+    ``(codebooks [M, K, s] float32, codes [num_rows, M] int32 numpy)``.
   """
-  sub = split_subspaces(jnp.asarray(x, jnp.float32), num_subspaces)
-  codebooks, codes = [], []
-  for m in range(num_subspaces):
-    result = weighted_kmeans(
-      jax.random.fold_in(key, m),
-      sub[:, m],
-      weights,
-      codebook_size,
-      num_iters=iters,
-      chunk_size=chunk_size,
-      mesh=mesh,
-    )
-    codebooks.append(np.asarray(result.centroids))
-    codes.append(np.asarray(result.assignments))
-  return jnp.asarray(np.stack(codebooks)), jnp.asarray(np.stack(codes, axis=1))
+  keys = jnp.stack([jax.random.fold_in(key, m) for m in range(num_subspaces)])
+  result = batched_kmeans(
+    keys,
+    x,
+    weights,
+    num_subspaces,
+    codebook_size,
+    num_iters=iters,
+    chunk_size=chunk_size,
+    mesh=mesh,
+    max_points_per_centroid=max_points_per_centroid,
+    refine_iters=refine_iters,
+    center=center,
+    scale=scale,
+  )
+  return result.centroids, result.assignments
 
 
 def as_stored_codes(codes, codebook_size: int) -> np.ndarray:
@@ -177,11 +188,10 @@ def usage_entropy(codes, codebook_size: int, weights=None) -> np.ndarray:
     codebook_size: K.
     weights: optional ``[num_rows]`` row weights (usage counted with these weights).
   """
-  codes = np.asarray(codes, np.int64)
-  w = np.ones(codes.shape[0]) if weights is None else np.asarray(weights, np.float64)
+  codes = np.asarray(codes)
   out = np.empty(codes.shape[1])
-  for m in range(codes.shape[1]):
-    usage = np.bincount(codes[:, m], weights=w, minlength=codebook_size)
+  for m in range(codes.shape[1]):  # one column at a time: no [V, M] int64 copy
+    usage = np.bincount(codes[:, m], weights=weights, minlength=codebook_size)
     p = usage[usage > 0] / usage.sum()
     out[m] = -np.sum(p * np.log(p)) / math.log(codebook_size)
   return out

@@ -7,7 +7,9 @@ step are in `autoencoder.py`, the training loop in `training.py`.
 2. Normalize: subtract the per-dimension mean and divide by the global standard deviation, so
    losses, temperatures and learning rate mean the same on every table. Normalization is an
    affine map, so it changes neither nearest-code assignments of k-means-style quantizers nor
-   which codes a row shares with which; it is undone by refitting in step 4.
+   which codes a row shares with which; it is undone by refitting in step 4. ``kmeans``
+   normalizes each block of rows as k-means streams it (no normalized copy); the trained
+   variants get one normalized float32 copy, filled block by block.
 3. Codes: ``kmeans`` runs weighted PQ (k-means per sub-space of the raw table); the other
    variants train an `MECQuantizer` (see `training.py`) and encode every row.
 4. Codebooks: refit in the table's own space as popularity-weighted per-code means
@@ -50,6 +52,7 @@ from mec_jax.compression.settings import QuantizeSettings, check_table
 from mec_jax.compression.table import CompressedTable
 from mec_jax.compression.training import train_quantizer
 
+CHUNK_ROWS = 1 << 16  # rows per block of the whole-table passes (moments, normalization, stats)
 # Rows seen at most this often in train (PWR weight 1) count as "rare" in the statistics.
 RARE_MAX_COUNT = 3
 
@@ -61,17 +64,57 @@ def row_weights(counts: np.ndarray, settings: QuantizeSettings) -> np.ndarray:
   return popularity_weights(counts)
 
 
+def table_moments(table: np.ndarray) -> tuple[np.ndarray, float]:
+  """``(mean [d] float32, std)``: the per-dimension mean and the global standard deviation
+  (``table.std()``), accumulated in float64 over blocks of rows (no whole-table temporary)."""
+  num_rows = table.shape[0]
+  total, total_sq = np.zeros(table.shape[1]), 0.0
+  for start in range(0, num_rows, CHUNK_ROWS):
+    block = table[start : start + CHUNK_ROWS].astype(np.float64)
+    total += block.sum(0)
+  grand = total.sum() / table.size
+  for start in range(0, num_rows, CHUNK_ROWS):
+    total_sq += float(((table[start : start + CHUNK_ROWS].astype(np.float64) - grand) ** 2).sum())
+  return (total / num_rows).astype(np.float32), float(np.sqrt(total_sq / table.size))
+
+
+def normalized_table(table: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
+  """``(table - mean) / scale`` as one new float32 array, filled block by block."""
+  out = np.empty_like(table)
+  for start in range(0, table.shape[0], CHUNK_ROWS):
+    rows = slice(start, start + CHUNK_ROWS)
+    np.divide(np.subtract(table[rows], mean, out=out[rows]), scale, out=out[rows])
+  return out
+
+
 def reconstruction_errors(table, reconstruction, weights) -> dict:
   """Mean squared row error ``||x_hat - x||^2``: popularity-weighted, unweighted, and relative
-  to the (weighted) total variance of the table."""
-  err = ((np.asarray(reconstruction, np.float64) - table) ** 2).sum(1)
+  to the (weighted) total variance of the table.
+
+  ``reconstruction`` is a ``[V, d]`` array or a `CompressedTable` (decoded block by block, so
+  the dense reconstruction never exists whole); sums are float64 over blocks of rows.
+  """
   w = np.asarray(weights, np.float64)
-  centered = ((table - np.average(table, axis=0, weights=w)) ** 2).sum(1)
-  weighted = float(np.average(err, weights=w))
+  blocks = range(0, table.shape[0], CHUNK_ROWS)
+  mean = sum(w[s : s + CHUNK_ROWS] @ table[s : s + CHUNK_ROWS].astype(np.float64) for s in blocks)
+  mean = mean / w.sum()
+  weighted = unweighted = centered = 0.0
+  for start in blocks:
+    rows = slice(start, start + CHUNK_ROWS)
+    x = table[rows].astype(np.float64)
+    if isinstance(reconstruction, CompressedTable):
+      x_hat = reconstruction.reconstruct(start, start + CHUNK_ROWS)
+    else:
+      x_hat = reconstruction[rows]
+    err = ((np.asarray(x_hat, np.float64) - x) ** 2).sum(1)
+    weighted += float(w[rows] @ err)
+    unweighted += float(err.sum())
+    centered += float(w[rows] @ ((x - mean) ** 2).sum(1))
+  weighted /= w.sum()
   return {
     "recon_error_weighted": weighted,
-    "recon_error_unweighted": float(err.mean()),
-    "recon_error_weighted_relative": weighted / max(float(np.average(centered, weights=w)), 1e-30),
+    "recon_error_unweighted": unweighted / table.shape[0],
+    "recon_error_weighted_relative": weighted / max(centered / w.sum(), 1e-30),
   }
 
 
@@ -84,8 +127,15 @@ def code_sharing(
   row has), ``rare_mean_rows_per_code`` (mean size of the group of rows sharing a rare row's
   tuple, itself included) and ``distinct_code_fraction`` (distinct tuples / rows, all rows).
   """
-  codes = np.ascontiguousarray(codes)
-  tuples = codes.view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1]))).ravel()
+  codes = np.asarray(codes)
+  bits = int(codes.max(initial=0)).bit_length()
+  if bits * codes.shape[1] <= 63:  # one int64 key per tuple sorts much faster than void rows
+    tuples = np.zeros(codes.shape[0], np.int64)
+    for m in range(codes.shape[1]):
+      tuples = (tuples << bits) | codes[:, m]
+  else:
+    codes = np.ascontiguousarray(codes)
+    tuples = codes.view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1]))).ravel()
   _, inverse, group_size = np.unique(tuples, return_inverse=True, return_counts=True)
   sizes = group_size[inverse.ravel()]
   rare = counts <= rare_max_count
@@ -148,18 +198,27 @@ def quantize_table(
   weights = row_weights(counts, settings)
   num_subspaces, codebook_size = settings.num_subspaces, settings.codebook_size
 
-  mean = table.mean(axis=0)
-  scale = float(table.std()) or 1.0
-  normalized = (table - mean) / scale
-  if settings.variant == "kmeans":
+  mean, scale = table_moments(table)
+  scale = scale or 1.0
+  if settings.variant == "kmeans":  # normalizes each block as it streams: no normalized copy
     _, codes = pq.train_pq(
-      key, normalized, weights, num_subspaces, codebook_size, settings.kmeans_iters, mesh=mesh
+      key,
+      table,
+      weights,
+      num_subspaces,
+      codebook_size,
+      settings.kmeans_iters,
+      mesh=mesh,
+      center=mean,
+      scale=scale,
     )
-    codes = np.asarray(codes)
     info = {"epochs_run": 0}
   else:
+    normalized = normalized_table(table, mean, scale)
     codes, info = train_quantizer(key, normalized, weights, settings, mesh=mesh, progress=progress)
+    del normalized
     info["holdout_error"] = info.pop("holdout_error_normalized") * scale**2
+  codes = np.asarray(codes)
 
   codebooks = refit_codebooks(table, codes, weights, codebook_size)
   first_order = None if bias is None else fit_first_order(codes, bias, weights, codebook_size)
@@ -173,7 +232,7 @@ def quantize_table(
   )
   # Statistics always use the popularity weights, so every variant is judged on the same scale.
   popularity = popularity_weights(counts)
-  stats = reconstruction_errors(table, compressed.reconstruct(), popularity)
+  stats = reconstruction_errors(table, compressed, popularity)
   stats.update(code_sharing(codes, counts))
   stats.update(info)
   stats["usage_entropy_weighted"] = pq.usage_entropy(codes, codebook_size, popularity).tolist()

@@ -7,11 +7,16 @@ codebook is, per sub-space and code, the popularity-weighted mean of the rows' m
 This makes `CompressedTable.reconstruct()` approximate the table itself, so it can be swapped
 into the stage-A model and initializes stage C's ``concat_m B_m[c_m]`` embedding. (The released
 code kept the latent codebooks, which under its frozen random encoder are in no meaningful space.)
+
+Memory: rows are visited in blocks of `CHUNK_ROWS` and accumulated in float64 ``[M, K, s]``
+sums, so no float64 (or other) copy of the whole table or of the codes is ever made.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+CHUNK_ROWS = 1 << 16
 
 
 def _check_codes(codes, num_rows: int, codebook_size: int) -> np.ndarray:
@@ -20,7 +25,7 @@ def _check_codes(codes, num_rows: int, codebook_size: int) -> np.ndarray:
     raise ValueError(f"codes must be [{num_rows}, num_subspaces], got shape {codes.shape}")
   if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
     raise ValueError(f"codes must lie in [0, {codebook_size}), got [{codes.min()}, {codes.max()}]")
-  return codes.astype(np.int64)
+  return codes
 
 
 def _weights(weights, num_rows: int) -> np.ndarray:
@@ -44,7 +49,7 @@ def refit_codebooks(table, codes, weights, codebook_size: int) -> np.ndarray:
   A code no row uses gets the weighted mean of its whole sub-space (a neutral value; it is
   never looked up by this table).
   """
-  table = np.asarray(table, np.float64)
+  table = np.asarray(table)
   num_rows, dim = table.shape
   codes = _check_codes(codes, num_rows, codebook_size)
   weights = _weights(weights, num_rows)
@@ -52,17 +57,24 @@ def refit_codebooks(table, codes, weights, codebook_size: int) -> np.ndarray:
   if dim % num_subspaces:
     raise ValueError(f"table dim {dim} is not divisible by num_subspaces {num_subspaces}")
   sub_dim = dim // num_subspaces
-  total = max(weights.sum(), 1e-30)
-  out = np.empty((num_subspaces, codebook_size, sub_dim))
-  for m in range(num_subspaces):
-    mass = np.bincount(codes[:, m], weights=weights, minlength=codebook_size)
-    used = mass > 0
-    for j in range(sub_dim):
-      column = table[:, m * sub_dim + j]
-      sums = np.bincount(codes[:, m], weights=weights * column, minlength=codebook_size)
-      out[m, :, j] = np.where(
-        used, sums / np.maximum(mass, 1e-30), (weights * column).sum() / total
-      )
+  cells = num_subspaces * codebook_size  # cell m * K + k: code k of sub-space m
+  sums = np.zeros(cells * sub_dim)
+  mass = np.zeros(cells)
+  column_sums = np.zeros(dim)
+  offsets = codebook_size * np.arange(num_subspaces)
+  for start in range(0, num_rows, CHUNK_ROWS):
+    rows = slice(start, start + CHUNK_ROWS)
+    w = weights[rows]
+    wx = w[:, None] * table[rows].astype(np.float64)
+    cell = codes[rows].astype(np.int64) + offsets
+    mass += np.bincount(cell.ravel(), np.repeat(w, num_subspaces), cells)
+    flat = (cell[:, :, None] * sub_dim + np.arange(sub_dim)).ravel()
+    sums += np.bincount(flat, wx.ravel(), cells * sub_dim)
+    column_sums += wx.sum(0)
+  mass = mass.reshape(num_subspaces, codebook_size, 1)
+  sums = sums.reshape(num_subspaces, codebook_size, sub_dim)
+  fallback = (column_sums / max(weights.sum(), 1e-30)).reshape(num_subspaces, 1, sub_dim)
+  out = np.where(mass > 0, sums / np.maximum(mass, 1e-30), fallback)
   return out.astype(np.float32)
 
 
@@ -91,18 +103,19 @@ def fit_first_order(codes, bias, weights, codebook_size: int, *, sweeps: int = 2
   codes = _check_codes(codes, bias.shape[0], codebook_size)
   weights = _weights(weights, bias.shape[0])
   num_subspaces = codes.shape[1]
-  mass = np.stack([np.bincount(c, weights=weights, minlength=codebook_size) for c in codes.T])
+  columns = [codes[:, m] for m in range(num_subspaces)]  # views: no [V, M] temporaries
+  mass = np.stack([np.bincount(c, weights=weights, minlength=codebook_size) for c in columns])
   safe_mass = np.maximum(mass, 1e-30)
 
   def code_means(values, m):
-    sums = np.bincount(codes[:, m], weights=weights * values, minlength=codebook_size)
+    sums = np.bincount(columns[m], weights=weights * values, minlength=codebook_size)
     return np.where(mass[m] > 0, sums / safe_mass[m], 0.0)
 
   first = np.stack([code_means(bias / num_subspaces, m) for m in range(num_subspaces)])
-  fitted = first[np.arange(num_subspaces), codes].sum(1)
+  fitted = sum(first[m, columns[m]] for m in range(num_subspaces))
   for _ in range(sweeps):
     for m in range(num_subspaces):
-      partial = fitted - first[m, codes[:, m]]
+      partial = fitted - first[m, columns[m]]
       first[m] = code_means(bias - partial, m)
-      fitted = partial + first[m, codes[:, m]]
+      fitted = partial + first[m, columns[m]]
   return first.astype(np.float32)

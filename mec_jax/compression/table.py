@@ -101,10 +101,12 @@ class CompressedTable:
   def dim(self) -> int:
     return self.num_subspaces * self.subspace_dim
 
-  def reconstruct(self) -> np.ndarray:
-    """float32 ``[vocab_size, dim]``: the dense table these codes stand for."""
+  def reconstruct(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """float32 ``[stop - start, dim]``: the dense rows ``[start, stop)`` (default: all) these
+    codes stand for; decode large tables a block of rows at a time."""
+    codes = self.codes[start:stop]
     m = np.arange(self.num_subspaces)[None, :]
-    return self.codebooks[m, self.codes.astype(np.int64)].reshape(self.vocab_size, self.dim)
+    return self.codebooks[m, codes].reshape(codes.shape[0], self.dim)
 
   def lookup(self, ids: np.ndarray) -> np.ndarray:
     """numpy reference of `CodebookEmbed`: float32 ``[..., dim]`` rows of int ``ids [...]``.
@@ -125,7 +127,7 @@ class CompressedTable:
     if self.first_order is None:
       return None
     m = np.arange(self.num_subspaces)[None, :]
-    return self.first_order[m, self.codes.astype(np.int64)].sum(axis=1)
+    return self.first_order[m, self.codes].sum(axis=1)
 
   def nbytes(self, packed: bool = True) -> int:
     """Bytes of codes (bit-packed or as stored) plus float32 codebooks (and first-order)."""

@@ -25,7 +25,8 @@ def check_kmeans():
   w = rng.integers(1, 5, 1001).astype(np.float32)
   one, eight = data_mesh(1), data_mesh(8)
   init = x[:16].copy()
-  for kwargs in ({"init_centroids": init}, {}):  # given init, and k-means++ seeding
+  # Given init, k-means++ seeding on all rows, and on a sample (16 x 16 = 256 < 1001 rows).
+  for kwargs in ({"init_centroids": init}, {}, {"max_points_per_centroid": 16}):
     a = weighted_kmeans(jax.random.key(5), x, w, 16, num_iters=10, mesh=one, **kwargs)
     b = weighted_kmeans(jax.random.key(5), x, w, 16, num_iters=10, mesh=eight, **kwargs)
     np.testing.assert_allclose(np.asarray(a.centroids), np.asarray(b.centroids), atol=1e-4)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from mec_jax.compression import kmeans
+from mec_jax.compression import kmeans, seeding, streaming
 from mec_jax.compression.kmeans import kmeans_plus_plus, weighted_kmeans
 
 
@@ -82,9 +82,10 @@ def test_chunked_equals_unchunked_and_no_recompile():
   np.testing.assert_allclose(whole.centroids, chunked.centroids, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(whole.assignments, chunked.assignments)
   np.testing.assert_allclose(whole.inertia, chunked.inertia, rtol=1e-5)
-  compiled = kmeans._kmeans_jit._cache_size()
+  programs = (seeding.seed_jit, kmeans._lloyd_jit, streaming._block_jit)
+  compiled = [p._cache_size() for p in programs]
   again = weighted_kmeans(jax.random.key(4), x + 1.0, w * 2, 10, chunk_size=64)
-  assert kmeans._kmeans_jit._cache_size() == compiled
+  assert [p._cache_size() for p in programs] == compiled
   assert np.isfinite(float(again.inertia))
 
 
@@ -126,3 +127,38 @@ def test_bad_inputs():
     weighted_kmeans(jax.random.key(0), x, w, 4, init_centroids=x[:3])
   with pytest.raises(ValueError, match=r"\[num_rows, dim\]"):
     weighted_kmeans(jax.random.key(0), x[0], None, 1)
+
+
+def test_sampled_inertia_within_two_percent_of_full_batch():
+  # 16 unit-variance clusters on the corners of a hypercube: one clear optimum for K = 16.
+  rng = np.random.default_rng(2)
+  corners = 6.0 * np.array(np.meshgrid(*[[0, 1]] * 4)).reshape(4, -1).T
+  x = (corners[rng.integers(0, 16, 6000)] + rng.normal(size=(6000, 4))).astype(np.float32)
+  w = rng.integers(1, 5, 6000).astype(np.float32)
+  # Best of three starts each (as n_init), so one unlucky k-means++ seed decides nothing.
+  full, sampled = (
+    min(
+      (weighted_kmeans(jax.random.key(k), x, w, 16, **kwargs) for k in range(7, 10)),
+      key=lambda r: float(r.inertia),
+    )
+    for kwargs in ({"max_points_per_centroid": None}, {"max_points_per_centroid": 32})
+  )  # the sampled runs see 16 x 32 = 512 of the 6000 rows
+  assert float(sampled.inertia) <= 1.02 * float(full.inertia)
+  # Inertia and assignments are over ALL rows, for the returned centroids.
+  inertia, nearest = _numpy_inertia(x, w, np.asarray(sampled.centroids))
+  np.testing.assert_allclose(float(sampled.inertia), inertia, rtol=1e-4)
+  np.testing.assert_array_equal(sampled.assignments, nearest)
+  assert not np.allclose(sampled.centroids, full.centroids)  # the sample path really ran
+
+
+def test_sample_is_drawn_proportional_to_weight():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5000, 2)).astype(np.float32)
+  w = rng.integers(0, 10, 5000).astype(np.float32)  # a tenth of the rows have weight 0
+  keys = jax.random.split(jax.random.key(0), 2)
+  sample = seeding.sample_by_weight(keys, x, w, 2, 40000, lambda rows: rows)  # [40000, 2, 1]
+  chosen = np.isin(sample[:, 0, 0], x[w == 0, 0])
+  assert not chosen.any()
+  # The unweighted sample mean estimates the weighted mean without bias (SE ~ 0.005).
+  np.testing.assert_allclose(sample.mean(0)[:, 0], np.average(x, 0, w), atol=0.025)
+  assert not np.allclose(sample[:, 0, 0], sample[:, 1, 0])  # each sub-space its own draw

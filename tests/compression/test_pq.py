@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mec_jax.compression import pq
+from mec_jax.compression import kmeans, pq
 from mec_jax.compression.table import code_dtype
 
 
@@ -97,3 +97,18 @@ def test_usage_entropy():
 def test_split_subspaces_rejects_indivisible_dim():
   with pytest.raises(ValueError, match="not divisible"):
     pq.split_subspaces(np.zeros((2, 10)), 3)
+
+
+def test_batched_subspaces_equal_per_subspace_kmeans():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(3000, 8)).astype(np.float32)
+  w = rng.integers(1, 4, 3000).astype(np.float32)
+  key = jax.random.key(3)
+  kwargs = dict(max_points_per_centroid=64, refine_iters=1)  # 512-row samples
+  codebooks, codes = pq.train_pq(key, x, w, 2, 8, 6, **kwargs)
+  for m in range(2):
+    single = kmeans.weighted_kmeans(
+      jax.random.fold_in(key, m), x[:, 4 * m : 4 * m + 4], w, 8, num_iters=6, **kwargs
+    )
+    np.testing.assert_allclose(codebooks[m], single.centroids, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(codes[:, m], single.assignments)
