@@ -156,10 +156,18 @@ def quantize_table(
       key, normalized, weights, num_subspaces, codebook_size, settings.kmeans_iters, mesh=mesh
     )
     codes = np.asarray(codes)
-    info = {"epochs_run": 0}
+    info = {"epochs_run": 0, "best_epoch": 0, "stop_reason": "kmeans: not trained"}
   else:
-    codes, info = train_quantizer(key, normalized, weights, settings, mesh=mesh, progress=progress)
-    info["holdout_error"] = info.pop("holdout_error_normalized") * scale**2
+    codes, info = train_quantizer(
+      key,
+      normalized,
+      weights,
+      settings,
+      mesh=mesh,
+      progress=progress,
+      error_scale=scale**2,
+      name=name,
+    )
 
   codebooks = refit_codebooks(table, codes, weights, codebook_size)
   first_order = None if bias is None else fit_first_order(codes, bias, weights, codebook_size)

@@ -66,7 +66,7 @@ def test_train_step_lowers_loss_and_keeps_shapes(variant):
   idx = np.arange(128, dtype=np.int32)[None]  # one step on the same batch, again and again
   state, new_params, history = tx.init(params), params, []
   for i in range(15):
-    new_params, state, metrics = run(new_params, state, x, idx, w[idx], jax.random.key(i))
+    new_params, state, metrics = run(new_params, state, x[idx], w[idx], jax.random.key(i))
     history.append(metrics)  # losses at the parameters before this step
     if i == 1:  # the first call's inputs were not yet laid out on the mesh
       compiled = run._cache_size()
