@@ -61,6 +61,7 @@ def validate_config(config) -> None:
     )
   if q.codebook_size < 2:
     raise ValueError(f"config.quantize.codebook_size={q.codebook_size}; expected >= 2")
+  quantizer.QuantizeSettings.from_config(q)  # stage B's own checks, before stage A runs
   if config.train.batch_size < 1 or config.train.epochs < 1:
     raise ValueError(
       f"config.train.batch_size={config.train.batch_size}, config.train.epochs="
@@ -206,7 +207,13 @@ def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, Comp
     start = time.time()
     key = jax.random.fold_in(jax.random.key(config.quantize.seed), index)
     compressed = quantizer.quantize_table(
-      key, table, counts, settings, bias=bias, progress=_progress(config, spec.name, settings)
+      key,
+      table,
+      counts,
+      settings,
+      bias=bias,
+      progress=_progress(config, spec.name, settings),
+      name=spec.name,
     )
     compressed.name = spec.name
     compressed.stats["seconds"] = time.time() - start

@@ -36,7 +36,7 @@ def runs(table_and_counts):
   table, counts = table_and_counts
   epochs = []
   out = {}
-  for variant in ("mec", "reference", "kmeans"):
+  for variant in ("mec", "no_balance", "reference", "kmeans"):
     settings = QuantizeSettings(variant=variant, **SMALL)
     progress = (lambda e, m: epochs.append((e, m))) if variant == "mec" else None
     out[variant] = quantize_table(jax.random.key(0), table, counts, settings, progress=progress)
@@ -252,3 +252,14 @@ def test_kept_start_and_stop_reasons_are_reported(runs):
   assert stats["trained_beat_kmeans"] == (stats["best_epoch"] > 0)
   assert stats["stop_reason"].split(":")[0] in ("patience", "max_epochs")
   assert runs["kmeans"].stats["stop_reason"].startswith("kmeans")
+
+
+def test_balance_term_changes_the_codes(runs, table_and_counts):
+  """Same split and k-means start (same key); only lambda_bal differs."""
+  table, counts = table_and_counts
+  mec, plain = runs["mec"].stats["history"], runs["no_balance"].stats["history"]
+  assert mec[0]["shipped_error"] == plain[0]["shipped_error"]
+  assert mec[0]["usage_entropy"] == plain[0]["usage_entropy"]
+  for a, b in zip(mec[1:], plain[1:], strict=False):
+    assert a["usage_entropy"] > b["usage_entropy"]
+  assert a["bal"] > 0 and "bal" not in b
