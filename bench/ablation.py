@@ -16,7 +16,8 @@ and the epoch kept.
 
 Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,frappe,movielens]
 [--seeds 0,1,2] [--settings m2k256,m4k64] [--variants mec,...] [--finetune_variants mec,kmeans]
-[--out /tmp/mec_ablation]``; ``--report`` only prints the table of what has finished.
+[--out /tmp/mec_ablation]``; ``--report`` only prints the table of what has finished. A variant
+may name a quantizer encoder, ``mec@block`` or ``mec@dense`` (default: ``quantize.encoder``).
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ def make_config(dataset: str, seed: int):
 
 
 def cell_config(base, setting: str, variant: str):
+  """``variant`` is a stage-B variant, optionally ``@encoder`` (e.g. ``mec@block``)."""
   config = base.copy_and_resolve_references()
   config.quantize.num_subspaces, config.quantize.codebook_size = SETTINGS[setting]
-  config.quantize.variant = variant
+  config.quantize.variant, _, encoder = variant.partition("@")
+  if encoder:
+    config.quantize.encoder = encoder
   config.finetune.init_from_pretrain = False  # the paper's stage C: a fresh backbone
   return config
 
@@ -194,7 +198,7 @@ def main() -> None:
   parser.add_argument("--report", action="store_true", help="only print what has finished")
   args = parser.parse_args()
   for name, allowed in (("datasets", DATA_DIRS), ("settings", SETTINGS), ("variants", VARIANTS)):
-    unknown = set(getattr(args, name).split(",")) - set(allowed)
+    unknown = {v.split("@")[0] for v in getattr(args, name).split(",")} - set(allowed)
     if unknown:
       parser.error(f"--{name}: unknown {sorted(unknown)}; expected some of {list(allowed)}")
   from absl import logging
