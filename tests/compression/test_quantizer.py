@@ -254,9 +254,8 @@ def test_kept_start_and_stop_reasons_are_reported(runs):
   assert runs["kmeans"].stats["stop_reason"].startswith("kmeans")
 
 
-def test_balance_term_changes_the_codes(runs, table_and_counts):
-  """Same split and k-means start (same key); only lambda_bal differs."""
-  table, counts = table_and_counts
+def test_balance_term_changes_the_codes(runs):
+  """Same split and k-means start (same key); only lambda_bal differs: usage evens out."""
   mec, plain = runs["mec"].stats["history"], runs["no_balance"].stats["history"]
   assert mec[0]["shipped_error"] == plain[0]["shipped_error"]
   assert mec[0]["usage_entropy"] == plain[0]["usage_entropy"]
