@@ -9,7 +9,9 @@ Printed (markdown): per variant, the popularity-weighted and unweighted mean squ
 of ``CompressedTable.reconstruct()``, the same relative to the table's variance, usage entropy /
 ln K (mean over sub-spaces, unweighted and popularity-weighted), the share of rare rows (train
 count <= 3) whose code tuple is unique, the mean number of rows sharing a rare row's code tuple,
-epochs run, wall time and training throughput (rows/s, after the compiling first epoch).
+the held-out error of the shipped refit at the k-means start and at the epoch kept (what early
+stopping compares; the per-epoch history goes to stderr), epochs run (kept), wall time and
+training throughput (rows/s, after the compiling first epoch).
 
 Run: ``python bench/quantizer.py [--vocab 50000 --dim 40 --variants mec,reference,...]``.
 """
@@ -61,6 +63,9 @@ def run_variant(key, table, counts, settings: QuantizeSettings) -> dict:
     "entropy_w": float(np.mean(stats["usage_entropy_weighted"])),
     "rare_unique": stats.get("rare_distinct_fraction", float("nan")),
     "rare_share": stats.get("rare_mean_rows_per_code", float("nan")),
+    "start_err": stats.get("kmeans_error", float("nan")),
+    "kept_err": stats.get("shipped_error", float("nan")),
+    "history": [round(h["shipped_error"], 5) for h in stats.get("history", [])],
     "epochs": stats.get("epochs_run", 0),
     "best": stats.get("best_epoch", 0),
     "seconds": time.perf_counter() - start,
@@ -71,7 +76,8 @@ def run_variant(key, table, counts, settings: QuantizeSettings) -> dict:
 def print_table(rows: list[dict]) -> None:
   header = (
     "| variant | weighted err | unweighted err | weighted err / var | entropy/lnK | "
-    "weighted entropy/lnK | rare unique | rows per rare code | epochs (best) | s | train rows/s |"
+    "weighted entropy/lnK | rare unique | rows per rare code | held-out err: k-means start "
+    "| held-out err: kept | epochs (best) | s | train rows/s |"
   )
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -79,7 +85,8 @@ def print_table(rows: list[dict]) -> None:
     print(
       f"| {r['variant']} | {r['w_err']:.5f} | {r['u_err']:.5f} | {r['w_rel']:.4f} | "
       f"{r['entropy']:.4f} | {r['entropy_w']:.4f} | {r['rare_unique']:.4f} | "
-      f"{r['rare_share']:.2f} | {r['epochs']} ({r['best']}) | {r['seconds']:.1f} | "
+      f"{r['rare_share']:.2f} | {r['start_err']:.5f} | {r['kept_err']:.5f} | "
+      f"{r['epochs']} ({r['best']}) | {r['seconds']:.1f} | "
       f"{r['rows_per_s']:.0f} |"
     )
 

@@ -103,10 +103,12 @@ def get_config() -> ml_collections.ConfigDict:
   q.min_vocab = 1000  # fields with at least this many ids are compressed
   q.allow_nothing_to_compress = False  # if min_vocab selects no field: report the full model only
   q.latent_dim = 0  # encoder output size M*s; 0 means model.embed_dim
+  q.encoder = "none"  # none (codebooks trained in table space) | block (per sub-space) | dense
   q.epochs = 30  # quantizer training epochs (upper bound; early stop on held-out rows)
+  q.rows_per_epoch = 262_144  # rows drawn afresh per epoch (0: all); bounds an epoch's cost
   q.batch_size = 4096
   q.learning_rate = 1e-3
-  q.patience = 3  # early stop on held-out weighted reconstruction
+  q.patience = 3  # early stop on the held-out weighted error of the shipped (refit) codebooks
   q.holdout_fraction = 0.05  # rows held out for early stopping
   q.kmeans_iters = 25  # Lloyd iterations of the k-means initialization
   q.weighted_sampling = False  # sample rows by popularity weight instead of weighting the loss

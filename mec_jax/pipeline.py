@@ -71,6 +71,7 @@ def validate_config(config) -> None:
     )
   if q.codebook_size < 2:
     raise ValueError(f"config.quantize.codebook_size={q.codebook_size}; expected >= 2")
+  quantizer.QuantizeSettings.from_config(q)  # stage B's own checks, before stage A runs
   if config.train.batch_size < 1 or config.train.epochs < 1:
     raise ValueError(
       f"config.train.batch_size={config.train.batch_size}, config.train.epochs="

@@ -88,6 +88,10 @@ def _fmt_bytes(n: float) -> str:
   return str(n)
 
 
+def _fmt(value, spec: str = ".3f") -> str:
+  return "–" if value is None else format(value, spec)
+
+
 def _metric_row(label: str, metrics: dict | None) -> str:
   if not metrics:
     return f"| {label} | – | – | – | – |"
@@ -167,13 +171,20 @@ def to_markdown(report: dict) -> str:
       "",
       "## Compressed fields",
       "",
-      "| field | vocab | M | K | usage entropy / ln K |",
-      "|---|---|---|---|---|",
+      "Errors: popularity-weighted squared row error of the shipped (refit) codebooks on the "
+      "held-out rows, at the k-means start and at the epoch kept.",
+      "",
+      "| field | vocab | M | K | usage entropy / ln K | distinct codes | rare distinct "
+      "| kept epoch / run | k-means start error | shipped error | stop reason |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in fields.items():
       lines.append(
         f"| {name} | {f['vocab_size']} | {f['num_subspaces']} | {f['codebook_size']} "
-        f"| {f['code_usage_entropy']:.3f} |"
+        f"| {f['code_usage_entropy']:.3f} | {_fmt(f.get('distinct_code_fraction'))} "
+        f"| {_fmt(f.get('rare_distinct_fraction'))} | {f.get('best_epoch', '–')} / "
+        f"{f.get('epochs_run', '–')} | {_fmt(f.get('kmeans_error'), '.4g')} "
+        f"| {_fmt(f.get('shipped_error'), '.4g')} | {f.get('stop_reason', '–')} |"
       )
   artifacts = report.get("artifacts")
   if artifacts:

@@ -42,8 +42,29 @@ def _torch_linear_init(fan_in: int):
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+ENCODERS = ("dense", "block", "none")
+
+
+def block_mask(dim: int, latent_dim: int, num_subspaces: int) -> jax.Array:
+  """float32 ``[dim, latent_dim]``: 1 where input slice m meets latent slice m, else 0."""
+  rows = jnp.arange(dim) // (dim // num_subspaces)
+  cols = jnp.arange(latent_dim) // (latent_dim // num_subspaces)
+  return (rows[:, None] == cols[None, :]).astype(jnp.float32)
+
+
 class MECQuantizer(nnx.Module):
   """Encoder ``d -> M*s``, codebooks ``[M, K, s]``, decoder ``M*s -> d``.
+
+  What ships is the refit of `refit.py`: per code, the weighted mean of the TABLE's slice m. The
+  ``encoder`` structure decides how well the trained latent space matches that:
+
+  * ``"dense"``: full linear maps; latent slice m mixes every table dimension, so the code trained
+    for z_m is not a code of x_m (the released design).
+  * ``"block"``: block-diagonal maps, latent slice m sees only table slice m (and decodes only to
+    it), so each sub-code stays a code of its own table slice and the refit can only improve on the
+    decoder's reconstruction.
+  * ``"none"``: no encoder or decoder, ``z = x`` and ``x_hat = q``: codebooks trained in table space
+    against exactly the refit's objective (the balance and contrastive terms act on the table).
 
   Args:
     dim: d, the table's embedding size.
@@ -68,21 +89,37 @@ class MECQuantizer(nnx.Module):
     *,
     straight_through: bool = True,
     init: str = "orthogonal",
+    encoder: str = "dense",
     rngs: nnx.Rngs,
   ):
-    if latent_dim % num_subspaces:
-      raise ValueError(f"latent_dim {latent_dim} is not divisible by num_subspaces {num_subspaces}")
+    if latent_dim % num_subspaces or dim % num_subspaces:
+      raise ValueError(
+        f"dim {dim} and latent_dim {latent_dim} must be divisible by num_subspaces {num_subspaces}"
+      )
     if init not in ("orthogonal", "torch"):
       raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
+    if encoder not in ENCODERS:
+      raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    if encoder == "none" and latent_dim != dim:
+      raise ValueError(f"encoder 'none' needs latent_dim == dim ({dim}), got {latent_dim}")
+    if encoder != "dense" and init == "torch":
+      raise ValueError(f"encoder {encoder!r} needs init 'orthogonal' (the released code is dense)")
     self.num_subspaces = num_subspaces
     self.codebook_size = codebook_size
     self.straight_through = straight_through
+    self.encoder_kind = encoder
+    mask = block_mask(dim, latent_dim, num_subspaces) if encoder == "block" else None
     sub_dim = latent_dim // num_subspaces
-    if init == "orthogonal":
+    if encoder == "none":
+      self.encoder = self.decoder = None
+      codebooks = jnp.zeros((num_subspaces, codebook_size, sub_dim), jnp.float32)
+    elif init == "orthogonal":
       if latent_dim == dim:
         kernel = jnp.eye(dim, dtype=jnp.float32)
       else:
         kernel = nnx.initializers.orthogonal()(rngs.params(), (dim, latent_dim), jnp.float32)
+      if mask is not None:
+        kernel = kernel * mask
       self.encoder = nnx.Linear(dim, latent_dim, rngs=rngs)
       self.decoder = nnx.Linear(latent_dim, dim, rngs=rngs)
       self.encoder.kernel[...] = kernel
@@ -111,7 +148,23 @@ class MECQuantizer(nnx.Module):
 
   def encode(self, x: jax.Array) -> jax.Array:
     """``[B, d] -> [B, M*s]``."""
-    return self.encoder(x)
+    if self.encoder is None:
+      return x
+    if self.encoder_kind == "dense":
+      return self.encoder(x)
+    return x @ (self.encoder.kernel[...] * self._mask()) + self.encoder.bias[...]
+
+  def decode(self, q: jax.Array) -> jax.Array:
+    """``[B, M*s] -> [B, d]``."""
+    if self.decoder is None:
+      return q
+    if self.encoder_kind == "dense":
+      return self.decoder(q)
+    return q @ (self.decoder.kernel[...] * self._mask().T) + self.decoder.bias[...]
+
+  def _mask(self) -> jax.Array:
+    dim, latent_dim = self.encoder.kernel.shape
+    return block_mask(dim, latent_dim, self.num_subspaces)
 
   def quantize(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``z [B, M*s] -> (codes [B, M] int32, q [B, M*s])``."""
@@ -124,8 +177,9 @@ class MECQuantizer(nnx.Module):
   def __call__(self, x: jax.Array) -> QuantizerOutput:
     z = self.encode(x)
     codes, q = self.quantize(z)
-    decoder_input = z + jax.lax.stop_gradient(q - z) if self.straight_through else q
-    return QuantizerOutput(z, codes, q, self.decoder(decoder_input))
+    st = self.straight_through and self.encoder is not None  # without an encoder, train q
+    decoder_input = z + jax.lax.stop_gradient(q - z) if st else q
+    return QuantizerOutput(z, codes, q, self.decode(decoder_input))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,37 +248,37 @@ def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=32)
 def make_train_epoch(graphdef, tx: optax.GradientTransformation, cfg: LossWeights, mesh: Mesh):
-  """Jitted ``(params, opt_state, table, idx [S, B], w [S, B], key) -> (params, opt_state, metrics)``.
+  """Jitted ``(params, opt_state, x [S, B, d], w [S, B], key) -> (params, opt_state, metrics)``.
 
-  One call runs S steps with ``lax.scan``; each step gathers its rows from the device-resident
-  (replicated) table. Batches are sharded over ``'data'`` and parameters replicated, so XLA
-  all-reduces the gradients (data parallelism through ``jit`` shardings). Metrics are the means
-  over the S steps. Cached on its (hashable) arguments, so quantizing several tables of the same
-  shape compiles once.
+  One call runs S steps with ``lax.scan`` over host-gathered batches (only the epoch's rows
+  travel to the device, never the whole table). Batches are sharded over ``'data'`` and
+  parameters replicated, so XLA all-reduces the gradients (data parallelism through ``jit``
+  shardings). Metrics are the means over the S steps. Cached on its (hashable) arguments, so
+  quantizing several tables of the same shape compiles once.
   """
   loss_fn = reference_loss if cfg.reference else mec_loss
   replicated = NamedSharding(mesh, P())
   batches = NamedSharding(mesh, P(None, DATA_AXIS))
 
-  def epoch(params, opt_state, table, idx, w, key):
+  def epoch(params, opt_state, x, w, key):
     def step(carry, inputs):
       params, opt_state = carry
-      step_idx, step_w, step_key = inputs
+      step_x, step_w, step_key = inputs
 
       def objective(params):
-        return loss_fn(nnx.merge(graphdef, params), table[step_idx], step_w, step_key, cfg)
+        return loss_fn(nnx.merge(graphdef, params), step_x, step_w, step_key, cfg)
 
       grads, metrics = jax.grad(objective, has_aux=True)(params)
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), metrics
 
-    keys = jax.random.split(key, idx.shape[0])
-    (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), (idx, w, keys))
+    keys = jax.random.split(key, x.shape[0])
+    (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), (x, w, keys))
     return params, opt_state, jax.tree.map(jnp.mean, metrics)
 
   return jax.jit(
     epoch,
-    in_shardings=(replicated, replicated, replicated, batches, batches, replicated),
+    in_shardings=(replicated, replicated, batches, batches, replicated),
     out_shardings=(replicated, replicated, replicated),
   )
 

@@ -212,12 +212,20 @@ def quantize_table(
       center=mean,
       scale=scale,
     )
-    info = {"epochs_run": 0}
+    info = {"epochs_run": 0, "best_epoch": 0, "stop_reason": "kmeans: not trained"}
   else:
     normalized = normalized_table(table, mean, scale)
-    codes, info = train_quantizer(key, normalized, weights, settings, mesh=mesh, progress=progress)
+    codes, info = train_quantizer(
+      key,
+      normalized,
+      weights,
+      settings,
+      mesh=mesh,
+      progress=progress,
+      error_scale=scale**2,
+      name=name,
+    )
     del normalized
-    info["holdout_error"] = info.pop("holdout_error_normalized") * scale**2
   codes = np.asarray(codes)
 
   codebooks = refit_codebooks(table, codes, weights, codebook_size)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
+ENCODERS = ("dense", "block", "none")  # `autoencoder.MECQuantizer`'s encoder structures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +21,11 @@ class QuantizeSettings:
     num_subspaces: M, sub-vectors per row.
     codebook_size: K, codes per sub-space.
     latent_dim: encoder output size ``M * s``; 0 means the table's dim.
+    encoder: ``dense`` | ``block`` | ``none``, the quantizer's encoder structure (see
+      `autoencoder.MECQuantizer`); ``reference`` always uses ``dense``.
     epochs: maximum training epochs (early stopping usually ends sooner).
+    rows_per_epoch: rows one epoch trains on, drawn afresh each epoch (0: every training row),
+      so an epoch costs the same on a 32M-row table as on a small one.
     batch_size: rows per step (rounded up to a multiple of the device count).
     learning_rate: Adam step size.
     patience: epochs without a better held-out error before stopping.
@@ -44,7 +49,9 @@ class QuantizeSettings:
   num_subspaces: int = 4
   codebook_size: int = 256
   latent_dim: int = 0
+  encoder: str = "none"
   epochs: int = 30
+  rows_per_epoch: int = 262_144
   batch_size: int = 4096
   learning_rate: float = 1e-3
   patience: int = 3
@@ -67,7 +74,10 @@ class QuantizeSettings:
     _at_least(self, "num_subspaces", 1)
     _at_least(self, "codebook_size", 2)
     _at_least(self, "latent_dim", 0)
+    if self.encoder not in ENCODERS:
+      raise ValueError(f"quantize.encoder must be one of {ENCODERS}, got {self.encoder!r}")
     _at_least(self, "epochs", 0)
+    _at_least(self, "rows_per_epoch", 0)
     _at_least(self, "batch_size", 1)
     _at_least(self, "patience", 1)
     _at_least(self, "kmeans_iters", 0)
@@ -80,6 +90,11 @@ class QuantizeSettings:
         raise ValueError(f"quantize.{name} must be >= 0, got {getattr(self, name)}")
     if not 0.0 <= self.holdout_fraction < 1.0:
       raise ValueError(f"quantize.holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+    if self.encoder == "none" and self.latent_dim and self.variant not in ("reference", "kmeans"):
+      raise ValueError(
+        f"quantize.encoder 'none' trains in table space; quantize.latent_dim must be 0, "
+        f"got {self.latent_dim}"
+      )
     if self.latent_dim and self.latent_dim % self.num_subspaces:
       raise ValueError(
         f"quantize.latent_dim {self.latent_dim} is not divisible by "

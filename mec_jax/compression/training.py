@@ -1,27 +1,31 @@
 """Trains an `MECQuantizer` on one (normalized) table and returns every row's codes.
 
-Steps: hold out a random slice of rows; start the codebooks from weighted k-means on each
-sub-space of ``z = enc(x)`` (MEC) or from U(-1/K, 1/K) (``reference``); run epochs of shuffled
-minibatches (one jitted ``lax.scan`` per epoch); after each epoch measure the held-out weighted
-reconstruction error of the hard path ``dec(q(enc(x)))``; stop after ``patience`` epochs without
-improvement and keep the best parameters (the k-means start counts as epoch 0, so training can
-only be kept when it helps); finally encode every row, unweighted.
+Steps: hold out a bounded random sample of rows; start the codebooks from weighted k-means on
+each sub-space of ``z = enc(x)`` over a bounded sample (MEC) or from U(-1/K, 1/K)
+(``reference``); run epochs of at most ``rows_per_epoch`` rows, drawn afresh each epoch and
+gathered on the host (one jitted ``lax.scan`` per epoch; the balance term's soft assignment is
+per batch, never ``[rows, K]``); after each epoch measure what would SHIP (`selection.py`: the
+held-out weighted table-space error of the codebooks refit from the codes) and stop after
+``patience`` epochs without improvement, keeping the best parameters (the k-means start is epoch
+0, so training is kept only when it beats it); finally encode every row in streamed chunks.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression import pq
+from mec_jax.compression import pq, selection
 from mec_jax.compression.autoencoder import (
   LossWeights,
   MECQuantizer,
@@ -30,11 +34,17 @@ from mec_jax.compression.autoencoder import (
 )
 from mec_jax.compression.mesh import auto_mesh, round_up
 from mec_jax.compression.settings import QuantizeSettings
+from mec_jax.compression.table import code_dtype
 
 # The released code repeats each row w_v times; past this many repeated rows per epoch we draw
 # that many rows with probability proportional to w_v instead (same distribution, bounded memory).
 MAX_REPEATED_ROWS = 1 << 25
 _ENCODE_CHUNK = 16384
+# Bounded samples: held-out rows for early stopping, training rows the probe refits from, and
+# rows the k-means start is fit on (~1000 per code at K=256).
+HOLDOUT_MAX_ROWS = 1 << 16
+REFIT_SAMPLE_ROWS = 1 << 18
+KMEANS_INIT_ROWS = 1 << 18
 
 
 # Loss weights hard-wired in the released script (``--regularization_weight`` default and
@@ -76,26 +86,35 @@ def epoch_batches(
   weights: np.ndarray,
   batch_size: int,
   mode: str,
+  rows_per_epoch: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
   """One epoch of row ids and loss weights, ``[steps, batch_size]`` each.
 
   Modes: ``"weighted"`` (each row once, shuffled, loss weighted by w_v); ``"sampled"`` (as many
   rows drawn with probability proportional to w_v, unweighted loss); ``"repeated"`` (the released
-  code: row v repeated w_v times, shuffled, unweighted). The last batch is padded with weight 0.
+  code: row v repeated w_v times, shuffled, unweighted). ``rows_per_epoch > 0`` caps the epoch:
+  ``weighted`` then takes a uniform subset without replacement (still weighted, so unbiased),
+  the other modes draw that many rows by popularity. The last batch is padded with weight 0.
   """
-  if mode == "weighted":
-    rows = rng.permutation(train_rows)
-    row_w = weights[rows]
-  elif mode == "sampled" or (mode == "repeated" and weights[train_rows].sum() > MAX_REPEATED_ROWS):
-    size = train_rows.size if mode == "sampled" else MAX_REPEATED_ROWS
+  if mode not in ("weighted", "sampled", "repeated"):
+    raise ValueError(f"unknown batching mode {mode!r}")
+  cap = rows_per_epoch if rows_per_epoch > 0 else None
+  draws = None  # rows to draw by popularity, if this epoch samples
+  if mode == "sampled":
+    draws = cap or train_rows.size
+  elif mode == "repeated":
+    limit = min(cap or MAX_REPEATED_ROWS, MAX_REPEATED_ROWS)
+    draws = limit if weights[train_rows].sum() > limit else None
+  if draws is not None:
     p = weights[train_rows] / weights[train_rows].sum()
-    rows = rng.choice(train_rows, size=size, p=p)
-    row_w = np.ones(size, np.float32)
+    rows = rng.choice(train_rows, size=draws, p=p)
+    row_w = np.ones(draws, np.float32)
   elif mode == "repeated":
     rows = rng.permutation(np.repeat(train_rows, weights[train_rows].astype(np.int64)))
     row_w = np.ones(rows.size, np.float32)
   else:
-    raise ValueError(f"unknown batching mode {mode!r}")
+    rows = rng.permutation(train_rows)[:cap]
+    row_w = weights[rows]
   padded = round_up(rows.size, batch_size)
   idx = np.zeros(padded, np.int32)
   idx[: rows.size] = rows
@@ -105,31 +124,24 @@ def epoch_batches(
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _holdout_error(graphdef, params, x, w):
-  """Weighted ``||dec(q(enc(x))) - x||^2`` over chunked rows ``x [C, chunk, d]``, ``w [C, chunk]``."""
+def _encode_chunk(graphdef, params, x):
   model = nnx.merge(graphdef, params)
-
-  def chunk_error(xw):
-    xb, wb = xw
-    return jnp.sum(wb * jnp.sum((model(xb).x_hat - xb) ** 2, -1))
-
-  return jax.lax.map(chunk_error, (x, w)).sum() / jnp.maximum(w.sum(), 1e-30)
+  return model.quantize(model.encode(x))[0]
 
 
-def _chunked(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  chunk = min(_ENCODE_CHUNK, max(1, x.shape[0]))
-  padded = round_up(x.shape[0], chunk)
-  xp = np.zeros((padded, x.shape[1]), np.float32)
-  xp[: x.shape[0]] = x
-  wp = np.zeros(padded, np.float32)
-  wp[: x.shape[0]] = w
-  return xp.reshape(-1, chunk, x.shape[1]), wp.reshape(-1, chunk)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode_rows(graphdef, params, x):
+def encode_rows(graphdef, params, x: np.ndarray, chunk: int = _ENCODE_CHUNK) -> np.ndarray:
+  """``[V, M]`` codes of ``x [V, d]``, streamed in fixed-size chunks (one compilation; only
+  one chunk at a time on the device), in the smallest dtype that holds K."""
   model = nnx.merge(graphdef, params)
-  return jax.lax.map(lambda xb: model.quantize(model.encode(xb))[0], x)
+  out = np.empty((x.shape[0], model.num_subspaces), code_dtype(model.codebook_size))
+  chunk = min(chunk, max(1, x.shape[0]))
+  buffer = np.zeros((chunk, x.shape[1]), np.float32)
+  for start in range(0, x.shape[0], chunk):
+    rows = min(chunk, x.shape[0] - start)
+    buffer[:rows] = x[start : start + rows]
+    buffer[rows:] = 0.0
+    out[start : start + rows] = np.asarray(_encode_chunk(graphdef, params, buffer))[:rows]
+  return out
 
 
 def _key_bits(key: jax.Array) -> np.ndarray:
@@ -142,7 +154,10 @@ def _key_bits(key: jax.Array) -> np.ndarray:
 def init_quantizer(
   key: jax.Array, x: np.ndarray, weights: np.ndarray, settings: QuantizeSettings, mesh: Mesh
 ) -> MECQuantizer:
-  """A quantizer for ``x [V, d]``; MEC's codebooks from weighted k-means on sub-spaces of z."""
+  """A quantizer for ``x [V, d]``; MEC's codebooks from weighted k-means on sub-spaces of z.
+
+  Pass a bounded sample of rows: k-means runs on all of ``x``.
+  """
   reference = settings.variant == "reference"
   model_key, kmeans_key = jax.random.split(key)
   model = MECQuantizer(
@@ -152,6 +167,7 @@ def init_quantizer(
     settings.codebook_size,
     straight_through=not reference,
     init="torch" if reference else "orthogonal",
+    encoder="dense" if reference else settings.encoder,
     rngs=nnx.Rngs(params=model_key),
   )
   if not reference:
@@ -169,6 +185,16 @@ def init_quantizer(
   return model
 
 
+def _split(rng, num_rows: int, settings: QuantizeSettings) -> tuple[np.ndarray, np.ndarray]:
+  """``(held-out rows, training rows)``: a bounded random held-out sample, the rest."""
+  num_holdout = int(round(settings.holdout_fraction * num_rows))
+  num_holdout = max(min(num_holdout, HOLDOUT_MAX_ROWS, num_rows - settings.codebook_size), 0)
+  holdout = np.sort(rng.choice(num_rows, size=num_holdout, replace=False))
+  train = np.ones(num_rows, bool)
+  train[holdout] = False
+  return holdout, np.flatnonzero(train)
+
+
 def train_quantizer(
   key: jax.Array,
   x: np.ndarray,
@@ -177,37 +203,45 @@ def train_quantizer(
   *,
   mesh: Mesh,
   progress: Callable[[int, dict], None] | None = None,
+  error_scale: float = 1.0,
+  name: str = "",
 ) -> tuple[np.ndarray, dict]:
   """Trains on ``x [V, d]`` (already normalized) with row weights ``[V]``.
 
+  Args:
+    error_scale: factor that turns squared errors in ``x``'s units into the caller's (the
+      table's), for the figures in ``info``.
+    name: field name for the log lines.
+
   Returns:
-    ``(codes int32 [V, M], info)`` where ``info`` has the per-epoch history, the epoch kept,
-    the held-out error of the hard path (in ``x``'s units) and training throughput.
+    ``(codes [V, M], info)``: ``info`` has the per-epoch history (losses, ``shipped_error``,
+    ``usage_entropy``), ``best_epoch`` (0: the k-means start was kept), ``epochs_run``,
+    ``stop_reason``, ``kmeans_error`` and ``shipped_error`` (held-out error of the shipped refit
+    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` and training throughput.
   """
   num_rows = x.shape[0]
   init_key, split_key, train_key = jax.random.split(key, 3)
   rng = np.random.default_rng(_key_bits(split_key))
-  perm = rng.permutation(num_rows)
-  num_holdout = int(round(settings.holdout_fraction * num_rows))
-  num_holdout = min(num_holdout, num_rows - settings.codebook_size)
-  holdout_rows, train_rows = (
-    np.sort(perm[: max(num_holdout, 0)]),
-    np.sort(perm[max(num_holdout, 0) :]),
-  )
-  # With nothing held out, early stopping watches the training rows.
-  watch_rows = holdout_rows if holdout_rows.size else train_rows
+  holdout_rows, train_rows = _split(rng, num_rows, settings)
+  # With nothing held out, early stopping watches (a sample of) the training rows.
+  refit_rows = selection.sample_rows(rng, train_rows, REFIT_SAMPLE_ROWS)
+  watch_rows = holdout_rows if holdout_rows.size else refit_rows
+  probe = selection.Probe(x[refit_rows], weights[refit_rows], x[watch_rows], weights[watch_rows])
+  init_rows = selection.sample_rows(rng, train_rows, KMEANS_INIT_ROWS)
 
-  model = init_quantizer(init_key, x[train_rows], weights[train_rows], settings, mesh)
+  model = init_quantizer(init_key, x[init_rows], weights[init_rows], settings, mesh)
   graphdef, params = nnx.split(model, nnx.Param)
   tx = make_optimizer(settings.learning_rate)
   gspmd = auto_mesh(mesh)
   replicated = NamedSharding(gspmd, P())
   params = jax.device_put(params, replicated)
   opt_state = jax.device_put(tx.init(params), replicated)
-  table = jax.device_put(jnp.asarray(x), replicated)
   run_epoch = make_train_epoch(graphdef, tx, loss_weights(settings), gspmd)
-  holdout_error = functools.partial(_holdout_error, graphdef)
-  watch_x, watch_w = _chunked(x[watch_rows], weights[watch_rows])
+
+  def measure(params) -> dict:
+    refit_codes = encode_rows(graphdef, params, probe.refit_x)
+    eval_codes = encode_rows(graphdef, params, probe.eval_x)
+    return selection.shipped_metrics(probe, refit_codes, eval_codes, settings.codebook_size)
 
   mode = "weighted"
   if settings.variant == "reference":
@@ -216,43 +250,63 @@ def train_quantizer(
     mode = "sampled"
   batch_size = round_up(settings.batch_size, mesh.size)
 
-  best_error = float(holdout_error(params, watch_x, watch_w))
+  start_metrics = measure(params)
+  best_error = start_metrics["shipped_error"]
   best_params, best_epoch, stale = params, 0, 0
-  history = [{"epoch": 0, "holdout_error": best_error}]
+  history = [{"epoch": 0, **start_metrics}]
   rows_seen, train_seconds = 0, 0.0
+  stop_reason = "epochs=0: nothing trained" if settings.epochs == 0 else "max_epochs"
   for epoch in range(1, settings.epochs + 1):
-    idx, w = epoch_batches(rng, train_rows, weights, batch_size, mode)
+    idx, w = epoch_batches(rng, train_rows, weights, batch_size, mode, settings.rows_per_epoch)
+    batches = x[idx.ravel()].reshape(*idx.shape, x.shape[1])
     start = time.perf_counter()
     params, opt_state, metrics = run_epoch(
-      params, opt_state, table, idx, w, jax.random.fold_in(train_key, epoch)
+      params, opt_state, batches, w, jax.random.fold_in(train_key, epoch)
     )
     metrics = {name: float(value) for name, value in metrics.items()}
     if epoch > 1:  # the first epoch includes compilation
       train_seconds += time.perf_counter() - start
       rows_seen += int((w > 0).sum())
-    error = float(holdout_error(params, watch_x, watch_w))
-    metrics["holdout_error"] = error
+    metrics.update(measure(params))
     history.append({"epoch": epoch, **metrics})
     if progress is not None:
       progress(epoch - 1, metrics)  # 0-based index of the epoch just finished
+    error = metrics["shipped_error"]
+    if not math.isfinite(error):
+      stop_reason = f"non-finite shipped error at epoch {epoch}"
+      break
     if error < best_error:
       best_error, best_params, best_epoch, stale = error, params, epoch, 0
     else:
       stale += 1
       if stale >= settings.patience:
+        stop_reason = f"patience: no better held-out shipped error for {stale} epochs"
         break
-
-  chunks, _ = _chunked(x, np.zeros(num_rows, np.float32))
-  codes = np.asarray(_encode_rows(graphdef, best_params, chunks)).reshape(
-    -1, settings.num_subspaces
+  epochs_run = len(history) - 1
+  if stop_reason == "max_epochs":
+    stop_reason = f"max_epochs: quantize.epochs={settings.epochs} reached"
+  logging.info(
+    "quantize %s: stopped after %d epoch(s) (%s); kept epoch %d, held-out shipped error "
+    "%.5g vs %.5g at the k-means start",
+    name or "table",
+    epochs_run,
+    stop_reason,
+    best_epoch,
+    best_error * error_scale,
+    start_metrics["shipped_error"] * error_scale,
   )
+
+  codes = encode_rows(graphdef, best_params, x)
   info = {
-    "epochs_run": len(history) - 1,
+    "epochs_run": epochs_run,
     "best_epoch": best_epoch,
-    "holdout_rows": int(holdout_rows.size),
+    "stop_reason": stop_reason,
+    "kmeans_error": start_metrics["shipped_error"] * error_scale,
+    "shipped_error": best_error * error_scale,
+    "trained_beat_kmeans": best_epoch > 0,
+    "holdout_rows": int(watch_rows.size),
     "train_rows": int(train_rows.size),
-    "holdout_error_normalized": best_error,
     "history": history,
     "train_rows_per_second": rows_seen / train_seconds if train_seconds > 0 else None,
   }
-  return codes[:num_rows], info
+  return codes, info

@@ -49,7 +49,7 @@ def check_train_step():
       graphdef, tx, training.loss_weights(settings), auto_mesh(mesh)
     )
     idx = np.arange(256, dtype=np.int32).reshape(4, 64)
-    new_params, _, metrics = step(params, tx.init(params), x, idx, w[idx], jax.random.key(2))
+    new_params, _, metrics = step(params, tx.init(params), x[idx], w[idx], jax.random.key(2))
     results.append((jax.tree.map(np.asarray, new_params), float(metrics["loss"])))
   (p1, l1), (p8, l8) = results
   np.testing.assert_allclose(l1, l8, rtol=1e-5)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from mec_jax.compression import pq, quantizer
+from mec_jax.compression import pq, quantizer, selection
 from mec_jax.compression.quantizer import QuantizeSettings, quantize_table
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
 from mec_jax.compression.table import CompressedTable
@@ -36,7 +36,7 @@ def runs(table_and_counts):
   table, counts = table_and_counts
   epochs = []
   out = {}
-  for variant in ("mec", "reference", "kmeans"):
+  for variant in ("mec", "no_balance", "reference", "kmeans"):
     settings = QuantizeSettings(variant=variant, **SMALL)
     progress = (lambda e, m: epochs.append((e, m))) if variant == "mec" else None
     out[variant] = quantize_table(jax.random.key(0), table, counts, settings, progress=progress)
@@ -194,3 +194,71 @@ def test_bad_settings():
     quantize_table(
       None, table, counts, QuantizeSettings(num_subspaces=2, codebook_size=4), bias=[1.0]
     )
+
+
+# ---- stage B selects and reports on what ships --------------------------------------------------
+
+
+def test_shipped_metrics_is_the_held_out_error_of_the_refit():
+  rng = np.random.default_rng(6)
+  refit_x, eval_x = rng.normal(size=(300, 4)), rng.normal(size=(50, 4))
+  refit_w, eval_w = rng.integers(1, 4, 300).astype(float), rng.integers(1, 4, 50).astype(float)
+  refit_codes, eval_codes = rng.integers(0, 6, (300, 2)), rng.integers(0, 6, (50, 2))
+  probe = selection.Probe(refit_x, refit_w, eval_x, eval_w)
+  out = selection.shipped_metrics(probe, refit_codes, eval_codes, 6)
+  # Independent reference: per code, the weighted mean of the refit rows' slice.
+  recon = np.zeros_like(eval_x)
+  for m in range(2):
+    for v in range(50):
+      rows = refit_codes[:, m] == eval_codes[v, m]
+      recon[v, 2 * m : 2 * m + 2] = np.average(refit_x[rows, 2 * m : 2 * m + 2], 0, refit_w[rows])
+  expected = np.average(((recon - eval_x) ** 2).sum(1), weights=eval_w)
+  np.testing.assert_allclose(out["shipped_error"], expected, rtol=1e-5)
+  assert 0 < out["usage_entropy"] <= 1 and 0 < out["distinct_code_fraction"] <= 1
+
+
+def test_early_stopping_selects_on_the_shipped_reconstruction(monkeypatch, table_and_counts):
+  """Scripted shipped errors: epoch 2 is best, so its codes ship, whatever the losses say."""
+  table, counts = table_and_counts
+  scripted = iter([1.0, 0.9, 0.5, 0.7, 0.8, 0.95, 0.1])
+  seen = []
+  real = selection.shipped_metrics
+
+  def fake(probe, refit_codes, eval_codes, codebook_size):
+    seen.append((probe.eval_x, np.array(eval_codes)))
+    return {**real(probe, refit_codes, eval_codes, codebook_size), "shipped_error": next(scripted)}
+
+  monkeypatch.setattr(selection, "shipped_metrics", fake)
+  settings = QuantizeSettings(**{**SMALL, "epochs": 6, "patience": 3, "holdout_fraction": 0.1})
+  compressed = quantize_table(jax.random.key(1), table, counts, settings)
+  stats = compressed.stats
+  assert stats["best_epoch"] == 2 and stats["epochs_run"] == 5
+  assert stats["stop_reason"].startswith("patience") and stats["trained_beat_kmeans"]
+  assert [h["shipped_error"] for h in stats["history"]] == [1.0, 0.9, 0.5, 0.7, 0.8, 0.95]
+  # The shipped codes of the held-out rows are the ones epoch 2 was measured with.
+  eval_x, epoch2_codes = seen[2]
+  mean, scale = table.mean(0), table.std()
+  row_of = {row.tobytes(): i for i, row in enumerate(((table - mean) / scale).astype(np.float32))}
+  rows = [row_of[row.tobytes()] for row in eval_x]
+  np.testing.assert_array_equal(compressed.codes[rows], epoch2_codes)
+  np.testing.assert_allclose(stats["shipped_error"], 0.5 * scale**2, rtol=1e-5)
+  np.testing.assert_allclose(stats["kmeans_error"], 1.0 * scale**2, rtol=1e-5)
+
+
+def test_kept_start_and_stop_reasons_are_reported(runs):
+  stats = runs["mec"].stats
+  errors = [h["shipped_error"] for h in stats["history"]]
+  assert stats["best_epoch"] == int(np.argmin(errors))
+  assert stats["trained_beat_kmeans"] == (stats["best_epoch"] > 0)
+  assert stats["stop_reason"].split(":")[0] in ("patience", "max_epochs")
+  assert runs["kmeans"].stats["stop_reason"].startswith("kmeans")
+
+
+def test_balance_term_changes_the_codes(runs):
+  """Same split and k-means start (same key); only lambda_bal differs: usage evens out."""
+  mec, plain = runs["mec"].stats["history"], runs["no_balance"].stats["history"]
+  assert mec[0]["shipped_error"] == plain[0]["shipped_error"]
+  assert mec[0]["usage_entropy"] == plain[0]["usage_entropy"]
+  for a, b in zip(mec[1:], plain[1:], strict=False):
+    assert a["usage_entropy"] > b["usage_entropy"]
+  assert a["bal"] > 0 and "bal" not in b

@@ -1,0 +1,215 @@
+"""Stage-B ablation at the AUC level: every variant, two compression settings, several seeds.
+
+For each (dataset, seed) stage A runs once (``<out>/<dataset>_s<seed>/``, reused by the
+pipeline's own stage reuse: `pipeline.run_pretrain` restores a finished run). Each cell
+(setting x variant) then has its own work directory ``.../<setting>_<variant>/`` whose stage-A
+tables point at the shared ones; in it `pipeline.run_quantize` writes the compressed fields,
+`pipeline.run_swap` evaluates stage A's weights with them (no training) and, for the variants in
+``--finetune_variants``, `pipeline.run_finetune` trains the paper's stage C: a fresh backbone on
+the frozen codes (``finetune.init_from_pretrain=False``). Every artifact is reused on rerun, so
+the grid resumes where it was killed; ``<out>/results.md`` is rewritten after every cell.
+
+Printed: test AUC mean ± std over the finished seeds per (dataset, setting, variant) for the
+swap-in (and stage C where run), and per compressed field the code-usage entropy / ln K, the share
+of rare values (train count <= 3) with a code tuple of their own, the weighted table-space error
+and the epoch kept.
+
+Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,frappe,movielens]
+[--seeds 0,1,2] [--settings m2k256,m4k64] [--variants mec,...] [--finetune_variants mec,kmeans]
+[--out /tmp/mec_ablation]``; ``--report`` only prints the table of what has finished. A variant
+may name a quantizer encoder, ``mec@block`` or ``mec@dense`` (default: ``quantize.encoder``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from mec_jax import pipeline  # noqa: E402
+from mec_jax.data import load_dataset  # noqa: E402
+
+DATA_ROOT = REPO / ".." / "shared" / "data"
+DATA_DIRS = {"frappe": "frappe", "movielens": "movielens_100k", "synthetic": None}
+SETTINGS = {"m2k256": (2, 256), "m4k64": (4, 64)}
+VARIANTS = ("mec", "no_pwr", "no_balance", "no_contrastive", "kmeans", "reference")
+FIELD_STATS = (
+  "code_usage_entropy",
+  "rare_distinct_fraction",
+  "distinct_code_fraction",
+  "recon_error_weighted",
+  "kmeans_error",
+  "shipped_error",
+  "best_epoch",
+  "epochs_run",
+  "stop_reason",
+)
+
+
+def make_config(dataset: str, seed: int):
+  config = importlib.import_module(f"configs.{dataset}").get_config()
+  if DATA_DIRS[dataset]:
+    config.data.dir = str((DATA_ROOT / DATA_DIRS[dataset]).resolve())
+  config.train.seed = 2024 + seed
+  config.quantize.seed = seed
+  config.train.progress = False
+  return config
+
+
+def cell_config(base, setting: str, variant: str):
+  """``variant`` is a stage-B variant, optionally ``@encoder`` (e.g. ``mec@block``)."""
+  config = base.copy_and_resolve_references()
+  config.quantize.num_subspaces, config.quantize.codebook_size = SETTINGS[setting]
+  config.quantize.variant, _, encoder = variant.partition("@")
+  if encoder:
+    config.quantize.encoder = encoder
+  config.finetune.init_from_pretrain = False  # the paper's stage C: a fresh backbone
+  return config
+
+
+def run_cell(base, dataset, pretrained, stage_a: pipeline.Workdir, root: Path, cell: str, args):
+  setting, variant = cell.split("_", 1)
+  summary_path = root / cell / "cell.json"
+  finetune = variant in args.finetune_variants.split(",")
+  if summary_path.exists():
+    summary = json.loads(summary_path.read_text())
+    if not finetune or summary.get("finetune"):
+      return summary
+  config = cell_config(base, setting, variant)
+  wd = pipeline.Workdir(str(root / cell))
+  wd.tables = stage_a.tables  # stage A is shared by every cell of this (dataset, seed)
+  start = time.time()
+  compressed = pipeline.run_quantize(config, dataset, wd)
+  quantize_s = time.time() - start
+  swap = pipeline.run_swap(config, dataset, wd, pretrained, compressed)
+  summary = {
+    "swap": swap,
+    "quantize_seconds": quantize_s,
+    "load": os.getloadavg()[0],
+    "fields": {
+      name: {k: v for k, v in fields.items() if k in FIELD_STATS}
+      for name, fields in pipeline.report_lib.compressed_fields_section(compressed).items()
+    },
+  }
+  if finetune:
+    _, result = pipeline.run_finetune(config, dataset, wd, pretrained, compressed)
+    summary["finetune"] = pipeline._metrics(result)
+  pipeline.report_lib.write_json_atomic(str(summary_path), summary)
+  return summary
+
+
+def run_dataset_seed(dataset_name: str, seed: int, args) -> None:
+  base = make_config(dataset_name, seed)
+  root = Path(args.out) / f"{dataset_name}_s{seed}"
+  stage_a = pipeline.Workdir(str(root))
+  dataset = load_dataset(base.data, str(root / "cache"))
+  start = time.time()
+  pretrained, full = pipeline.run_pretrain(base, dataset, stage_a)
+  pipeline.report_lib.write_json_atomic(str(root / "full.json"), pipeline._metrics(full))
+  print(f"{dataset_name} seed {seed}: stage A {time.time() - start:.0f}s", flush=True)
+  for setting in args.settings.split(","):
+    for variant in args.variants.split(","):
+      start = time.time()
+      s = run_cell(base, dataset, pretrained, stage_a, root, f"{setting}_{variant}", args)
+      print(
+        f"  {setting} {variant}: swap test AUC {s['swap']['test_auc']:.4f}"
+        + (f", stage C {s['finetune']['test_auc']:.4f}" if s.get("finetune") else "")
+        + f" ({time.time() - start:.0f}s, load {os.getloadavg()[0]:.1f})",
+        flush=True,
+      )
+      write_results(args)
+
+
+def _mean_std(values: list[float]) -> str:
+  if not values:
+    return "—"
+  return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def collect(args) -> dict:
+  """``{(dataset, setting, variant): [cell summary per finished seed]}`` and full AUCs."""
+  cells, full = {}, {}
+  for dataset in args.datasets.split(","):
+    for seed in args.seeds.split(","):
+      root = Path(args.out) / f"{dataset}_s{seed}"
+      if (root / "full.json").exists():
+        full.setdefault(dataset, []).append(json.loads((root / "full.json").read_text()))
+      for setting in args.settings.split(","):
+        for variant in args.variants.split(","):
+          path = root / f"{setting}_{variant}" / "cell.json"
+          if path.exists():
+            cells.setdefault((dataset, setting, variant), []).append(json.loads(path.read_text()))
+  return {"cells": cells, "full": full}
+
+
+def results_markdown(args) -> str:
+  data = collect(args)
+  lines = [
+    "| dataset | setting | variant | seeds | swap-in test AUC | stage C (cold) test AUC "
+    "| full test AUC | entropy / ln K per field | rare distinct per field | weighted err per field "
+    "| kept epoch per field |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for (dataset, setting, variant), runs in data["cells"].items():
+    full = [r["test_auc"] for r in data["full"].get(dataset, [])]
+    swap = [r["swap"]["test_auc"] for r in runs]
+    cold = [r["finetune"]["test_auc"] for r in runs if r.get("finetune")]
+    fields = runs[0]["fields"]
+
+    def per_field(key, fmt, fields=fields, runs=runs):
+      out = []
+      for name in fields:
+        vals = [r["fields"][name].get(key) for r in runs if r["fields"][name].get(key) is not None]
+        out.append(f"{name} {fmt.format(np.mean(vals))}" if vals else f"{name} —")
+      return "; ".join(out)
+
+    lines.append(
+      f"| {dataset} | {setting} | {variant} | {len(runs)} | {_mean_std(swap)} | {_mean_std(cold)} "
+      f"| {_mean_std(full)} | {per_field('code_usage_entropy', '{:.3f}')} "
+      f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
+      f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
+    )
+  return "\n".join(lines)
+
+
+def write_results(args) -> None:
+  Path(args.out).mkdir(parents=True, exist_ok=True)
+  (Path(args.out) / "results.md").write_text(results_markdown(args) + "\n")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--datasets", default=",".join(DATA_DIRS))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--settings", default=",".join(SETTINGS))
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--finetune_variants", default="", help="variants that also run stage C")
+  parser.add_argument("--out", default="/tmp/mec_ablation")
+  parser.add_argument("--report", action="store_true", help="only print what has finished")
+  args = parser.parse_args()
+  for name, allowed in (("datasets", DATA_DIRS), ("settings", SETTINGS), ("variants", VARIANTS)):
+    unknown = {v.split("@")[0] for v in getattr(args, name).split(",")} - set(allowed)
+    if unknown:
+      parser.error(f"--{name}: unknown {sorted(unknown)}; expected some of {list(allowed)}")
+  from absl import logging
+
+  logging.set_verbosity(logging.WARNING)
+  if not args.report:
+    for seed in args.seeds.split(","):
+      for dataset in args.datasets.split(","):
+        run_dataset_seed(dataset, int(seed), args)
+  print(results_markdown(args))
+
+
+if __name__ == "__main__":
+  main()
