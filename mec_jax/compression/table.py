@@ -25,6 +25,7 @@ def code_dtype(codebook_size: int) -> np.dtype:
 
 
 def bits_per_code(codebook_size: int) -> int:
+  """Bits one bit-packed code takes: ``ceil(log2 codebook_size)`` (at least 1)."""
   return max(1, math.ceil(math.log2(codebook_size)))
 
 
@@ -83,22 +84,27 @@ class CompressedTable:
 
   @property
   def vocab_size(self) -> int:
+    """V, the number of rows (ids): ``codes.shape[0]``."""
     return self.codes.shape[0]
 
   @property
   def num_subspaces(self) -> int:
+    """M, codes per row: ``codebooks.shape[0]``."""
     return self.codebooks.shape[0]
 
   @property
   def codebook_size(self) -> int:
+    """K, codewords per sub-space: ``codebooks.shape[1]``."""
     return self.codebooks.shape[1]
 
   @property
   def subspace_dim(self) -> int:
+    """s, floats per codeword: ``codebooks.shape[2]``."""
     return self.codebooks.shape[2]
 
   @property
   def dim(self) -> int:
+    """``M * s``, the size of a reconstructed row."""
     return self.num_subspaces * self.subspace_dim
 
   def reconstruct(self, start: int = 0, stop: int | None = None) -> np.ndarray:

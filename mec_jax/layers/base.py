@@ -39,22 +39,30 @@ from mec_jax.errors import DataError
 
 @runtime_checkable
 class Table(Protocol):
+  """One field's embedding table: ``vocab_size`` ids, rows of size ``dim``."""
+
   vocab_size: int
   dim: int
 
-  def __call__(self, ids: jax.Array) -> jax.Array: ...
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """int ``ids [...]`` -> float32 ``[..., dim]``."""
 
-  def first_order(self, ids: jax.Array) -> jax.Array: ...
+  def first_order(self, ids: jax.Array) -> jax.Array:
+    """int ``ids [...]`` -> float32 ``[...]``, the field's first-order (LR) weight per id."""
 
 
 @runtime_checkable
 class FieldEmbedder(Protocol):
+  """Embeds a whole batch of ``num_fields`` fields into rows of size ``embed_dim``."""
+
   num_fields: int
   embed_dim: int
 
-  def __call__(self, ids: jax.Array, values: jax.Array) -> jax.Array: ...
+  def __call__(self, ids: jax.Array, values: jax.Array) -> jax.Array:
+    """``ids`` int32 ``[batch, F]``, ``values`` float32 ``[batch, F]`` -> ``[batch, F, embed_dim]``."""
 
-  def first_order(self, ids: jax.Array, values: jax.Array) -> jax.Array: ...
+  def first_order(self, ids: jax.Array, values: jax.Array) -> jax.Array:
+    """int32 ``ids [batch, F]``, float32 ``values [batch, F]`` -> float32 ``[batch, F]``."""
 
 
 def lookup_ids(ids, vocab_size: int, oov_id: int) -> jax.Array:

@@ -44,6 +44,7 @@ class DenseBlock(nnx.Module):
     self.activation = activation
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    """``[batch, in_features] -> [batch, out_features]``."""
     x = self.linear(x)
     if self.norm is not None:
       x = self.norm(x)

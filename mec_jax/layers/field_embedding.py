@@ -63,6 +63,7 @@ class FieldEmbedding(nnx.Module):
 
   @property
   def vocab_sizes(self) -> list[int]:
+    """``[F]`` number of ids of each field's table."""
     return [int(t.vocab_size) for t in self.tables]
 
   def _check(self, ids: jax.Array, values: jax.Array) -> None:
