@@ -4,7 +4,9 @@ Every reader module exposes:
 
   * ``read(data_config) -> RawData`` -- parse the downloaded files into raw splits;
   * ``CONFIG_KEYS`` -- the ``data.*`` keys ``read`` depends on (they enter the cache key);
-  * ``VERSION`` -- bumped whenever the module's output changes, so old cache entries are skipped.
+  * ``VERSION`` -- bumped whenever the module's output changes, so old cache entries are skipped;
+  * optionally ``source(data_config) -> DelimitedSource`` -- big delimited files: `load_dataset`
+    then streams them into the cache (`mec_jax.data.streamed`) instead of calling ``read``.
 
 Modules are imported lazily: choosing ``synthetic`` never imports the KuaiRand reader.
 """

@@ -1,5 +1,11 @@
 """Streamed encoding: the cache it writes is byte-identical to the in-memory encoder's and to the
-files today's (pre-streaming) reader wrote for the same fixtures (golden_cache.json)."""
+files the pre-streaming reader wrote for the same fixtures.
+
+``golden_cache.json`` holds the SHA-256 of those files as written at commit 0c3424a (before the
+streamed reader and the numeric-only ``values``): ids and labels file by file, the values of the
+numeric fields as raw bytes (they were columns of the dense ``values.npy``), ``encoding.json``,
+``feature_map.json`` and the train counts.
+"""
 
 from __future__ import annotations
 
@@ -136,3 +142,15 @@ def test_field_values_index_like_the_dense_array():
   np.testing.assert_array_equal(np.asarray(values), dense)
   with pytest.raises(ValueError, match=r"columns \[3, 1\] must increase"):
     FieldValues(np.zeros((2, 2), np.float32), [3, 1], 5)
+
+
+def test_chunks_of_many_parse_blocks_match_too(tmp_path, data_config, monkeypatch):
+  # One 16 MiB chunk, parsed by pyarrow in 256-byte blocks, each with its own dictionary.
+  from mec_jax.data.datasets import delimited
+
+  monkeypatch.setattr(delimited, "_BLOCK_SIZE", 256)
+  config = _config(data_config, _cases(tmp_path)["criteo_x1"])
+  entry = load_dataset(config, str(tmp_path / "cache")).cache_path
+  for split in ("train", "valid", "test"):
+    got = _sha(Path(entry, f"{split}_ids.npy").read_bytes())
+    assert got == GOLDEN["criteo_x1"][f"{split}_ids.npy"]
