@@ -3,9 +3,10 @@
 An export directory (written by `mec_jax.export.writer.export_model`)::
 
   manifest.json    fields (names, vocab sizes, table kinds), parameter names/shapes, bytes,
-                   the program header (`mec_jax.export.program`), provenance
-  model.stablehlo  the forward pass ``(*params, ids [b, F], values [b, F]) -> logits [b]``
-                   as serialized StableHLO with a symbolic batch dimension ``b``
+                   a summary of the program's signature (`mec_jax.export.program`), provenance
+  model.stablehlo  the forward pass ``(*params, ids [b, F], values [b, F]) -> logits [b]``:
+                   a `jax.export` serialization (StableHLO + signature) with a symbolic
+                   batch dimension ``b``
   params.npz       every array of the model in program order (codes, codebooks, dense layers)
 
 Nothing here imports flax or the training code, so a serving process holds only the program,
@@ -103,7 +104,7 @@ def load(directory: str) -> ServedModel:
       program's signature (names the file and the array).
   """
   manifest = read_manifest(directory)
-  exported = program.read_program(manifest["program"], os.path.join(directory, PROGRAM))
+  exported = program.read_program(os.path.join(directory, PROGRAM))
   params_path = os.path.join(directory, PARAMS)
   if not os.path.isfile(params_path):
     raise ArtifactError(f"{params_path}: missing (the arrays of the exported model)")

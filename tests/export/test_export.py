@@ -14,7 +14,7 @@ from configs import smoke
 from mec_jax import export, pipeline
 from mec_jax.compression.table import CompressedTable
 from mec_jax.errors import ArtifactError
-from mec_jax.export import writer
+from mec_jax.export import program, writer
 from mec_jax.layers import CodebookEmbed
 from mec_jax.layers.embed import Embed
 
@@ -74,7 +74,10 @@ def test_exported_logits_equal_the_model(exported, rows):
 def test_batch_dimension_is_symbolic_and_codes_keep_their_dtype(exported):
   _, directory = exported
   manifest = export.read_manifest(directory)
-  assert manifest["program"]["in_avals"][-2] == ["batch, 3", "int32"]
+  assert manifest["program"]["in_avals"][-2] == "int32[batch,3]"
+  ids_aval = program.read_program(str(Path(directory, "model.stablehlo"))).in_avals[-2]
+  assert str(ids_aval.shape[0]) == "batch" and ids_aval.shape[1:] == (3,)
+  assert ids_aval.dtype == np.int32
   assert [f["table"] for f in manifest["fields"]] == ["codebook", "full", "full"]
   codes = [p for p in manifest["params"] if "codes" in p["path"]]
   assert codes and codes[0]["dtype"] == "uint8" and codes[0]["shape"] == [60, 2]
