@@ -12,7 +12,8 @@ default):
    mean. (A uniform sample carrying its weights is unbiased too, but spends its rows on light
    rows and its cluster means are ratio estimates whose variance grows with the spread of the
    weights.) Sub-space ``m`` draws its own sample from its own key.
-2. **Seed** by greedy weighted k-means++ on the sample (D^2 x weight sampling, best of
+2. **Seed** by greedy weighted k-means++ on the first ``K * seed_points_per_centroid`` (64)
+   rows of the sample (D^2 x weight sampling, best of
    ``2 + floor(ln K)`` candidates per centre, as scikit-learn).
 3. **Lloyd** on the sample until ``num_iters`` or ``tol``; empty clusters are moved onto the
    sample rows with the largest error.
@@ -310,6 +311,8 @@ def weighted_kmeans(
       weight once there are more rows than that; None or 0: every row (full batch).
     refine_iters: Lloyd steps over all rows after the sampled ones (only when sampling).
     block_rows: rows per block of the streamed passes over all rows.
+    seed_points_per_centroid: k-means++ runs on the first ``K *`` this many sampled rows
+      (a prefix of an i.i.d. sample is one too; seeding is the sequential part).
 
   Returns:
     A `KMeansResult`; ``inertia`` is weighted over all rows, ``assignments`` are for the final
