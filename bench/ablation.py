@@ -133,6 +133,8 @@ def run_dataset_seed(dataset_name: str, seed: int, args) -> None:
 def _mean_std(values: list[float]) -> str:
   if not values:
     return "—"
+  if len(values) == 1:
+    return f"{values[0]:.4f} (1 seed)"
   return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 

@@ -172,7 +172,7 @@ def quantize_table(
     bias: optional ``[V]`` first-order (LR) weights of the same values; compressed to
       ``first_order [M, K]`` with `fit_first_order`.
     progress: optional ``callback(epoch, metrics)`` called after every training epoch, with the
-      0-based epoch index and float metrics (mean losses, ``holdout_error``); training may stop
+      0-based epoch index and float metrics (mean losses, ``shipped_error``); training may stop
       before ``settings.epochs`` (early stopping) and ``kmeans`` never calls it.
     mesh: 1-D ``('data',)`` mesh for k-means and the train step (default: all devices).
     name: field name, used in messages and stored in the artifact.
