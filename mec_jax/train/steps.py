@@ -158,7 +158,10 @@ def set_lr_scale(opt_state, scale: float):
   """Returns ``opt_state`` with the learning-rate multiplier set to ``scale``."""
   inject = opt_state[-1]
   old = inject.hyperparams["step_size"]
-  value = jax.device_put(jnp.asarray(scale, old.dtype), old.sharding)
+  # From host data on every process: a device_put of a local array onto a sharding that spans
+  # several processes builds an array Orbax cannot save.
+  host = np.asarray(scale, old.dtype)
+  value = jax.make_array_from_callback(host.shape, old.sharding, lambda _: host)
   inject = inject._replace(hyperparams={**inject.hyperparams, "step_size": value})
   return (*opt_state[:-1], inject)
 

@@ -235,3 +235,16 @@ def test_killed_sparse_run_resumes_to_the_uninterrupted_result(tmp_path):
       rtol=1e-5, atol=1e-7,
     )  # fmt: skip
   assert result.valid["auc"] > 0.6
+
+
+def test_big_tables_initialize_in_chunks(monkeypatch):
+  from mec_jax.layers import embed
+
+  monkeypatch.setattr(embed, "CHUNKED_INIT_ROWS", 100)
+  monkeypatch.setattr(embed, "INIT_CHUNK_ROWS", 64)
+  rows = np.asarray(embed.Embed(300, 8, rngs=nnx.Rngs(0), init_std=0.5).embedding[...])
+  again = np.asarray(embed.Embed(300, 8, rngs=nnx.Rngs(0), init_std=0.5).embedding[...])
+  np.testing.assert_array_equal(rows, again)  # deterministic in the key
+  assert rows.shape == (300, 8) and abs(rows.std() - 0.5) < 0.05 and abs(rows.mean()) < 0.05
+  assert not np.allclose(rows[:64], rows[64:128])  # chunks draw different numbers
+  assert np.all(rows[-1] != 0)  # the short last chunk is filled
