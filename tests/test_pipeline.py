@@ -351,5 +351,6 @@ def test_export_stage_on_an_empty_workdir_trains_nothing(monkeypatch, tmp_path):
   monkeypatch.setattr(loop, "_train", lambda *a, **k: pytest.fail("stage=export trained"))
   config = smoke.get_config()
   config.stage = "export"
-  with pytest.raises(ValueError, match="no finished stage C to export"):
+  # Preflight stops first: stage A and B outputs are absent (without stage C only: the test above).
+  with pytest.raises(ValueError, match=r"stage='export' needs the output of stage\(s\) pretrain"):
     pipeline.run(config, str(tmp_path))

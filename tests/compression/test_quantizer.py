@@ -237,8 +237,10 @@ def test_early_stopping_selects_on_the_shipped_reconstruction(monkeypatch, table
   assert [h["shipped_error"] for h in stats["history"]] == [1.0, 0.9, 0.5, 0.7, 0.8, 0.95]
   # The shipped codes of the held-out rows are the ones epoch 2 was measured with.
   eval_x, epoch2_codes = seen[2]
-  mean, scale = table.mean(0), table.std()
-  row_of = {row.tobytes(): i for i, row in enumerate(((table - mean) / scale).astype(np.float32))}
+  mean, scale = quantizer.table_moments(table)  # the rows exactly as stage B normalizes them
+  row_of = {
+    row.tobytes(): i for i, row in enumerate(quantizer.normalized_table(table, mean, scale))
+  }
   rows = [row_of[row.tobytes()] for row in eval_x]
   np.testing.assert_array_equal(compressed.codes[rows], epoch2_codes)
   np.testing.assert_allclose(stats["shipped_error"], 0.5 * scale**2, rtol=1e-5)
