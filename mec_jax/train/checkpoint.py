@@ -69,8 +69,14 @@ class Checkpointer:
     self._failed = False
     self._pending_step = None  # step of the async save that may still be running
     with self._errors("open"):
+      # Handlers named up front, so a fresh manager can read a saved step's metadata too.
       self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "loop")
+        self.directory,
+        options=options,
+        item_handlers={
+          "state": ocp.StandardCheckpointHandler(),
+          "loop": ocp.JsonCheckpointHandler(),
+        },
       )
 
   @contextlib.contextmanager
@@ -122,27 +128,48 @@ class Checkpointer:
         force=True,
       )
 
-  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-    """Restores ``(state, loop_state)`` of ``step`` into the structure of ``target``.
+  def saved_arrays(self, step: int) -> Any:
+    """What was saved at ``step``: the state's tree (as nested dicts/lists) of
+    ``jax.ShapeDtypeStruct``s, read from the metadata (no arrays are read)."""
+    self._check_step(step)
+    with self._errors("restore", step):
+      metadata = self._manager.item_metadata(step)["state"]
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), metadata.tree)
 
-    Args:
-      step: a step in `all_steps`.
-      target: a live or abstract state; only its structure, shapes, dtypes and shardings are used.
+  def loop_state(self, step: int) -> dict:
+    """The loop state saved at ``step`` alone (no arrays are read)."""
+    self._check_step(step)
+    with self._errors("restore", step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
+    return dict(restored.loop)
 
-    Raises:
-      ArtifactError: if no checkpoint exists at ``step``, or it cannot be read into ``target``
-        (damaged files, or saved from another model/optimizer).
-    """
+  def _check_step(self, step: int) -> None:
     self.wait()
     if step not in self._manager.all_steps():
       raise ArtifactError(
         f"{self.directory}: no checkpoint at step {step}; available {self.all_steps()}"
       )
+
+  def restore(self, step: int, target: Any, *, strict: bool = True) -> tuple[Any, dict]:
+    """Restores ``(state, loop_state)`` of ``step`` into the structure of ``target``.
+
+    Args:
+      step: a step in `all_steps`.
+      target: a live or abstract state; only its structure, shapes, dtypes and shardings are used.
+      strict: False lets Orbax cut or zero-pad arrays whose saved shape differs from the
+        target's (the caller has checked that only padding rows differ).
+
+    Raises:
+      ArtifactError: if no checkpoint exists at ``step``, or it cannot be read into ``target``
+        (damaged files, or saved from another model/optimizer).
+    """
+    self._check_step(step)
     with self._errors("restore", step):
       restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_like(target)), loop=ocp.args.JsonRestore()
+          state=ocp.args.StandardRestore(abstract_like(target), strict=strict),
+          loop=ocp.args.JsonRestore(),
         ),
       )
     return restored.state, dict(restored.loop)

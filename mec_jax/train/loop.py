@@ -132,8 +132,9 @@ def _run_dir(workdir: str, name: str) -> str:
   return os.path.join(os.path.abspath(workdir), name)
 
 
-def _fresh_loop_state(lr_scale: float) -> dict:
+def _fresh_loop_state(lr_scale: float, row_shards: int) -> dict:
   return {
+    "row_shards": row_shards,  # the sparse arrays' row padding multiple (device count)
     "epoch": 0,  # epochs completed
     "next_batch": 0,  # position of the train iterator inside the current epoch
     "step": 0,
@@ -231,7 +232,7 @@ def fit(
     if os.path.exists(result_path(workdir, name)):
       result = load_result(workdir, name)
       try:
-        state, _ = checkpointer.restore(result.best_step, state)
+        state, _ = _restore(checkpointer, result.best_step, state, fields, mesh)
       except ArtifactError as err:
         # Damaged files, or Orbax's tree mismatch when the model or optimizer changed since.
         raise ArtifactError(
@@ -260,6 +261,36 @@ def fit(
     checkpointer.close()
 
 
+def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
+  """``checkpointer.restore`` into ``state``, also from a run on another number of devices.
+
+  Sparse arrays are padded to a multiple of the device count (`sparse.padded_rows`); a
+  checkpoint padded for another count is restored onto this mesh with its padding rows (never
+  read) cut or zero-filled, once its shapes show that nothing else differs.
+  """
+  saved_shards = mesh.size
+  if fields:
+    saved_shards = checkpointer.loop_state(step).get("row_shards", mesh.size)
+  if saved_shards == mesh.size:
+    return checkpointer.restore(step, state)
+  saved = checkpointer.saved_arrays(step)
+  problem = sparse.padding_mismatch(saved.get("sparse", {}), state.sparse, fields, saved_shards)
+  rest = sorted(
+    np.shape(x) for x in jax.tree.leaves({k: v for k, v in saved.items() if k != "sparse"})
+  )
+  if problem is None and rest != sorted(
+    np.shape(x) for x in jax.tree.leaves(state.replace(sparse={}))
+  ):
+    problem = "the dense parameters or optimizer state differ"
+  if problem:
+    raise ArtifactError(
+      f"{checkpointer.directory}: step {step} was saved on {saved_shards} devices and cannot be "
+      f"restored on {mesh.size}: {problem}"
+    )
+  logging.info("restoring step %d saved on %d devices onto %d", step, saved_shards, mesh.size)
+  return checkpointer.restore(step, state, strict=False)
+
+
 def _eval_params(state: steps.TrainState, fields):
   """The full parameter state (sparse tables in place, still sharded) for the eval step."""
   if not fields:
@@ -280,10 +311,11 @@ def _train(
 ) -> FitResult:
   graphdef, rng_state, tx, fields, shardings = compiled
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state))
+  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state), mesh.size)
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, loop_state = checkpointer.restore(latest, state)
+    state, loop_state = _restore(checkpointer, latest, state, fields, mesh)
+    loop_state["row_shards"] = mesh.size  # the arrays are now padded for this mesh
     logging.info(
       "%s: resuming from step %d (epoch %d, batch %d)",
       name,
@@ -427,7 +459,7 @@ def _train(
     loop_state.update(epoch=epoch + 1, next_batch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
     checkpointer.save(loop_state["step"], state, loop_state, score=score if improved else None)
 
-  best_state, _ = checkpointer.restore(loop_state["best_step"], state)
+  best_state, _ = _restore(checkpointer, loop_state["best_step"], state, fields, mesh)
   del state  # its tables are released before the model takes the best state's
   _load_into_model(model, best_state, fields)
   best = next(h for h in loop_state["history"] if h["epoch"] == loop_state["best_epoch"])

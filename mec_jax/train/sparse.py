@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -113,6 +114,41 @@ def split_tables(params: nnx.State, fields, num_shards: int = 1) -> tuple[nnx.St
       arrays[key] = value
     tables[field.name] = arrays
   return nnx.from_flat_state(flat), tables
+
+
+def padding_mismatch(saved: Mapping, target: Mapping, fields, saved_shards: int) -> str | None:
+  """Why sparse arrays saved on ``saved_shards`` devices can't be restored into ``target``.
+
+  A checkpoint written on another device count differs only in each sparse array's padding
+  rows (never read or written by a step): those can be cut or zero-padded on restore.
+
+  Args:
+    saved: ``{name: {"tables"|"opt": {key: array}}}`` of the checkpoint (shapes are read;
+      `Checkpointer.saved_arrays`).
+    target: the live ``TrainState.sparse``.
+    fields: the `SparseField`s.
+    saved_shards: the row multiple the checkpoint was padded to (its device count).
+
+  Returns:
+    None when every saved array has ``padded_rows(V, saved_shards)`` rows and otherwise the
+    target's shape; else a message naming the first array that differs.
+  """
+  if set(saved) != {f.name for f in fields}:
+    return f"sparse tables {sorted(saved)} saved, {sorted(f.name for f in fields)} expected"
+  for field in fields:
+    rows = padded_rows(field.vocab_size, saved_shards)
+    for part in ("tables", "opt"):
+      want = {k: np.shape(v) for k, v in target[field.name][part].items()}
+      have = dict(saved[field.name].get(part) or {})
+      if set(have) != set(want):
+        return f"{field.name}/{part}: arrays {sorted(have)} saved, {sorted(want)} expected"
+      for key, shape in want.items():
+        if np.shape(have[key]) != (rows, *shape[1:]):
+          return (
+            f"{field.name}/{part}/{key}: saved shape {np.shape(have[key])}, expected "
+            f"{(rows, *shape[1:])} ({field.vocab_size:,} rows padded for {saved_shards} devices)"
+          )
+  return None
 
 
 def merge_tables(params: nnx.State, tables: Mapping[str, dict], fields) -> nnx.State:

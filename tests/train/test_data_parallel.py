@@ -32,3 +32,7 @@ def test_sharded_step_equals_single_device_step():
 
 def test_row_sharded_sparse_tables_equal_single_device_and_are_never_gathered():
   _run_with_8_devices("sparse_parallel_check.py")
+
+
+def test_sparse_run_killed_on_8_devices_resumes_on_2_to_the_1_device_result():
+  _run_with_8_devices("sparse_resume_check.py")

@@ -1,0 +1,199 @@
+"""Where a row-sparse train step's time goes: the step taken apart, at two vocabulary sizes.
+
+Same model and batches as `bench/vocab_scaling.py` (DeepFM, MLP [300]*3, d=40, batch 4096, one
+big field of V rows + five small ones, Zipf ids). Each part is its own jitted program on the same
+state and batches, timed alone (median ms over ``--steps`` after ``--warmup``):
+
+* ``step``: the library's train step (`steps.make_train_step`, state donated);
+* ``unique``: ``jnp.unique(size=batch)`` of the big column (the sort);
+* ``gather``: unique + the row gather of every sparse array (`sparse.gather_rows`);
+* ``forward``: gather + the model's loss;
+* ``forward_backward``: gather + loss + gradients (dense and touched rows), no optimizer;
+* ``dense_adam``: clip + Optax Adam on the dense parameters (given gradients);
+* ``row_update``: the row-wise optimizer on the touched rows (`sparse.apply_row_updates`,
+  sparse state donated).
+
+  python bench/sparse_step_profile.py [--sizes 1e4,1e7] [--optimizer rowwise_adagrad]
+
+Also reports whether the compiled step aliases every sparse array to its output (donation
+applied: no copy of a table per step) and how many table-sized copies its optimized HLO has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import vocab_scaling  # noqa: E402
+
+LOCK = "/tmp/mec_heavy.lock"
+
+
+def parts(rows: int, optimizer: str):
+  """``{name: callable(batch)}`` of the step and its parts (each blocks until done)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+
+  from mec_jax.layers import FieldEmbedding
+  from mec_jax.models.registry import build_model
+  from mec_jax.train import sparse, steps
+
+  vocabs = (rows, *vocab_scaling.SMALL_VOCABS)
+  model = build_model(
+    "deepfm", FieldEmbedding.full(vocabs, vocab_scaling.DIM, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0),
+    hidden_units=vocab_scaling.HIDDEN,
+  )  # fmt: skip
+  mesh = steps.data_mesh()
+  model.train()
+  graphdef, params, rng_state, other = steps.split_model(model)
+  fields = sparse.find_sparse_fields(model, min_rows=rows, rate_of_path=lambda _: 1e-3)
+  del model
+  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  holder = {}
+  holder["state"], shardings = steps.init_sharded_state(
+    params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer
+  )
+  del params
+  train_step = steps.make_train_step(
+    graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(0), sparse_fields=fields,
+    sparse_optimizer=optimizer, grad_clip_norm=10.0, state_sharding=shardings,
+  )  # fmt: skip
+
+  def loss_of(params, blocks, state, batch):
+    params = sparse.merge_tables(params, blocks, fields)
+    model = nnx.merge(graphdef, params, rng_state, state.other, copy=True)
+    logits = model(batch["ids"], batch["values"])
+    return steps.bce_with_logits(logits, batch["label"])
+
+  def gathered(state, batch):
+    uniqs, ids, blocks = sparse.gather_rows(sparse.tables_of(state.sparse), batch["ids"], fields)
+    return uniqs, {**batch, "ids": ids}, blocks
+
+  @jax.jit
+  def unique(state, batch):
+    column = batch["ids"][:, fields[0].field]
+    return jnp.unique(column, size=column.shape[0], fill_value=rows, return_inverse=True)
+
+  @jax.jit
+  def gather(state, batch):
+    return gathered(state, batch)
+
+  @jax.jit
+  def forward(state, batch):
+    _, batch, blocks = gathered(state, batch)
+    return loss_of(state.params, blocks, state, batch)
+
+  @jax.jit
+  def forward_backward(state, batch):
+    uniqs, batch, blocks = gathered(state, batch)
+    return uniqs, jax.grad(loss_of, argnums=(0, 1))(state.params, blocks, state, batch)
+
+  @jax.jit
+  def dense_adam(state, grads):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state
+
+  @jax.jit
+  def row_update_fn(sparse_state, uniqs, block_grads, scale):
+    return sparse.apply_row_updates(sparse_state, uniqs, block_grads, fields, optimizer, scale)
+
+  row_update_donated = jax.jit(row_update_fn, donate_argnums=0)
+
+  def run(fn):
+    def call(batch):
+      jax.block_until_ready(fn(holder["state"], steps.shard_batch(batch, mesh)))
+
+    return call
+
+  def full(batch):
+    holder["state"], loss = train_step(holder["state"], steps.shard_batch(batch, mesh))
+    float(loss)
+
+  def dense_opt(batch):
+    jax.block_until_ready(dense_adam(holder["state"], holder["state"].params))
+
+  def row_update(batch):
+    uniqs, (_, block_grads) = forward_backward(holder["state"], steps.shard_batch(batch, mesh))
+    jax.block_until_ready(block_grads)
+    scale = steps.lr_scale_array(holder["state"].opt_state)
+    start = time.perf_counter()
+    new = row_update_donated(holder["state"].sparse, uniqs, block_grads, scale)
+    jax.block_until_ready(new)
+    holder["state"] = holder["state"].replace(sparse=new)
+    return time.perf_counter() - start
+
+  probe = steps.shard_batch(vocab_scaling.make_batches(rows, 1, seed=99)[0], mesh)
+  report = donation_report(train_step, holder["state"], probe, rows)
+  named = {
+    "step": full,
+    "unique": run(unique),
+    "gather": run(gather),
+    "forward": run(forward),
+    "forward_backward": run(forward_backward),
+    "dense_adam": dense_opt,
+    "row_update": row_update,
+  }
+  return named, report
+
+
+def donation_report(train_step, state, batch, rows: int) -> str:
+  """Aliased sparse outputs and table-sized copies in the compiled step's optimized HLO."""
+  compiled = train_step.lower(state, batch).compile()
+  text = compiled.as_text()
+  big = rf"f32\[{rows},{vocab_scaling.DIM}\]"
+  copies = len(re.findall(rf"= {big}[^\n]*\bcopy\(", text))
+  aliases = text.count("may-alias") + text.count("must-alias")
+  memory = compiled.memory_analysis()
+  temp = getattr(memory, "temp_size_in_bytes", None)
+  alias = getattr(memory, "alias_size_in_bytes", None)
+  return (
+    f"input/output aliases: {aliases}; table-sized copy ops: {copies}; temp buffers "
+    f"{(temp or 0) / 2**20:.1f} MiB; aliased {(alias or 0) / 2**20:.1f} MiB"
+  )
+
+
+def child(rows: int, optimizer: str, steps: int, warmup: int, only: str) -> None:
+  named, report = parts(rows, optimizer)
+  print(f"rows={rows:,} optimizer={optimizer}: {report}")
+  batches = vocab_scaling.make_batches(rows, steps + warmup)
+  for name, fn in named.items():
+    if only and name not in only.split(","):
+      continue
+    times = []
+    for i, batch in enumerate(batches):
+      start = time.perf_counter()
+      inner = fn(batch)
+      elapsed = inner if isinstance(inner, float) else time.perf_counter() - start
+      if i >= warmup:
+        times.append(1e3 * elapsed)
+    print(f"  {name:<17} {np.median(times):7.1f} ms (min {min(times):6.1f})", flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="1e4,1e7")
+  parser.add_argument("--optimizer", default="rowwise_adagrad")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=5)
+  parser.add_argument("--only", default="", help="comma-separated parts to time")
+  parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
+  args = parser.parse_args()
+  if args.rows:
+    return child(args.rows, args.optimizer, args.steps, args.warmup, args.only)
+  for size in (int(float(s)) for s in args.sizes.split(",")):
+    command = [sys.executable, __file__, "--rows", str(size), "--optimizer", args.optimizer]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--only", args.only]
+    subprocess.run(["flock", LOCK, *command], check=True)
+
+
+if __name__ == "__main__":
+  main()
