@@ -2,7 +2,8 @@
 
 Same model and batches as `bench/vocab_scaling.py` (DeepFM, MLP [300]*3, d=40, batch 4096, one
 big field of V rows + five small ones, Zipf ids). Each part is its own jitted program on the same
-state and batches, timed alone (median ms over ``--steps`` after ``--warmup``):
+state and batches; the parts run interleaved batch by batch (median ms over ``--steps`` after
+``--warmup``):
 
 * ``step``: the library's train step (`steps.make_train_step`, state donated);
 * ``unique``: ``jnp.unique(size=batch)`` of the big column (the sort);
@@ -22,6 +23,7 @@ applied: no copy of a table per step) and how many table-sized copies its optimi
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -164,18 +166,19 @@ def donation_report(train_step, state, batch, rows: int) -> str:
 def child(rows: int, optimizer: str, steps: int, warmup: int, only: str) -> None:
   named, report = parts(rows, optimizer)
   print(f"rows={rows:,} optimizer={optimizer}: {report}")
-  batches = vocab_scaling.make_batches(rows, steps + warmup)
-  for name, fn in named.items():
-    if only and name not in only.split(","):
-      continue
-    times = []
-    for i, batch in enumerate(batches):
+  names = [n for n in named if not only or n in only.split(",")]
+  times = {name: [] for name in names}
+  # Parts interleaved batch by batch in a rotating order, so a load change hits them alike.
+  for i, batch in enumerate(vocab_scaling.make_batches(rows, steps + warmup)):
+    for name in names[i % len(names) :] + names[: i % len(names)]:
       start = time.perf_counter()
-      inner = fn(batch)
+      inner = named[name](batch)
       elapsed = inner if isinstance(inner, float) else time.perf_counter() - start
       if i >= warmup:
-        times.append(1e3 * elapsed)
-    print(f"  {name:<17} {np.median(times):7.1f} ms (min {min(times):6.1f})", flush=True)
+        times[name].append(1e3 * elapsed)
+  for name in names:
+    print(f"  {name:<17} {np.median(times[name]):7.1f} ms (min {min(times[name]):6.1f})")
+  print(f"  load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main() -> None:

@@ -109,6 +109,7 @@ def torch_stepper(big_vocab: int, sparse_big: bool):
   """``step(batch)`` of the PyTorch DeepFM (sparse or dense big table)."""
   import torch
 
+  torch.set_num_threads(os.cpu_count())  # its default too; said here so the comparison is explicit
   vocabs = (big_vocab, *SMALL_VOCABS)
 
   class TorchDeepFM(torch.nn.Module):
@@ -179,7 +180,11 @@ def child(args) -> None:
   runners = {impl: stepper(impl, args.rows) for impl in impls}
   times = {impl: [] for impl in impls}
   for i, batch in enumerate(batches):
-    for impl, (step, _) in runners.items():
+    # Rotate the order every step: whoever runs right after another implementation shares the
+    # cores with that one's lingering worker threads, so no implementation always pays for it.
+    order = impls[i % len(impls) :] + impls[: i % len(impls)]
+    for impl in order:
+      step, _ = runners[impl]
       start = time.perf_counter()
       step(batch)
       if i >= args.warmup:
@@ -219,7 +224,9 @@ def main() -> None:
   parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7")
   parser.add_argument("--impls", default=",".join(IMPLS))
   parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--warmup", type=int, default=3)
+  # Interleaved in one process, both runtimes run slow for the first ~10 s (thread pools settling;
+  # PyTorch's first steps up to 10x): warm up past that.
+  parser.add_argument("--warmup", type=int, default=10)
   parser.add_argument("--interleave", default="jax_adagrad,jax_lazy_adam,torch_sparse",
                       help="impls also timed together in one process per size (ratios)")  # fmt: skip
   parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
@@ -228,7 +235,7 @@ def main() -> None:
   if args.child_impls:
     args.impls = args.child_impls
     return child(args)
-  impls = args.impls.split(",")
+  impls = [i for i in args.impls.split(",") if i]  # --impls "": interleaved runs only
   alone, together = [], []
   for size in (int(float(s)) for s in args.sizes.split(",")):
     for impl in impls:
