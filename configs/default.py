@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.log_every_steps = 50
   train.progress = True  # tqdm progress bars
   train.sparse_min_rows = 100_000  # full tables with >= this many rows train row-sparse (0: none)
-  train.sparse_optimizer = "lazy_adam"  # of those tables: lazy_adam | rowwise_adagrad | sgd
+  train.sparse_optimizer = "rowwise_adagrad"  # of those tables: rowwise_adagrad | lazy_adam | sgd
   train.sparse_learning_rate = 0.0  # their learning rate; 0: the rate the table would get
 
   # --- several processes / hosts (mec_jax.train.distributed) ------------------------------------

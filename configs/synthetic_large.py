@@ -38,6 +38,7 @@ def get_config():
   config.train.epochs = 1  # one pass over 4M rows: the planted data peaks after one or two
   config.train.patience = 1
   config.train.checkpoint_every_steps = 2000
+  config.train.sparse_optimizer = "lazy_adam"  # the measured run's (rowwise_adagrad: less memory)
   config.quantize.min_vocab = 50_000
   config.quantize.num_subspaces = 2
   config.quantize.codebook_size = 256

@@ -38,7 +38,7 @@ from mec_jax.train import metrics as metrics_lib
 from mec_jax.train.checkpoint import Checkpointer
 from mec_jax.train.evaluation import check_split, evaluate_split
 from mec_jax.train.result import FitResult, load_result, result_path, write_json_atomic
-from mec_jax.train.row_optimizers import SPARSE_OPTIMIZERS
+from mec_jax.train.row_optimizers import DEFAULT_SPARSE_OPTIMIZER, SPARSE_OPTIMIZERS
 
 __all__ = [
   "FitResult",
@@ -74,7 +74,7 @@ class TrainConfig:
   progress: bool = True
   embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
   sparse_min_rows: int = 100_000  # Embed tables this large train row-sparse (0: none)
-  sparse_optimizer: str = "lazy_adam"  # row_optimizers.SPARSE_OPTIMIZERS
+  sparse_optimizer: str = DEFAULT_SPARSE_OPTIMIZER  # row_optimizers.SPARSE_OPTIMIZERS
   sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
 
   def __post_init__(self):

@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.train import sparse
+from mec_jax.train import row_optimizers, sparse
 
 DATA_AXIS = "data"
 
@@ -176,7 +176,9 @@ def init_train_state(params: nnx.State, other: nnx.State, tx, sparse=None) -> Tr
   )
 
 
-def init_sharded_state(params, other, tx, mesh, *, fields=(), sparse_optimizer="lazy_adam"):
+def init_sharded_state(
+  params, other, tx, mesh, *, fields=(), sparse_optimizer=row_optimizers.DEFAULT_SPARSE_OPTIMIZER
+):
   """The train state of a split model, placed on ``mesh``, with its sparse tables taken out.
 
   Args:
@@ -239,7 +241,7 @@ def make_train_step(
   dropout_key: jax.Array,
   embedding_regularizer: float = 0.0,
   sparse_fields: Sequence[sparse.SparseField] = (),
-  sparse_optimizer: str = "lazy_adam",
+  sparse_optimizer: str = row_optimizers.DEFAULT_SPARSE_OPTIMIZER,
   grad_clip_norm: float = 0.0,
   weight_decay: float = 0.0,
   state_sharding=None,

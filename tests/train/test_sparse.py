@@ -188,6 +188,20 @@ def test_row_update_drops_padding_ids():
   np.testing.assert_array_equal(out["bias"], [0, -0.5, 0, 0])
 
 
+def test_padding_mismatch_accepts_only_other_padding():
+  field = sparse.SparseField("field_0", 0, 30, {}, 0.1)
+  live = {"tables": {"embedding": jnp.zeros((30, 4))}, "opt": {"embedding_acc": jnp.zeros(30)}}
+  target = {"field_0": live}
+  padded_for_8 = {"field_0": {"tables": {"embedding": (32, 4)}, "opt": {"embedding_acc": (32,)}}}
+  as_arrays = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32), padded_for_8,
+                           is_leaf=lambda x: isinstance(x, tuple))  # fmt: skip
+  assert sparse.padding_mismatch(as_arrays, target, [field], saved_shards=8) is None
+  message = sparse.padding_mismatch(as_arrays, target, [field], saved_shards=2)
+  assert message.startswith("field_0/tables/embedding: saved shape (32, 4), expected (30, 4)")
+  as_arrays["field_0"]["opt"] = {}
+  assert "arrays [] saved" in sparse.padding_mismatch(as_arrays, target, [field], 8)
+
+
 def test_config_rejects_unknown_sparse_optimizer():
   with pytest.raises(ConfigError, match="train.sparse_optimizer='adam'"):
     loop.TrainConfig(sparse_optimizer="adam")
