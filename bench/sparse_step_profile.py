@@ -15,6 +15,7 @@ state and batches; the parts run interleaved batch by batch (median ms over ``--
   sparse state donated).
 
   python bench/sparse_step_profile.py [--sizes 1e4,1e7] [--optimizer rowwise_adagrad]
+  python bench/sparse_step_profile.py --table_costs --sizes 1e3,1e4,1e5,1e6  # (run under the lock)
 
 Also reports whether the compiled step aliases every sparse array to its output (donation
 applied: no copy of a table per step) and how many table-sized copies its optimized HLO has.
@@ -181,6 +182,75 @@ def child(rows: int, optimizer: str, steps: int, warmup: int, only: str) -> None
   print(f"  load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def table_costs(sizes, reps: int) -> None:
+  """Per-table marginal cost of a step, dense (Optax Adam) vs row-sparse, at each V.
+
+  Only the table's own work, on donated buffers, with the step's shapes (batch 4096, d=40, Zipf
+  ids): dense = scatter-add of the batch's row gradients into a zero ``[V, d]`` gradient, its
+  squared norm (the clip) and Adam on table + both moments; sparse = unique, the row gather, the
+  segment-sum of the row gradients and the row-wise update (state: rowwise Adagrad or lazy
+  Adam). Min and median over ``reps`` calls: short programs, so the min is the uncontended time.
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from mec_jax.train import row_optimizers
+
+  dim, batch = vocab_scaling.DIM, vocab_scaling.BATCH
+  adam = optax.adam(1e-3)
+
+  def dense(table, opt_state, ids, row_grads):
+    grad = jnp.zeros_like(table).at[ids].add(row_grads)
+    norm = jnp.sum(jnp.square(grad))
+    updates, opt_state = adam.update(grad, opt_state, table)
+    return optax.apply_updates(table, updates * jnp.minimum(1.0, 10.0 / norm)), opt_state
+
+  def sparse_step(optimizer):
+    def step(arrays, state, ids, row_grads):
+      uniq, inverse = jnp.unique(ids, size=batch, fill_value=arrays["embedding"].shape[0],
+                                 return_inverse=True)  # fmt: skip
+      rows = jnp.take(arrays["embedding"], uniq, axis=0, mode="clip")
+      grads = {"embedding": jnp.zeros_like(rows).at[inverse].add(row_grads)}
+      return row_optimizers.update_rows(optimizer, arrays, state, uniq, grads, 1e-3)
+
+    return step
+
+  print(f"per-table cost of one step (batch {batch}, d={dim}): min / median ms over {reps}")
+  print("| rows | dense Adam | rowwise_adagrad | lazy_adam |\n|---|---|---|---|")
+  rng = np.random.default_rng(0)
+  for rows in sizes:
+    ids = jnp.asarray(vocab_scaling.zipf_ids(rng, rows, batch))
+    row_grads = jnp.asarray(rng.standard_normal((batch, dim), np.float32))
+    table = jnp.zeros((rows, dim), jnp.float32)
+    cells = [_time_donated(jax.jit(dense, donate_argnums=(0, 1)), [table, adam.init(table)],
+                           ids, row_grads, reps)]  # fmt: skip
+    del table
+    for optimizer in ("rowwise_adagrad", "lazy_adam"):
+      arrays = {"embedding": jnp.zeros((rows, dim), jnp.float32)}
+      state = row_optimizers.init_row_state(optimizer, arrays)
+      fn = jax.jit(sparse_step(optimizer), donate_argnums=(0, 1))
+      cells.append(_time_donated(fn, [arrays, state], ids, row_grads, reps))
+      del arrays, state
+    print(f"| {rows:,} | " + " | ".join(f"{lo:.2f} / {mid:.2f}" for lo, mid in cells) + " |")
+  print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def _time_donated(fn, holder: list, ids, row_grads, reps: int) -> tuple[float, float]:
+  """``(min, median)`` ms of ``holder[:] = fn(*holder, ids, row_grads)`` (donated state)."""
+  import jax
+
+  times = []
+  for i in range(reps + 3):
+    start = time.perf_counter()
+    holder[0], holder[1] = fn(holder[0], holder[1], ids, row_grads)
+    jax.block_until_ready(holder[0])
+    if i >= 3:
+      times.append(1e3 * (time.perf_counter() - start))
+  holder.clear()
+  return min(times), float(np.median(times))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="1e4,1e7")
@@ -188,8 +258,12 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=5)
   parser.add_argument("--only", default="", help="comma-separated parts to time")
+  parser.add_argument("--table_costs", action="store_true",
+                      help="time one table's own share of a step, dense vs sparse, at --sizes")  # fmt: skip
   parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
   args = parser.parse_args()
+  if args.table_costs:
+    return table_costs([int(float(v)) for v in args.sizes.split(",")], max(args.steps, 30))
   if args.rows:
     return child(args.rows, args.optimizer, args.steps, args.warmup, args.only)
   for size in (int(float(s)) for s in args.sizes.split(",")):
