@@ -76,7 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 500  # mid-epoch checkpoints, so a killed run resumes
   train.log_every_steps = 50
   train.progress = True  # tqdm progress bars
-  train.sparse_min_rows = 100_000  # full tables with >= this many rows train row-sparse (0: none)
+  # Full tables with >= this many rows train row-sparse (0: none). 20k: where a table's own share of a
+  # step costs the same both ways at batch 4096 (bench/RESULTS.md, "Dense vs sparse crossover").
+  train.sparse_min_rows = 20_000
   train.sparse_optimizer = "rowwise_adagrad"  # of those tables: rowwise_adagrad | lazy_adam | sgd
   train.sparse_learning_rate = 0.0  # their learning rate; 0: the rate the table would get
 

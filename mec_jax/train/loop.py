@@ -73,7 +73,7 @@ class TrainConfig:
   log_every_steps: int = 50
   progress: bool = True
   embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
-  sparse_min_rows: int = 100_000  # Embed tables this large train row-sparse (0: none)
+  sparse_min_rows: int = 20_000  # Embed tables this large train row-sparse (0: none)
   sparse_optimizer: str = DEFAULT_SPARSE_OPTIMIZER  # row_optimizers.SPARSE_OPTIMIZERS
   sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
 
