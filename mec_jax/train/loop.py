@@ -275,12 +275,8 @@ def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
     return checkpointer.restore(step, state)
   saved = checkpointer.saved_arrays(step)
   problem = sparse.padding_mismatch(saved.get("sparse", {}), state.sparse, fields, saved_shards)
-  rest = sorted(
-    np.shape(x) for x in jax.tree.leaves({k: v for k, v in saved.items() if k != "sparse"})
-  )
-  if problem is None and rest != sorted(
-    np.shape(x) for x in jax.tree.leaves(state.replace(sparse={}))
-  ):
+  dense_saved = {k: v for k, v in saved.items() if k != "sparse"}
+  if problem is None and _shapes(dense_saved) != _shapes(state.replace(sparse={})):
     problem = "the dense parameters or optimizer state differ"
   if problem:
     raise ArtifactError(
@@ -289,6 +285,10 @@ def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
     )
   logging.info("restoring step %d saved on %d devices onto %d", step, saved_shards, mesh.size)
   return checkpointer.restore(step, state, strict=False)
+
+
+def _shapes(tree) -> list:
+  return sorted(np.shape(x) for x in jax.tree.leaves(tree))
 
 
 def _eval_params(state: steps.TrainState, fields):
