@@ -105,11 +105,12 @@ def _device_peak_gb(device) -> float | None:
   return stats["peak_bytes_in_use"] / 2**30 if stats and "peak_bytes_in_use" in stats else None
 
 
-def torch_stepper(big_vocab: int, sparse_big: bool):
+def torch_stepper(big_vocab: int, sparse_big: bool, threads: int = 0):
   """``step(batch)`` of the PyTorch DeepFM (sparse or dense big table)."""
   import torch
 
-  torch.set_num_threads(os.cpu_count())  # its default too; said here so the comparison is explicit
+  # All cores (its default too; said here so the comparison is explicit), or --torch_threads.
+  torch.set_num_threads(threads or os.cpu_count())
   vocabs = (big_vocab, *SMALL_VOCABS)
 
   class TorchDeepFM(torch.nn.Module):
@@ -162,12 +163,12 @@ def torch_stepper(big_vocab: int, sparse_big: bool):
   return step
 
 
-def stepper(impl: str, rows: int):
+def stepper(impl: str, rows: int, torch_threads: int = 0):
   """``(step, device_peak)`` of one implementation."""
   if impl.startswith("jax"):
     optimizer = {"jax_dense": None, "jax_adagrad": "rowwise_adagrad"}.get(impl, "lazy_adam")
     return jax_stepper(rows, optimizer)
-  return torch_stepper(rows, impl == "torch_sparse"), lambda: None
+  return torch_stepper(rows, impl == "torch_sparse", torch_threads), lambda: None
 
 
 def child(args) -> None:
@@ -177,7 +178,7 @@ def child(args) -> None:
   dense = any(i in ("jax_dense", "torch_dense") for i in impls)
   steps = 4 if dense and args.rows >= 10**6 else args.steps  # a dense 10^7 step takes seconds
   batches = make_batches(args.rows, steps + args.warmup)
-  runners = {impl: stepper(impl, args.rows) for impl in impls}
+  runners = {impl: stepper(impl, args.rows, args.torch_threads) for impl in impls}
   times = {impl: [] for impl in impls}
   for i, batch in enumerate(batches):
     # Rotate the order every step: whoever runs right after another implementation shares the
@@ -207,6 +208,7 @@ def child(args) -> None:
 def run_child(size: int, impls: list[str], args) -> list[dict]:
   command = [sys.executable, __file__, "--rows", str(size), "--child_impls", ",".join(impls)]
   command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+  command += ["--torch_threads", str(args.torch_threads)]
   # Every child is a timing (and at 10^7 rows a > 3 GB job): one at a time on the shared lock.
   proc = subprocess.run(["flock", LOCK, *command], capture_output=True, text=True)
   if proc.returncode:
@@ -228,6 +230,7 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=10)
   parser.add_argument("--interleave", default="jax_adagrad,jax_lazy_adam,torch_sparse",
                       help="impls also timed together in one process per size (ratios)")  # fmt: skip
+  parser.add_argument("--torch_threads", type=int, default=0, help="0: all cores")
   parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
   parser.add_argument("--child_impls", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
