@@ -210,7 +210,10 @@ def run_child(size: int, impls: list[str], args) -> list[dict]:
   command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
   command += ["--torch_threads", str(args.torch_threads)]
   # Every child is a timing (and at 10^7 rows a > 3 GB job): one at a time on the shared lock.
-  proc = subprocess.run(["flock", LOCK, *command], capture_output=True, text=True)
+  env = dict(os.environ)
+  if args.omp_passive:  # OpenMP workers sleep at barriers instead of spinning (set before import)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+  proc = subprocess.run(["flock", LOCK, *command], capture_output=True, text=True, env=env)
   if proc.returncode:
     print(f"{impls} at {size:,} rows failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
     return []
@@ -231,6 +234,9 @@ def main() -> None:
   parser.add_argument("--interleave", default="jax_adagrad,jax_lazy_adam,torch_sparse",
                       help="impls also timed together in one process per size (ratios)")  # fmt: skip
   parser.add_argument("--torch_threads", type=int, default=0, help="0: all cores")
+  parser.add_argument("--omp_passive", action="store_true",
+                      help="OMP_WAIT_POLICY=PASSIVE for the children: PyTorch's spinning workers "
+                      "otherwise take cycles from the other runtime in an interleaved process")  # fmt: skip
   parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)  # child mode
   parser.add_argument("--child_impls", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
