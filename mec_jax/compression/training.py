@@ -129,16 +129,24 @@ def _encode_chunk(graphdef, params, x):
   return model.quantize(model.encode(x))[0]
 
 
-def encode_rows(graphdef, params, x: np.ndarray, chunk: int = _ENCODE_CHUNK) -> np.ndarray:
+def encode_rows(
+  graphdef,
+  params,
+  x: np.ndarray,
+  chunk: int = _ENCODE_CHUNK,
+  transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
   """``[V, M]`` codes of ``x [V, d]``, streamed in fixed-size chunks (one compilation; only
-  one chunk at a time on the device), in the smallest dtype that holds K."""
+  one chunk at a time on the device), in the smallest dtype that holds K. ``transform`` is
+  applied to each chunk of rows on the host first (normalization without a normalized copy)."""
   model = nnx.merge(graphdef, params)
   out = np.empty((x.shape[0], model.num_subspaces), code_dtype(model.codebook_size))
   chunk = min(chunk, max(1, x.shape[0]))
   buffer = np.zeros((chunk, x.shape[1]), np.float32)
   for start in range(0, x.shape[0], chunk):
     rows = min(chunk, x.shape[0] - start)
-    buffer[:rows] = x[start : start + rows]
+    block = x[start : start + rows]
+    buffer[:rows] = block if transform is None else transform(block)
     buffer[rows:] = 0.0
     out[start : start + rows] = np.asarray(_encode_chunk(graphdef, params, buffer))[:rows]
   return out
@@ -205,13 +213,17 @@ def train_quantizer(
   progress: Callable[[int, dict], None] | None = None,
   error_scale: float = 1.0,
   name: str = "",
+  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
-  """Trains on ``x [V, d]`` (already normalized) with row weights ``[V]``.
+  """Trains on ``x [V, d]`` with row weights ``[V]``.
 
   Args:
     error_scale: factor that turns squared errors in ``x``'s units into the caller's (the
       table's), for the figures in ``info``.
     name: field name for the log lines.
+    normalize: map applied to every block of rows taken from ``x`` (samples, epoch batches,
+      the final encode), so the quantizer trains on ``normalize(x)`` without a normalized copy
+      of the table; None trains on ``x`` as given.
 
   Returns:
     ``(codes [V, M], info)``: ``info`` has the per-epoch history (losses, ``shipped_error``,
@@ -220,16 +232,23 @@ def train_quantizer(
     at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` and training throughput.
   """
   num_rows = x.shape[0]
+
+  def take(rows: np.ndarray) -> np.ndarray:
+    block = x[rows]
+    return block if normalize is None else normalize(block)
+
   init_key, split_key, train_key = jax.random.split(key, 3)
   rng = np.random.default_rng(_key_bits(split_key))
   holdout_rows, train_rows = _split(rng, num_rows, settings)
   # With nothing held out, early stopping watches (a sample of) the training rows.
   refit_rows = selection.sample_rows(rng, train_rows, REFIT_SAMPLE_ROWS)
   watch_rows = holdout_rows if holdout_rows.size else refit_rows
-  probe = selection.Probe(x[refit_rows], weights[refit_rows], x[watch_rows], weights[watch_rows])
+  probe = selection.Probe(
+    take(refit_rows), weights[refit_rows], take(watch_rows), weights[watch_rows]
+  )
   init_rows = selection.sample_rows(rng, train_rows, KMEANS_INIT_ROWS)
 
-  model = init_quantizer(init_key, x[init_rows], weights[init_rows], settings, mesh)
+  model = init_quantizer(init_key, take(init_rows), weights[init_rows], settings, mesh)
   graphdef, params = nnx.split(model, nnx.Param)
   tx = make_optimizer(settings.learning_rate)
   gspmd = auto_mesh(mesh)
@@ -258,7 +277,7 @@ def train_quantizer(
   stop_reason = "epochs=0: nothing trained" if settings.epochs == 0 else "max_epochs"
   for epoch in range(1, settings.epochs + 1):
     idx, w = epoch_batches(rng, train_rows, weights, batch_size, mode, settings.rows_per_epoch)
-    batches = x[idx.ravel()].reshape(*idx.shape, x.shape[1])
+    batches = take(idx.ravel()).reshape(*idx.shape, x.shape[1])
     start = time.perf_counter()
     params, opt_state, metrics = run_epoch(
       params, opt_state, batches, w, jax.random.fold_in(train_key, epoch)
@@ -296,7 +315,7 @@ def train_quantizer(
     start_metrics["shipped_error"] * error_scale,
   )
 
-  codes = encode_rows(graphdef, best_params, x)
+  codes = encode_rows(graphdef, best_params, x, transform=normalize)
   info = {
     "epochs_run": epochs_run,
     "best_epoch": best_epoch,
