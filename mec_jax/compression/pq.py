@@ -23,7 +23,12 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from mec_jax.compression.kmeans import DEFAULT_POINTS_PER_CENTROID, batched_kmeans
+from mec_jax.compression.kmeans import (
+  DEFAULT_CHUNK_SIZE,
+  DEFAULT_POINTS_PER_CENTROID,
+  DEFAULT_REFINE_ITERS,
+  batched_kmeans,
+)
 from mec_jax.compression.streaming import NEAREST_TILE, nearest
 from mec_jax.compression.table import bits_per_code, code_dtype
 
@@ -97,10 +102,10 @@ def train_pq(
   codebook_size: int,
   iters: int = 25,
   *,
-  chunk_size: int = 4096,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
   mesh: Mesh | None = None,
   max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
-  refine_iters: int = 1,
+  refine_iters: int = DEFAULT_REFINE_ITERS,
   center=None,
   scale: float = 1.0,
 ) -> tuple[jax.Array, np.ndarray]:
