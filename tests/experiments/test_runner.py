@@ -82,6 +82,27 @@ def test_a_finished_grid_is_not_rerun(grid, monkeypatch):
   assert [r["cell"] for r in again] == [r["cell"] for r in records]
 
 
+@pytest.mark.parametrize("method", ["pq", "hash"])
+def test_swap_in_only_cells_report_the_swap_in(grid, tmp_path, monkeypatch, method):
+  """``FINETUNE = False``: stage B, then the report of stage-A weights with the method's tables;
+  stage C never trains."""
+  root, _, _ = grid
+  config, _, _, _ = runner.load_sweep(SWEEP)
+  stage_a = str(Path(root) / "stage_a" / "seed0")
+  trained = []
+  real = loop._train
+  monkeypatch.setattr(loop, "_train", lambda *a, **k: trained.append(a[4]) or real(*a, **k))
+  overrides = {"compress.method": method, "compress.target_ratio": 4.0}
+  record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert "finetune" not in trained
+  report = record["report"]
+  assert report["compressed"]["source"] == "swap"
+  assert 0.5 < report["compressed"]["test_auc"] <= 1.0
+  only = report["memory"]["compressed_fields_only"]
+  assert 0 < only["compressed_bytes_packed"] <= only["full_bytes"] / 4
+  assert {f["method"] for f in report["compressed_fields"].values()} == {method}
+
+
 def test_only_budget_errors_make_a_cell_infeasible(grid, tmp_path, monkeypatch):
   """Any other `ConfigError` (here: a workdir from other settings) stops the grid, unrecorded."""
   root, _, _ = grid
