@@ -110,7 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
   q.learning_rate = 1e-3
   q.patience = 3  # epochs without a new kept epoch (see q.selection) before stopping
   q.selection = "balance"  # balance: most even code usage at <= the k-means start's held-out error | error: lowest
-  q.selection_tolerance = 0.0  # relative held-out error above the k-means start "balance" accepts
+  q.selection_tolerance = (
+    0.01  # relative held-out error above the k-means start that "balance" accepts
+  )
   q.holdout_fraction = 0.05  # rows held out for early stopping
   q.kmeans_iters = 25  # Lloyd iterations of the k-means initialization
   q.weighted_sampling = False  # sample rows by popularity weight instead of weighting the loss

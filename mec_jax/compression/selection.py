@@ -7,9 +7,9 @@ the popularity-weighted squared error of those codebooks on a fixed held-out sam
 the same model) is the figure epochs are compared on. Both samples are bounded, so one probe costs
 the same on a 2k-row and a 32M-row table.
 
-Which epoch ships (`improves`): by default the most evenly used codes among the epochs that are no
-worse than the k-means start on that error (``quantize.selection = "balance"``), else the lowest
-error (``"error"``). Lowest error alone keeps the k-means start or an epoch barely different from
+Which epoch ships (`improves`): by default the most evenly used codes among the epochs at most
+``quantize.selection_tolerance`` (1%) worse than the k-means start on that error
+(``quantize.selection = "balance"``), else the lowest error (``"error"``). Lowest error alone keeps the k-means start or an epoch barely different from
 it, since near a k-means optimum every move of a codeword costs weighted error.
 """
 

@@ -6,8 +6,9 @@ each sub-space of ``z = enc(x)`` over a bounded sample (MEC) or from U(-1/K, 1/K
 gathered on the host (one jitted ``lax.scan`` per epoch; the balance term's soft assignment is
 per batch, never ``[rows, K]``); after each epoch measure what would SHIP (`selection.py`: the
 held-out weighted table-space error of the codebooks refit from the codes, and code usage) and
-keep the epoch `selection.improves` prefers (default: the most even code usage at no more held-out
-error than the k-means start, which is epoch 0, so training is kept only when it beats it); stop
+keep the epoch `selection.improves` prefers (default: the most even code usage at most 1% above
+the held-out error of the k-means start, which is epoch 0, so training is kept only when it is
+more balanced at about the start's error); stop
 after ``patience`` epochs without a new kept epoch; finally encode every row in streamed chunks.
 """
 
