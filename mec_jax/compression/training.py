@@ -231,7 +231,8 @@ def train_quantizer(
     ``(codes [V, M], info)``: ``info`` has the per-epoch history (losses, ``shipped_error``,
     ``usage_entropy``), ``best_epoch`` (0: the k-means start was kept), ``epochs_run``,
     ``stop_reason``, ``kmeans_error`` and ``shipped_error`` (held-out error of the shipped refit
-    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` and training throughput.
+    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` (a trained epoch won under
+    ``settings.selection``), ``selection`` and training throughput.
   """
   num_rows = x.shape[0]
 
