@@ -5,9 +5,11 @@ each sub-space of ``z = enc(x)`` over a bounded sample (MEC) or from U(-1/K, 1/K
 (``reference``); run epochs of at most ``rows_per_epoch`` rows, drawn afresh each epoch and
 gathered on the host (one jitted ``lax.scan`` per epoch; the balance term's soft assignment is
 per batch, never ``[rows, K]``); after each epoch measure what would SHIP (`selection.py`: the
-held-out weighted table-space error of the codebooks refit from the codes) and stop after
-``patience`` epochs without improvement, keeping the best parameters (the k-means start is epoch
-0, so training is kept only when it beats it); finally encode every row in streamed chunks.
+held-out weighted table-space error of the codebooks refit from the codes, and code usage) and
+keep the epoch `selection.improves` prefers (default: the most even code usage at most 1% above
+the held-out error of the k-means start, which is epoch 0, so training is kept only when it is
+more balanced at about the start's error); stop
+after ``patience`` epochs without a new kept epoch; finally encode every row in streamed chunks.
 """
 
 from __future__ import annotations
@@ -229,7 +231,8 @@ def train_quantizer(
     ``(codes [V, M], info)``: ``info`` has the per-epoch history (losses, ``shipped_error``,
     ``usage_entropy``), ``best_epoch`` (0: the k-means start was kept), ``epochs_run``,
     ``stop_reason``, ``kmeans_error`` and ``shipped_error`` (held-out error of the shipped refit
-    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` and training throughput.
+    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` (a trained epoch won under
+    ``settings.selection``), ``selection`` and training throughput.
   """
   num_rows = x.shape[0]
 
@@ -270,11 +273,16 @@ def train_quantizer(
   batch_size = round_up(settings.batch_size, mesh.size)
 
   start_metrics = measure(params)
-  best_error = start_metrics["shipped_error"]
-  best_params, best_epoch, stale = params, 0, 0
+  start_error = start_metrics["shipped_error"]
+  best_metrics, best_params, best_epoch, stale = start_metrics, params, 0, 0
   history = [{"epoch": 0, **start_metrics}]
   rows_seen, train_seconds = 0, 0.0
   stop_reason = "epochs=0: nothing trained" if settings.epochs == 0 else "max_epochs"
+  criterion = (
+    "held-out shipped error"
+    if settings.selection == "error"
+    else f"code usage within {settings.selection_tolerance:g} of the k-means start's error"
+  )
   for epoch in range(1, settings.epochs + 1):
     idx, w = epoch_batches(rng, train_rows, weights, batch_size, mode, settings.rows_per_epoch)
     batches = take(idx.ravel()).reshape(*idx.shape, x.shape[1])
@@ -290,29 +298,32 @@ def train_quantizer(
     history.append({"epoch": epoch, **metrics})
     if progress is not None:
       progress(epoch - 1, metrics)  # 0-based index of the epoch just finished
-    error = metrics["shipped_error"]
-    if not math.isfinite(error):
+    if not math.isfinite(metrics["shipped_error"]):
       stop_reason = f"non-finite shipped error at epoch {epoch}"
       break
-    if error < best_error:
-      best_error, best_params, best_epoch, stale = error, params, epoch, 0
+    if selection.improves(
+      metrics, best_metrics, start_error, settings.selection, settings.selection_tolerance
+    ):
+      best_metrics, best_params, best_epoch, stale = metrics, params, epoch, 0
     else:
       stale += 1
       if stale >= settings.patience:
-        stop_reason = f"patience: no better held-out shipped error for {stale} epochs"
+        stop_reason = f"patience: no better epoch by {criterion} for {stale} epochs"
         break
   epochs_run = len(history) - 1
   if stop_reason == "max_epochs":
     stop_reason = f"max_epochs: quantize.epochs={settings.epochs} reached"
   logging.info(
     "quantize %s: stopped after %d epoch(s) (%s); kept epoch %d, held-out shipped error "
-    "%.5g vs %.5g at the k-means start",
+    "%.5g vs %.5g at the k-means start, usage entropy %.4f vs %.4f",
     name or "table",
     epochs_run,
     stop_reason,
     best_epoch,
-    best_error * error_scale,
-    start_metrics["shipped_error"] * error_scale,
+    best_metrics["shipped_error"] * error_scale,
+    start_error * error_scale,
+    best_metrics["usage_entropy"],
+    start_metrics["usage_entropy"],
   )
 
   codes = encode_rows(graphdef, best_params, x, transform=normalize)
@@ -320,8 +331,9 @@ def train_quantizer(
     "epochs_run": epochs_run,
     "best_epoch": best_epoch,
     "stop_reason": stop_reason,
-    "kmeans_error": start_metrics["shipped_error"] * error_scale,
-    "shipped_error": best_error * error_scale,
+    "kmeans_error": start_error * error_scale,
+    "shipped_error": best_metrics["shipped_error"] * error_scale,
+    "selection": settings.selection,
     "trained_beat_kmeans": best_epoch > 0,
     "holdout_rows": int(watch_rows.size),
     "train_rows": int(train_rows.size),
