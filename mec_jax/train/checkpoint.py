@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import functools
 import os
+import pathlib
 import re
 from typing import Any
 
@@ -170,15 +171,9 @@ class Checkpointer:
     }
     if not empty:
       return set()
+    state_dir = os.path.join(self.directory, str(step), "state")  # the manager's default layout
     try:
-      reader = ocp.CheckpointManager(
-        self.directory,
-        item_names=("state", "loop"),
-        item_handlers={"state": ocp.StandardCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-      )
-      on_disk = set(reader.item_metadata(step)["state"].keys())
-      reader.close()
+      on_disk = set(ocp.StandardCheckpointHandler().metadata(pathlib.Path(state_dir)).keys())
     except Exception:  # noqa: BLE001  (unreadable metadata: let the restore itself report it)
       return set()
     return empty - on_disk if on_disk else set()
