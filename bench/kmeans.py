@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mec_jax.compression import popularity_weights, weighted_kmeans  # noqa: E402
+from mec_jax.compression.kmeans import DEFAULT_REFINE_ITERS  # noqa: E402
 
 
 def make_data(rows: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +106,7 @@ def main() -> None:
   parser.add_argument("--iters", type=int, default=25)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--skip", default="", help="comma list of: faiss,sklearn")
-  parser.add_argument("--refine_iters", type=int, default=1)
+  parser.add_argument("--refine_iters", type=int, default=DEFAULT_REFINE_ITERS)
   parser.add_argument("--full_batch", action="store_true", help="also run mec_jax on all rows")
   args = parser.parse_args()
 

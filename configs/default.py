@@ -110,7 +110,11 @@ def get_config() -> ml_collections.ConfigDict:
   q.rows_per_epoch = 262_144  # rows drawn afresh per epoch (0: all); bounds an epoch's cost
   q.batch_size = 4096
   q.learning_rate = 1e-3
-  q.patience = 3  # early stop on the held-out weighted error of the shipped (refit) codebooks
+  q.patience = 3  # epochs without a new kept epoch (see q.selection) before stopping
+  q.selection = "balance"  # balance: most even code usage at <= the k-means start's held-out error | error: lowest
+  q.selection_tolerance = (
+    0.01  # relative held-out error above the k-means start that "balance" accepts
+  )
   q.holdout_fraction = 0.05  # rows held out for early stopping
   q.kmeans_iters = 25  # Lloyd iterations of the k-means initialization
   q.weighted_sampling = False  # sample rows by popularity weight instead of weighting the loss

@@ -21,6 +21,11 @@ class ConfigError(MecError):
   """A config key holds a value that cannot work (names the ``config.<key>`` and the choices)."""
 
 
+class BudgetError(ConfigError):
+  """``compress.target_ratio`` asks for fewer bytes than any setting of the method can use
+  (the experiment runner records such a cell as infeasible instead of failing the grid)."""
+
+
 class DataError(MecError):
   """An input data file is missing or malformed (names the file, line, field and value)."""
 

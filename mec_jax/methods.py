@@ -35,7 +35,7 @@ from flax import nnx
 from mec_jax.compression import group_fit
 from mec_jax.compression.rowwise import SCALE_DTYPES, pack_int4, quantize_rows, unpack_int4
 from mec_jax.compression.table import CompressedTable
-from mec_jax.errors import ArtifactError, ConfigError
+from mec_jax.errors import ArtifactError, BudgetError, ConfigError
 from mec_jax.layers.codebook import CodebookEmbed
 from mec_jax.layers.hashed import HASH_FUNCTIONS, HashedTable
 from mec_jax.layers.qr import COMBINES, QRTable
@@ -109,7 +109,7 @@ def plan_pq(vocab_sizes: list[int], dim: int, budget: int) -> tuple[int, int]:
       if size <= budget and (best is None or (size, k) > best[0]):
         best = ((size, k), (m, k))
   if best is None:
-    raise ConfigError(
+    raise BudgetError(
       f"config.compress.target_ratio: a budget of {budget} bytes is below the smallest PQ "
       f"setting for vocabularies {vocab_sizes} at dim {dim}"
     )
@@ -144,7 +144,7 @@ def plan_qr(vocab_sizes: list[int], budget_rows: int) -> list[int]:
   """
   floors = [_qr_min_rows(v) for v in vocab_sizes]
   if sum(f[0] for f in floors) > budget_rows:
-    raise ConfigError(
+    raise BudgetError(
       f"config.compress.target_ratio: QR needs at least {sum(f[0] for f in floors)} rows for "
       f"vocabularies {vocab_sizes} (2 sqrt(V) each), the budget allows {budget_rows}"
     )

@@ -421,15 +421,15 @@ def run(config, workdir: str) -> dict | None:
   if stage in ("all", "quantize"):
     record("quantize")
     compressed = timed("quantize", run_compress, config, dataset, wd)
-  if stage == "quantize":
-    return _finish(config, dataset, wd, full_result, compressed, None, None, timings, out_dir)
-  if not compressed:
+  if not compressed and stage != "quantize":
     compressed = load_compressed(config, dataset, wd)
 
-  swap = None
+  swap = None  # part of stage B's outputs (swap/result.json), so stage=quantize writes it too
   same_backbone = config.model.name == config.pretrain.model
   if config.finetune.swap_in and compressed and same_backbone and pretrained is not None:
     swap = timed("swap", run_swap, config, dataset, wd, pretrained, compressed)
+  if stage == "quantize":
+    return _finish(config, dataset, wd, full_result, compressed, None, swap, timings, out_dir)
   finetuned, finetune_result = None, None
   if stage in ("all", "finetune"):
     record("finetune")
@@ -464,7 +464,12 @@ def run_report(config, dataset, wd: Workdir, timings: dict, note: str | None) ->
     names[i] for i in dataset.feature_map.fields_to_compress(config.quantize.min_vocab)
   ]
   compressed, swap, finetune_result = {}, None, None
-  if not note and all(os.path.exists(wd.compressed(n)) for n in to_compress):
+  method = config.compress.method
+  stored = [
+    methods.artifact_path(wd.quantize, os.path.basename(wd.compressed(n)), method)
+    for n in to_compress
+  ]
+  if not note and all(os.path.exists(path) for path in stored):
     compressed = load_compressed(config, dataset, wd)
     if os.path.exists(wd.swap):
       swap = report_lib.read_json(wd.swap)

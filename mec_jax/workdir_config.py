@@ -4,6 +4,9 @@ A finished stage is reused on rerun (DESIGN §7), so its artifacts must come fro
 ``stages.json`` records, per stage, the config keys that stage depends on (its own and every
 upstream stage's). A rerun with different values for a stage whose artifacts exist stops with a
 `ConfigError` that names the changed keys and what to delete, instead of silently mixing results.
+Keys on one side only are not compared: a key that a newer mec_jax added keeps, at its default,
+the behaviour of the version that wrote the record, so old work directories stay usable (and a
+key a newer version dropped no longer means anything).
 
 A stage's settings are recorded (`record`) only when the stage starts writing, after the data
 loaded and the preflight checks passed; they bind only while the stage has artifacts on disk
@@ -116,9 +119,9 @@ def check(config, root: str) -> None:
   stale, changes = [], {}
   for stage, before in stored.items():
     now = current.get(stage, {})
-    diff = {
-      k: (before.get(k), now.get(k)) for k in set(before) | set(now) if before.get(k) != now.get(k)
-    }
+    # A key the record lacks was added to mec_jax after the stage ran; new keys default to the
+    # behaviour from before they existed, so only keys recorded on both sides are compared.
+    diff = {k: (before[k], now.get(k)) for k in before if k in now and before[k] != now[k]}
     if diff and stage in _STAGE_ARTIFACTS and stage_outputs(root, stage):
       stale.append(stage)
       changes |= diff

@@ -191,3 +191,30 @@ def test_damaged_checkpoint(tmp_path):
   with pytest.raises(ArtifactError, match=r"no checkpoint at step 5; available \[1\]"):
     checkpointer.restore(5, state)
   checkpointer.close()
+
+
+def test_checkpoint_from_before_a_state_field_existed_restores(tmp_path):
+  """A stage-A checkpoint written before `TrainState.sparse` existed restores into a state whose
+  ``sparse`` is empty; a field that is not empty in the target still has to be on disk."""
+  from mec_jax.train.steps import TrainState
+
+  legacy = {"step": jax.numpy.int32(7), "params": {"w": jax.numpy.arange(4.0)}, "other": {}}
+  legacy["opt_state"] = {"mu": jax.numpy.ones(4)}
+  checkpointer = Checkpointer(str(tmp_path / "ckpt"))
+  checkpointer.save(7, legacy, {"epoch": 3})
+  checkpointer.wait()
+  target = TrainState(
+    step=jax.numpy.int32(0),
+    params={"w": jax.numpy.zeros(4)},
+    other={},
+    opt_state={"mu": jax.numpy.zeros(4)},
+    sparse={},
+  )
+  restored, loop_state = checkpointer.restore(7, target)
+  assert isinstance(restored, TrainState) and restored.sparse == {} and loop_state == {"epoch": 3}
+  np.testing.assert_array_equal(restored.params["w"], legacy["params"]["w"])
+  assert int(restored.step) == 7
+  with_sparse = target.replace(sparse={"big": {"tables": jax.numpy.zeros(3)}})
+  with pytest.raises(ArtifactError, match="cannot restore checkpoint step 7"):
+    checkpointer.restore(7, with_sparse)
+  checkpointer.close()

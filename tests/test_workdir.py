@@ -2,6 +2,7 @@
 stage never runs the ones before it, and ``stage=report`` only reads."""
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -117,3 +118,20 @@ def test_report_on_a_read_only_workdir_writes_nothing(finished_quick, tmp_path, 
   pipeline.run(config, workdir)
   assert _snapshot(workdir) == before
   assert {"report.json", "report.md", "code_usage.png"} <= set(os.listdir(config.report_dir))
+
+
+def test_keys_missing_from_an_older_record_are_not_changes(tmp_path):
+  root = str(tmp_path)
+  config = quick_config()
+  workdir_config.record(config, root, "pretrain")
+  os.makedirs(tmp_path / "pretrain" / "checkpoints" / "5")
+  stored = os.path.join(root, "stages.json")
+  with open(stored) as fh:
+    records = json.load(fh)
+  del records["pretrain"]["train.sparse_optimizer"]  # written before that key existed
+  with open(stored, "w") as fh:
+    json.dump(records, fh)
+  workdir_config.check(config, root)  # the older workdir is still usable
+  config.train.learning_rate = 0.5  # a recorded key that changed still binds
+  with pytest.raises(ConfigError, match=r"train.learning_rate: 0.001 -> 0.5"):
+    workdir_config.check(config, root)

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mec_jax.compression.streaming import NEAREST_TILE
+
 _EPS = 1e-8
 
 
@@ -62,10 +64,38 @@ def vq_loss(z: jax.Array, q: jax.Array, weights: jax.Array, commitment: float) -
 
 def soft_assignment(z_sub: jax.Array, codebooks: jax.Array, temperature: float) -> jax.Array:
   """``[B, M, K]`` ``softmax_k(-||z_m - B_m[k]||^2 / tau)`` for ``z_sub [B, M, s]``."""
+  return _soft_assignment_mbk(z_sub, codebooks, temperature).transpose(1, 0, 2)
+
+
+def _soft_assignment_mbk(z_sub: jax.Array, codebooks: jax.Array, temperature: float) -> jax.Array:
+  """`soft_assignment` as ``[M, B, K]`` (the layout XLA's CPU batched matmul is fast in)."""
   # Expanded form: never builds the [B, M, K, s] difference tensor.
-  cross = jnp.einsum("bms,mks->bmk", z_sub, codebooks)
-  d2 = jnp.sum(z_sub**2, -1)[..., None] - 2.0 * cross + jnp.sum(codebooks**2, -1)[None]
+  cross = jnp.einsum("bms,mks->mbk", z_sub, codebooks)
+  d2 = jnp.sum(z_sub**2, -1).T[..., None] - 2.0 * cross + jnp.sum(codebooks**2, -1)[:, None]
   return jax.nn.softmax(-d2 / temperature, axis=-1)
+
+
+def soft_usage(
+  z_sub: jax.Array, codebooks: jax.Array, weights: jax.Array, temperature: float
+) -> jax.Array:
+  """``[M, K]`` ``sum_b w_b p_m(k|b)``, over tiles of `NEAREST_TILE` rows.
+
+  Only one tile's ``[M, tile, K]`` probabilities exist at once (forward and backward), which
+  keeps them in the CPU's cache: ~7x faster per row than one ``[B, M, K]`` block at B = 4096.
+  """
+
+  def tile(z, w):
+    return jnp.einsum("b,mbk->mk", w, _soft_assignment_mbk(z, codebooks, temperature))
+
+  num_rows = z_sub.shape[0]
+  size = NEAREST_TILE
+  if num_rows <= size:
+    return tile(z_sub, weights)
+  padded = -(-num_rows // size) * size
+  z_tiles = jnp.pad(z_sub, ((0, padded - num_rows), (0, 0), (0, 0)))
+  w_tiles = jnp.pad(weights, (0, padded - num_rows))  # weight-0 padding adds nothing
+  z_tiles = z_tiles.reshape(-1, size, *z_sub.shape[1:])
+  return jnp.sum(jax.lax.map(lambda zw: tile(*zw), (z_tiles, w_tiles.reshape(-1, size))), 0)
 
 
 def balance_penalty(
@@ -77,8 +107,8 @@ def balance_penalty(
   the penalty is 0 exactly when every code is used equally and, unlike the released code's
   ``(PPL - ln K)^2`` on hard counts, it is differentiable in both ``z`` and the codebooks.
   """
-  probs = soft_assignment(z_sub, codebooks, temperature)
-  usage = jnp.einsum("b,bmk->mk", weights, probs) / jnp.maximum(jnp.sum(weights), _EPS)
+  usage = soft_usage(z_sub, codebooks, weights, temperature)
+  usage = usage / jnp.maximum(jnp.sum(weights), _EPS)
   entropy = -jnp.sum(usage * jnp.log(usage + _EPS), -1)
   return jnp.mean(math.log(codebooks.shape[1]) - entropy)
 

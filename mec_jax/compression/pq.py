@@ -23,8 +23,13 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from mec_jax.compression.kmeans import DEFAULT_POINTS_PER_CENTROID, batched_kmeans
-from mec_jax.compression.streaming import nearest
+from mec_jax.compression.kmeans import (
+  DEFAULT_CHUNK_SIZE,
+  DEFAULT_POINTS_PER_CENTROID,
+  DEFAULT_REFINE_ITERS,
+  batched_kmeans,
+)
+from mec_jax.compression.streaming import NEAREST_TILE, nearest
 from mec_jax.compression.table import bits_per_code, code_dtype
 
 _PRECISION = lax.Precision.HIGHEST
@@ -38,14 +43,26 @@ def split_subspaces(x: jax.Array, num_subspaces: int) -> jax.Array:
   return x.reshape(*x.shape[:-1], num_subspaces, dim // num_subspaces)
 
 
+def _nearest_tile(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
+  cross = jnp.einsum("nms,mks->mnk", sub, codebooks, precision=_PRECISION)
+  d2 = jnp.sum(codebooks * codebooks, -1)[:, None] - 2.0 * cross  # ||sub||^2 is constant per row
+  return nearest(d2)[0].T
+
+
 def nearest_codes(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
   """int32 ``[n, M]`` nearest codeword per sub-space for ``sub [n, M, s]``, ``codebooks [M, K, s]``.
 
-  Materializes ``[n, M, K]`` distances: call it on batches (or use `encode`, which chunks).
+  Rows are taken `NEAREST_TILE` at a time (``lax.map`` over padded tiles), so at most
+  ``[M, NEAREST_TILE, K]`` distances exist at once whatever ``n`` is.
   """
-  cross = jnp.einsum("nms,mks->nmk", sub, codebooks, precision=_PRECISION)
-  d2 = jnp.sum(codebooks * codebooks, -1)[None] - 2.0 * cross  # ||sub||^2 is constant per row
-  return nearest(d2)[0]
+  num_rows = sub.shape[0]
+  if num_rows <= NEAREST_TILE:
+    return _nearest_tile(sub, codebooks)
+  padded = -(-num_rows // NEAREST_TILE) * NEAREST_TILE
+  tiles = jnp.pad(sub, ((0, padded - num_rows), (0, 0), (0, 0)))
+  tiles = tiles.reshape(-1, NEAREST_TILE, *sub.shape[1:])
+  codes = lax.map(lambda tile: _nearest_tile(tile, codebooks), tiles)
+  return codes.reshape(padded, sub.shape[1])[:num_rows]
 
 
 def lookup(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
@@ -85,10 +102,10 @@ def train_pq(
   codebook_size: int,
   iters: int = 25,
   *,
-  chunk_size: int = 4096,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
   mesh: Mesh | None = None,
   max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
-  refine_iters: int = 1,
+  refine_iters: int = DEFAULT_REFINE_ITERS,
   center=None,
   scale: float = 1.0,
 ) -> tuple[jax.Array, np.ndarray]:

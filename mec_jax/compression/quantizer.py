@@ -8,8 +8,8 @@ step are in `autoencoder.py`, the training loop in `training.py`.
    losses, temperatures and learning rate mean the same on every table. Normalization is an
    affine map, so it changes neither nearest-code assignments of k-means-style quantizers nor
    which codes a row shares with which; it is undone by refitting in step 4. ``kmeans``
-   normalizes each block of rows as k-means streams it (no normalized copy); the trained
-   variants get one normalized float32 copy, filled block by block.
+   normalizes each block of rows as k-means streams it, the trained variants each sample, batch
+   and block they take: no normalized copy of the table is made.
 3. Codes: ``kmeans`` runs weighted PQ (k-means per sub-space of the raw table); the other
    variants train an `MECQuantizer` (see `training.py`) and encode every row.
 4. Codebooks: refit in the table's own space as popularity-weighted per-code means
@@ -78,12 +78,19 @@ def table_moments(table: np.ndarray) -> tuple[np.ndarray, float]:
   return (total / num_rows).astype(np.float32), float(np.sqrt(total_sq / table.size))
 
 
+def normalize_rows(rows: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
+  """float32 ``(rows - mean) / scale`` for a block of table rows (one new array of that block)."""
+  out = np.subtract(rows, mean, dtype=np.float32)
+  return np.divide(out, np.float32(scale), out=out)
+
+
 def normalized_table(table: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
-  """``(table - mean) / scale`` as one new float32 array, filled block by block."""
+  """``(table - mean) / scale`` as one new float32 array, filled block by block (for checks:
+  stage B itself normalizes each block it takes, `normalize_rows`)."""
   out = np.empty_like(table)
   for start in range(0, table.shape[0], CHUNK_ROWS):
     rows = slice(start, start + CHUNK_ROWS)
-    np.divide(np.subtract(table[rows], mean, out=out[rows]), scale, out=out[rows])
+    out[rows] = normalize_rows(table[rows], mean, scale)
   return out
 
 
@@ -214,18 +221,17 @@ def quantize_table(
     )
     info = {"epochs_run": 0, "best_epoch": 0, "stop_reason": "kmeans: not trained"}
   else:
-    normalized = normalized_table(table, mean, scale)
     codes, info = train_quantizer(
       key,
-      normalized,
+      table,
       weights,
       settings,
       mesh=mesh,
       progress=progress,
       error_scale=scale**2,
       name=name,
+      normalize=lambda rows: normalize_rows(rows, mean, scale),
     )
-    del normalized
   codes = np.asarray(codes)
 
   codebooks = refit_codebooks(table, codes, weights, codebook_size)

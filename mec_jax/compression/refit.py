@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 CHUNK_ROWS = 1 << 16
+PAIR_CHUNK_ROWS = 1 << 18  # rows per block of the first-order fit (M^2 int64 pairs per row)
 
 
 def _check_codes(codes, num_rows: int, codebook_size: int) -> np.ndarray:
@@ -78,22 +79,25 @@ def refit_codebooks(table, codes, weights, codebook_size: int) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def fit_first_order(codes, bias, weights, codebook_size: int, *, sweeps: int = 25) -> np.ndarray:
+def fit_first_order(codes, bias, weights, codebook_size: int) -> np.ndarray:
   """float32 ``[M, K]`` first-order terms so that ``bias_v ~ sum_m f[m, c_vm]``.
 
-  Weighted least squares ``min sum_v w_v (bias_v - sum_m f[m, c_vm])^2`` by backfitting
-  (Gauss-Seidel over sub-spaces; each update is a per-code weighted mean of the residual),
-  started from the per-code weighted mean of ``bias / M`` ("first-order terms averaged per
-  code"). Every sweep lowers the objective. Unused codes get 0.
+  The exact weighted least squares ``min sum_v w_v (bias_v - sum_m f[m, c_vm])^2``, solved by
+  its normal equations: with ``e_v`` the ``M K`` indicator of row v's codes,
+  ``(sum_v w_v e_v e_v^T) f = sum_v w_v bias_v e_v``. The ``[M K, M K]`` matrix is accumulated
+  in float64 over blocks of rows (one ``bincount`` of code pairs per block), so the cost is one
+  pass over the codes plus a ``[M K, M K]`` solve, whatever the number of rows. The system is
+  singular (a constant can move between sub-spaces; unused codes appear nowhere): of its
+  solutions we take the minimum-norm one (``lstsq``), which gives unused codes 0. Every solution
+  gives the same fitted ``sum_m f[m, c_vm]``.
 
   Args:
     codes: ``[V, M]`` integer codes.
     bias: ``[V]`` the full model's first-order (LR) weight of every value.
     weights: ``[V]`` row weights, or None.
     codebook_size: K.
-    sweeps: backfitting passes (0 keeps the per-code averages).
   """
-  bias = np.asarray(bias, np.float64)
+  bias = np.asarray(bias)
   if bias.ndim != 1:
     raise ValueError(f"bias must be 1-D [vocab_size], got shape {bias.shape}")
   if not np.isfinite(bias).all():
@@ -103,19 +107,16 @@ def fit_first_order(codes, bias, weights, codebook_size: int, *, sweeps: int = 2
   codes = _check_codes(codes, bias.shape[0], codebook_size)
   weights = _weights(weights, bias.shape[0])
   num_subspaces = codes.shape[1]
-  columns = [codes[:, m] for m in range(num_subspaces)]  # views: no [V, M] temporaries
-  mass = np.stack([np.bincount(c, weights=weights, minlength=codebook_size) for c in columns])
-  safe_mass = np.maximum(mass, 1e-30)
-
-  def code_means(values, m):
-    sums = np.bincount(columns[m], weights=weights * values, minlength=codebook_size)
-    return np.where(mass[m] > 0, sums / safe_mass[m], 0.0)
-
-  first = np.stack([code_means(bias / num_subspaces, m) for m in range(num_subspaces)])
-  fitted = sum(first[m, columns[m]] for m in range(num_subspaces))
-  for _ in range(sweeps):
-    for m in range(num_subspaces):
-      partial = fitted - first[m, columns[m]]
-      first[m] = code_means(bias - partial, m)
-      fitted = partial + first[m, columns[m]]
-  return first.astype(np.float32)
+  cells = num_subspaces * codebook_size  # unknown m * K + k: code k of sub-space m
+  offsets = codebook_size * np.arange(num_subspaces)
+  gram = np.zeros(cells * cells)
+  rhs = np.zeros(cells)
+  for start in range(0, bias.shape[0], PAIR_CHUNK_ROWS):
+    rows = slice(start, start + PAIR_CHUNK_ROWS)
+    w = weights[rows]
+    cell = codes[rows].astype(np.int64) + offsets  # [n, M]
+    pairs = (cell[:, :, None] * cells + cell[:, None, :]).ravel()  # [n * M * M]
+    gram += np.bincount(pairs, np.repeat(w, num_subspaces * num_subspaces), cells * cells)
+    rhs += np.bincount(cell.ravel(), np.repeat(w * bias[rows], num_subspaces), cells)
+  solution = np.linalg.lstsq(gram.reshape(cells, cells), rhs, rcond=None)[0]
+  return solution.reshape(num_subspaces, codebook_size).astype(np.float32)

@@ -6,6 +6,11 @@ measure that: codes of a fixed refit sample R of training rows give weighted per
 the popularity-weighted squared error of those codebooks on a fixed held-out sample S (encoded by
 the same model) is the figure epochs are compared on. Both samples are bounded, so one probe costs
 the same on a 2k-row and a 32M-row table.
+
+Which epoch ships (`improves`): by default the most evenly used codes among the epochs at most
+``quantize.selection_tolerance`` (1%) worse than the k-means start on that error
+(``quantize.selection = "balance"``), else the lowest error (``"error"``). Lowest error alone keeps the k-means start or an epoch barely different from
+it, since near a k-means optimum every move of a codeword costs weighted error.
 """
 
 from __future__ import annotations
@@ -66,3 +71,32 @@ def shipped_metrics(
     "usage_entropy": float(np.mean(pq.usage_entropy(refit_codes, codebook_size))),
     "distinct_code_fraction": tuples / max(refit_codes.shape[0], 1),
   }
+
+
+def improves(
+  candidate: dict[str, float],
+  kept: dict[str, float],
+  start_error: float,
+  rule: str,
+  tolerance: float = 0.0,
+) -> bool:
+  """Whether an epoch's `shipped_metrics` should replace those of the epoch kept so far.
+
+  Args:
+    candidate, kept: ``shipped_metrics`` of the new epoch and of the kept one.
+    start_error: held-out shipped error of the k-means start (epoch 0).
+    rule: ``"error"``: a lower ``shipped_error``. ``"balance"``: a shipped error of at most
+      ``(1 + tolerance) * start_error`` and a higher ``usage_entropy`` (at equal entropy, a lower
+      error), so the kept epoch is never worse than the start beyond the tolerance.
+    tolerance: relative error above the start that ``"balance"`` accepts.
+  """
+  error, entropy = candidate["shipped_error"], candidate["usage_entropy"]
+  if rule == "error":
+    return error < kept["shipped_error"]
+  if rule != "balance":
+    raise ValueError(f"selection rule must be 'balance' or 'error', got {rule!r}")
+  if not error <= (1.0 + tolerance) * start_error:
+    return False
+  if entropy != kept["usage_entropy"]:
+    return entropy > kept["usage_entropy"]
+  return error < kept["shipped_error"]

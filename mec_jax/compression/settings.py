@@ -10,6 +10,7 @@ import numpy as np
 
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
 ENCODERS = ("dense", "block", "none")  # `autoencoder.MECQuantizer`'s encoder structures
+SELECTIONS = ("balance", "error")  # how `training.train_quantizer` picks the epoch that ships
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,17 @@ class QuantizeSettings:
       so an epoch costs the same on a 32M-row table as on a small one.
     batch_size: rows per step (rounded up to a multiple of the device count).
     learning_rate: Adam step size.
-    patience: epochs without a better held-out error before stopping.
+    patience: epochs without a better kept epoch (see ``selection``) before stopping.
+    selection: which epoch ships. ``balance``: the one with the most even code usage (usage
+      entropy over the refit sample) among the epochs whose held-out shipped error is at most
+      ``(1 + selection_tolerance)`` times that of the k-means start (epoch 0), so the artifact is
+      never worse than its k-means start beyond the tolerance on held-out rows; ``error``: the lowest held-out shipped error.
+      Near a k-means optimum every move costs weighted error, so ``error`` keeps the start or an
+      epoch that is barely different (bench/RESULTS.md, "Code balance").
+    selection_tolerance: relative held-out error above the k-means start that ``balance``
+      selection accepts. The default 0.01 also lets training run on past epochs slightly
+      worse than the start (patience counts epochs without a new kept one), which on some
+      tables ends below the start's error (bench/RESULTS.md, "Code balance").
     holdout_fraction: rows held out of training to drive early stopping.
     kmeans_iters: Lloyd iterations of the k-means initialization (and of ``kmeans``).
     weighted_sampling: draw training rows with probability proportional to their popularity
@@ -55,6 +66,8 @@ class QuantizeSettings:
   batch_size: int = 4096
   learning_rate: float = 1e-3
   patience: int = 3
+  selection: str = "balance"
+  selection_tolerance: float = 0.01
   holdout_fraction: float = 0.05
   kmeans_iters: int = 25
   weighted_sampling: bool = False
@@ -76,6 +89,8 @@ class QuantizeSettings:
     _at_least(self, "latent_dim", 0)
     if self.encoder not in ENCODERS:
       raise ValueError(f"quantize.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+    if self.selection not in SELECTIONS:
+      raise ValueError(f"quantize.selection must be one of {SELECTIONS}, got {self.selection!r}")
     _at_least(self, "epochs", 0)
     _at_least(self, "rows_per_epoch", 0)
     _at_least(self, "batch_size", 1)
@@ -85,7 +100,14 @@ class QuantizeSettings:
     for name in ("learning_rate", "balance_temperature", "contrastive_temperature"):
       if not getattr(self, name) > 0:
         raise ValueError(f"quantize.{name} must be > 0, got {getattr(self, name)}")
-    for name in ("commitment", "lambda_rec", "lambda_vq", "lambda_bal", "lambda_con"):
+    for name in (
+      "selection_tolerance",
+      "commitment",
+      "lambda_rec",
+      "lambda_vq",
+      "lambda_bal",
+      "lambda_con",
+    ):
       if not getattr(self, name) >= 0:
         raise ValueError(f"quantize.{name} must be >= 0, got {getattr(self, name)}")
     if not 0.0 <= self.holdout_fraction < 1.0:

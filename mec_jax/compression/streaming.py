@@ -26,6 +26,10 @@ from mec_jax.compression.mesh import DATA_AXIS, round_up, shard_rows
 
 # Exact float32 distances even where the default matmul precision is reduced (TF32 on GPUs).
 PRECISION = lax.Precision.HIGHEST
+# Rows whose ``[M, rows, K]`` distances (or soft assignments) exist at once in `pq.nearest_codes`
+# and the balance term: small enough to stay in the CPU's cache. At M=4, K=256 one
+# ``[16384, M, K]`` block costs ~15x more per row than 512-row tiles.
+NEAREST_TILE = 512
 
 
 def nearest(d2: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -5,9 +5,11 @@ each sub-space of ``z = enc(x)`` over a bounded sample (MEC) or from U(-1/K, 1/K
 (``reference``); run epochs of at most ``rows_per_epoch`` rows, drawn afresh each epoch and
 gathered on the host (one jitted ``lax.scan`` per epoch; the balance term's soft assignment is
 per batch, never ``[rows, K]``); after each epoch measure what would SHIP (`selection.py`: the
-held-out weighted table-space error of the codebooks refit from the codes) and stop after
-``patience`` epochs without improvement, keeping the best parameters (the k-means start is epoch
-0, so training is kept only when it beats it); finally encode every row in streamed chunks.
+held-out weighted table-space error of the codebooks refit from the codes, and code usage) and
+keep the epoch `selection.improves` prefers (default: the most even code usage at most 1% above
+the held-out error of the k-means start, which is epoch 0, so training is kept only when it is
+more balanced at about the start's error); stop
+after ``patience`` epochs without a new kept epoch; finally encode every row in streamed chunks.
 """
 
 from __future__ import annotations
@@ -129,16 +131,24 @@ def _encode_chunk(graphdef, params, x):
   return model.quantize(model.encode(x))[0]
 
 
-def encode_rows(graphdef, params, x: np.ndarray, chunk: int = _ENCODE_CHUNK) -> np.ndarray:
+def encode_rows(
+  graphdef,
+  params,
+  x: np.ndarray,
+  chunk: int = _ENCODE_CHUNK,
+  transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
   """``[V, M]`` codes of ``x [V, d]``, streamed in fixed-size chunks (one compilation; only
-  one chunk at a time on the device), in the smallest dtype that holds K."""
+  one chunk at a time on the device), in the smallest dtype that holds K. ``transform`` is
+  applied to each chunk of rows on the host first (normalization without a normalized copy)."""
   model = nnx.merge(graphdef, params)
   out = np.empty((x.shape[0], model.num_subspaces), code_dtype(model.codebook_size))
   chunk = min(chunk, max(1, x.shape[0]))
   buffer = np.zeros((chunk, x.shape[1]), np.float32)
   for start in range(0, x.shape[0], chunk):
     rows = min(chunk, x.shape[0] - start)
-    buffer[:rows] = x[start : start + rows]
+    block = x[start : start + rows]
+    buffer[:rows] = block if transform is None else transform(block)
     buffer[rows:] = 0.0
     out[start : start + rows] = np.asarray(_encode_chunk(graphdef, params, buffer))[:rows]
   return out
@@ -205,31 +215,43 @@ def train_quantizer(
   progress: Callable[[int, dict], None] | None = None,
   error_scale: float = 1.0,
   name: str = "",
+  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
-  """Trains on ``x [V, d]`` (already normalized) with row weights ``[V]``.
+  """Trains on ``x [V, d]`` with row weights ``[V]``.
 
   Args:
     error_scale: factor that turns squared errors in ``x``'s units into the caller's (the
       table's), for the figures in ``info``.
     name: field name for the log lines.
+    normalize: map applied to every block of rows taken from ``x`` (samples, epoch batches,
+      the final encode), so the quantizer trains on ``normalize(x)`` without a normalized copy
+      of the table; None trains on ``x`` as given.
 
   Returns:
     ``(codes [V, M], info)``: ``info`` has the per-epoch history (losses, ``shipped_error``,
     ``usage_entropy``), ``best_epoch`` (0: the k-means start was kept), ``epochs_run``,
     ``stop_reason``, ``kmeans_error`` and ``shipped_error`` (held-out error of the shipped refit
-    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` and training throughput.
+    at epoch 0 and at the kept epoch), ``trained_beat_kmeans`` (a trained epoch won under
+    ``settings.selection``), ``selection`` and training throughput.
   """
   num_rows = x.shape[0]
+
+  def take(rows: np.ndarray) -> np.ndarray:
+    block = x[rows]
+    return block if normalize is None else normalize(block)
+
   init_key, split_key, train_key = jax.random.split(key, 3)
   rng = np.random.default_rng(_key_bits(split_key))
   holdout_rows, train_rows = _split(rng, num_rows, settings)
   # With nothing held out, early stopping watches (a sample of) the training rows.
   refit_rows = selection.sample_rows(rng, train_rows, REFIT_SAMPLE_ROWS)
   watch_rows = holdout_rows if holdout_rows.size else refit_rows
-  probe = selection.Probe(x[refit_rows], weights[refit_rows], x[watch_rows], weights[watch_rows])
+  probe = selection.Probe(
+    take(refit_rows), weights[refit_rows], take(watch_rows), weights[watch_rows]
+  )
   init_rows = selection.sample_rows(rng, train_rows, KMEANS_INIT_ROWS)
 
-  model = init_quantizer(init_key, x[init_rows], weights[init_rows], settings, mesh)
+  model = init_quantizer(init_key, take(init_rows), weights[init_rows], settings, mesh)
   graphdef, params = nnx.split(model, nnx.Param)
   tx = make_optimizer(settings.learning_rate)
   gspmd = auto_mesh(mesh)
@@ -251,14 +273,19 @@ def train_quantizer(
   batch_size = round_up(settings.batch_size, mesh.size)
 
   start_metrics = measure(params)
-  best_error = start_metrics["shipped_error"]
-  best_params, best_epoch, stale = params, 0, 0
+  start_error = start_metrics["shipped_error"]
+  best_metrics, best_params, best_epoch, stale = start_metrics, params, 0, 0
   history = [{"epoch": 0, **start_metrics}]
   rows_seen, train_seconds = 0, 0.0
   stop_reason = "epochs=0: nothing trained" if settings.epochs == 0 else "max_epochs"
+  criterion = (
+    "held-out shipped error"
+    if settings.selection == "error"
+    else f"code usage within {settings.selection_tolerance:g} of the k-means start's error"
+  )
   for epoch in range(1, settings.epochs + 1):
     idx, w = epoch_batches(rng, train_rows, weights, batch_size, mode, settings.rows_per_epoch)
-    batches = x[idx.ravel()].reshape(*idx.shape, x.shape[1])
+    batches = take(idx.ravel()).reshape(*idx.shape, x.shape[1])
     start = time.perf_counter()
     params, opt_state, metrics = run_epoch(
       params, opt_state, batches, w, jax.random.fold_in(train_key, epoch)
@@ -271,38 +298,42 @@ def train_quantizer(
     history.append({"epoch": epoch, **metrics})
     if progress is not None:
       progress(epoch - 1, metrics)  # 0-based index of the epoch just finished
-    error = metrics["shipped_error"]
-    if not math.isfinite(error):
+    if not math.isfinite(metrics["shipped_error"]):
       stop_reason = f"non-finite shipped error at epoch {epoch}"
       break
-    if error < best_error:
-      best_error, best_params, best_epoch, stale = error, params, epoch, 0
+    if selection.improves(
+      metrics, best_metrics, start_error, settings.selection, settings.selection_tolerance
+    ):
+      best_metrics, best_params, best_epoch, stale = metrics, params, epoch, 0
     else:
       stale += 1
       if stale >= settings.patience:
-        stop_reason = f"patience: no better held-out shipped error for {stale} epochs"
+        stop_reason = f"patience: no better epoch by {criterion} for {stale} epochs"
         break
   epochs_run = len(history) - 1
   if stop_reason == "max_epochs":
     stop_reason = f"max_epochs: quantize.epochs={settings.epochs} reached"
   logging.info(
     "quantize %s: stopped after %d epoch(s) (%s); kept epoch %d, held-out shipped error "
-    "%.5g vs %.5g at the k-means start",
+    "%.5g vs %.5g at the k-means start, usage entropy %.4f vs %.4f",
     name or "table",
     epochs_run,
     stop_reason,
     best_epoch,
-    best_error * error_scale,
-    start_metrics["shipped_error"] * error_scale,
+    best_metrics["shipped_error"] * error_scale,
+    start_error * error_scale,
+    best_metrics["usage_entropy"],
+    start_metrics["usage_entropy"],
   )
 
-  codes = encode_rows(graphdef, best_params, x)
+  codes = encode_rows(graphdef, best_params, x, transform=normalize)
   info = {
     "epochs_run": epochs_run,
     "best_epoch": best_epoch,
     "stop_reason": stop_reason,
-    "kmeans_error": start_metrics["shipped_error"] * error_scale,
-    "shipped_error": best_error * error_scale,
+    "kmeans_error": start_error * error_scale,
+    "shipped_error": best_metrics["shipped_error"] * error_scale,
+    "selection": settings.selection,
     "trained_beat_kmeans": best_epoch > 0,
     "holdout_rows": int(watch_rows.size),
     "train_rows": int(train_rows.size),

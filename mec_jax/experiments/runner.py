@@ -35,7 +35,7 @@ from collections.abc import Callable
 from absl import logging
 
 from mec_jax import pipeline
-from mec_jax.errors import ConfigError
+from mec_jax.errors import BudgetError, ConfigError
 from mec_jax.report import read_json, write_json_atomic
 
 
@@ -159,7 +159,7 @@ def run_cell(
         pipeline.run(cfg, workdir)
         cfg.stage = "report"
         record["report"] = pipeline.run(cfg, workdir)
-    except ConfigError as err:  # a budget the method cannot meet
+    except BudgetError as err:  # a budget the method cannot meet (other errors stop the grid)
       record["infeasible"] = str(err)
     record["seconds"] = time.time() - start
     record["stage_a_seconds"] = read_json(os.path.join(stage_a, "stage_a.json"))["seconds"]

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import os
+import pathlib
 import re
 from typing import Any
 
@@ -164,15 +167,43 @@ class Checkpointer:
         (damaged files, or saved from another model/optimizer).
     """
     self._check_step(step)
+    skeleton, rebuild = abstract_like(target), None
+    missing = self._empty_fields_not_on_disk(step, target)
+    if missing:  # written before these (here empty) fields of the state existed
+      skeleton = {k: v for k, v in vars(skeleton).items() if k not in missing}
+      rebuild = functools.partial(dataclasses.replace, target)
     with self._errors("restore", step):
       restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_like(target), strict=strict),
+          state=ocp.args.StandardRestore(skeleton, strict=strict),
           loop=ocp.args.JsonRestore(),
         ),
       )
-    return restored.state, dict(restored.loop)
+    state = restored.state if rebuild is None else rebuild(**restored.state)
+    return state, dict(restored.loop)
+
+  def _empty_fields_not_on_disk(self, step: int, target: Any) -> set[str]:
+    """Fields of a dataclass ``target`` that are empty there and absent from checkpoint ``step``.
+
+    A checkpoint from an older mec_jax lacks fields the train state gained since (``sparse``,
+    empty for a model without row-sparse tables); such a checkpoint still restores.
+    """
+    if not dataclasses.is_dataclass(target):
+      return set()
+    empty = {
+      f.name
+      for f in dataclasses.fields(target)
+      if isinstance(getattr(target, f.name), (dict, list, tuple)) and not getattr(target, f.name)
+    }
+    if not empty:
+      return set()
+    state_dir = os.path.join(self.directory, str(step), "state")  # the manager's default layout
+    try:
+      on_disk = set(ocp.StandardCheckpointHandler().metadata(pathlib.Path(state_dir)).keys())
+    except Exception:  # noqa: BLE001  (unreadable metadata: let the restore itself report it)
+      return set()
+    return empty - on_disk if on_disk else set()
 
   def wait(self) -> None:
     """Blocks until the last async save is on disk (raises `ArtifactError` if it failed)."""

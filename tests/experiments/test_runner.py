@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mec_jax import pipeline
+from mec_jax.errors import BudgetError, ConfigError
 from mec_jax.experiments import runner, summary
 from mec_jax.train import loop
 
@@ -79,6 +80,51 @@ def test_a_finished_grid_is_not_rerun(grid, monkeypatch):
   monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a finished cell ran again"))
   again = runner.run_grid(SWEEP, str(root), seeds=[0])
   assert [r["cell"] for r in again] == [r["cell"] for r in records]
+
+
+@pytest.mark.parametrize("method", ["pq", "hash"])
+def test_swap_in_only_cells_report_the_swap_in(grid, tmp_path, monkeypatch, method):
+  """``FINETUNE = False``: stage B, then the report of stage-A weights with the method's tables;
+  stage C never trains."""
+  root, _, _ = grid
+  config, _, _, _ = runner.load_sweep(SWEEP)
+  stage_a = str(Path(root) / "stage_a" / "seed0")
+  trained = []
+  real = loop._train
+  monkeypatch.setattr(loop, "_train", lambda *a, **k: trained.append(a[4]) or real(*a, **k))
+  overrides = {"compress.method": method, "compress.target_ratio": 4.0}
+  record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert "finetune" not in trained
+  report = record["report"]
+  assert report["compressed"]["source"] == "swap"
+  assert 0.5 < report["compressed"]["test_auc"] <= 1.0
+  only = report["memory"]["compressed_fields_only"]
+  assert 0 < only["compressed_bytes_packed"] <= only["full_bytes"] / 4
+  assert {f["method"] for f in report["compressed_fields"].values()} == {method}
+
+
+def test_only_budget_errors_make_a_cell_infeasible(grid, tmp_path, monkeypatch):
+  """Any other `ConfigError` (here: a workdir from other settings) stops the grid, unrecorded."""
+  root, _, _ = grid
+  config, _, _, _ = runner.load_sweep(SWEEP)
+  stage_a = str(Path(root) / "stage_a" / "seed0")
+
+  def stale(*args, **kwargs):
+    raise ConfigError("holds stage(s) pretrain computed with other settings")
+
+  monkeypatch.setattr(pipeline, "run", stale)
+  overrides = {"compress.method": "hash", "compress.target_ratio": 9.0}
+  with pytest.raises(ConfigError, match="other settings"):
+    runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert not (tmp_path / "cells" / "hash-r9" / "seed0" / "cell.json").exists()
+
+  def over_budget(*args, **kwargs):
+    raise BudgetError("config.compress.target_ratio: a budget of 3 bytes is below ...")
+
+  monkeypatch.setattr(pipeline, "run", over_budget)
+  record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert record["infeasible"].startswith("config.compress.target_ratio: a budget of 3 bytes")
+  assert (tmp_path / "cells" / "hash-r9" / "seed0" / "cell.json").exists()
 
 
 def test_summary_mean_and_std_over_seeds():
