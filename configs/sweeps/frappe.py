@@ -5,22 +5,15 @@ QR's floor of 2 sqrt(V) rows per field caps it near 26x: the 50x cells are infea
 """
 
 from configs import frappe
+from configs.sweeps import SEEDS as SEEDS
+from configs.sweeps import as_published, baseline_sweep
 
-SEEDS = [2024, 2025, 2026]
 BUDGETS = [8.0, 16.0, 25.0, 50.0]
-SWEEP = [
-  {"compress.method": method, "compress.target_ratio": ratio}
-  for ratio in BUDGETS  # budgets outermost: a partial grid compares methods at equal bytes
-  for method in ("pq", "hash", "qr")
-] + [{"compress.method": "int8"}, {"compress.method": "int4"}]
+SWEEP = baseline_sweep(BUDGETS)
 # Stage B + swap-in (stage-A weights with each method's tables) only: on the shared 2-core machine
 # the grid could not afford stage C for every cell. FINETUNE = True runs stage C as well.
 FINETUNE = False
 
 
 def get_config():
-  config = frappe.get_config()
-  # The grid's first cells were run before `quantize.selection` existed, i.e. with this rule; the
-  # rest use it too, so every PQ cell of the table ships the lowest-error epoch.
-  config.quantize.selection = "error"
-  return config
+  return as_published(frappe.get_config())

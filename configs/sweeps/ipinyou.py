@@ -4,22 +4,15 @@ Run: ``python -m mec_jax.experiments --config=configs/sweeps/ipinyou.py --workdi
 """
 
 from configs import ipinyou
+from configs.sweeps import SEEDS as SEEDS
+from configs.sweeps import as_published, baseline_sweep
 
-SEEDS = [2024, 2025, 2026]
 BUDGETS = [4.0, 8.0, 16.0]
-SWEEP = [
-  {"compress.method": method, "compress.target_ratio": ratio}
-  for ratio in BUDGETS  # budgets outermost: a partial grid compares methods at equal bytes
-  for method in ("pq", "hash", "qr")
-] + [{"compress.method": "int8"}, {"compress.method": "int4"}]
+SWEEP = baseline_sweep(BUDGETS)
 # Stage B + swap-in (stage-A weights with each method's tables) only: on the shared 2-core machine
 # the grid could not afford stage C for every cell. FINETUNE = True runs stage C as well.
 FINETUNE = False
 
 
 def get_config():
-  config = ipinyou.get_config()
-  # The grid's first cells were run before `quantize.selection` existed, i.e. with this rule; the
-  # rest use it too, so every PQ cell of the table ships the lowest-error epoch.
-  config.quantize.selection = "error"
-  return config
+  return as_published(ipinyou.get_config())

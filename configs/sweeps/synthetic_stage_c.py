@@ -9,8 +9,8 @@ with every weight at ``train.learning_rate``; and PQ under that same protocol (t
 """
 
 from configs import synthetic
+from configs.sweeps import SEEDS as SEEDS
 
-SEEDS = [2024, 2025, 2026]
 BUDGET = 25.0
 SWEEP = [
   {"compress.method": method, "compress.target_ratio": BUDGET} for method in ("pq", "hash", "qr")

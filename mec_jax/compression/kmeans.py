@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 
 from mec_jax.compression.mesh import DATA_AXIS, check_mesh
 from mec_jax.compression.seeding import default_local_trials, sample_by_weight, seed_jit
-from mec_jax.compression.streaming import local_pass, shard_sample, stream_pass
+from mec_jax.compression.streaming import local_pass, row_normalizer, shard_sample, stream_pass
 from mec_jax.compression.streaming import nearest as nearest  # re-exported (was defined here)
 
 DEFAULT_POINTS_PER_CENTROID = 256
@@ -150,17 +150,6 @@ def _lloyd_jit(x, w, init, tol, num_iters, *, chunk_size, mesh):
   return run(x, w, init, tol, num_iters)
 
 
-def _normalizer(center, scale: float, dim: int):
-  if center is None and scale == 1.0:
-    return lambda rows: rows
-  center = np.zeros(dim, np.float32) if center is None else np.asarray(center, np.float32)
-  if center.shape != (dim,) or not scale > 0:
-    raise ValueError(
-      f"center must have shape ({dim},) and scale be > 0, got {center.shape}, {scale}"
-    )
-  return lambda rows: (rows - center) / scale
-
-
 def _check_inputs(x, weights, num_clusters: int):
   x = np.asarray(x, np.float32)
   if x.ndim != 2 or x.shape[0] == 0:
@@ -228,7 +217,7 @@ def batched_kmeans(
   if trials < 1:
     raise ValueError(f"num_local_trials must be >= 1, got {trials}")
   mesh = check_mesh(mesh)
-  normalize = _normalizer(center, scale, x.shape[1])
+  normalize = row_normalizer(center, scale, x.shape[1])
   sample_size = num_clusters * (max_points_per_centroid or 0)
   sampled = 0 < sample_size < x.shape[0]
   if sampled:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mec_jax.compression.streaming import NEAREST_TILE
+from mec_jax.compression.streaming import NEAREST_TILE, to_tiles
 
 _EPS = 1e-8
 
@@ -87,15 +87,10 @@ def soft_usage(
   def tile(z, w):
     return jnp.einsum("b,mbk->mk", w, _soft_assignment_mbk(z, codebooks, temperature))
 
-  num_rows = z_sub.shape[0]
-  size = NEAREST_TILE
-  if num_rows <= size:
+  if z_sub.shape[0] <= NEAREST_TILE:
     return tile(z_sub, weights)
-  padded = -(-num_rows // size) * size
-  z_tiles = jnp.pad(z_sub, ((0, padded - num_rows), (0, 0), (0, 0)))
-  w_tiles = jnp.pad(weights, (0, padded - num_rows))  # weight-0 padding adds nothing
-  z_tiles = z_tiles.reshape(-1, size, *z_sub.shape[1:])
-  return jnp.sum(jax.lax.map(lambda zw: tile(*zw), (z_tiles, w_tiles.reshape(-1, size))), 0)
+  # Weight-0 padding rows add nothing to the usage.
+  return jnp.sum(jax.lax.map(lambda zw: tile(*zw), (to_tiles(z_sub), to_tiles(weights))), 0)
 
 
 def balance_penalty(

@@ -29,7 +29,7 @@ from mec_jax.compression.kmeans import (
   DEFAULT_REFINE_ITERS,
   batched_kmeans,
 )
-from mec_jax.compression.streaming import NEAREST_TILE, nearest
+from mec_jax.compression.streaming import NEAREST_TILE, nearest, to_tiles
 from mec_jax.compression.table import bits_per_code, code_dtype
 
 _PRECISION = lax.Precision.HIGHEST
@@ -58,11 +58,8 @@ def nearest_codes(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
   num_rows = sub.shape[0]
   if num_rows <= NEAREST_TILE:
     return _nearest_tile(sub, codebooks)
-  padded = -(-num_rows // NEAREST_TILE) * NEAREST_TILE
-  tiles = jnp.pad(sub, ((0, padded - num_rows), (0, 0), (0, 0)))
-  tiles = tiles.reshape(-1, NEAREST_TILE, *sub.shape[1:])
-  codes = lax.map(lambda tile: _nearest_tile(tile, codebooks), tiles)
-  return codes.reshape(padded, sub.shape[1])[:num_rows]
+  codes = lax.map(lambda tile: _nearest_tile(tile, codebooks), to_tiles(sub))
+  return codes.reshape(-1, sub.shape[1])[:num_rows]
 
 
 def lookup(codes: jax.Array, codebooks: jax.Array) -> jax.Array:

@@ -49,6 +49,7 @@ from mec_jax.compression.mesh import check_mesh
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
 from mec_jax.compression.settings import VARIANTS as VARIANTS
 from mec_jax.compression.settings import QuantizeSettings, check_table
+from mec_jax.compression.streaming import row_normalizer
 from mec_jax.compression.table import CompressedTable
 from mec_jax.compression.training import train_quantizer
 
@@ -78,19 +79,14 @@ def table_moments(table: np.ndarray) -> tuple[np.ndarray, float]:
   return (total / num_rows).astype(np.float32), float(np.sqrt(total_sq / table.size))
 
 
-def normalize_rows(rows: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
-  """float32 ``(rows - mean) / scale`` for a block of table rows (one new array of that block)."""
-  out = np.subtract(rows, mean, dtype=np.float32)
-  return np.divide(out, np.float32(scale), out=out)
-
-
 def normalized_table(table: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
   """``(table - mean) / scale`` as one new float32 array, filled block by block (for checks:
-  stage B itself normalizes each block it takes, `normalize_rows`)."""
+  stage B itself normalizes each block it takes, `streaming.row_normalizer`)."""
+  normalize = row_normalizer(mean, scale, table.shape[1])
   out = np.empty_like(table)
   for start in range(0, table.shape[0], CHUNK_ROWS):
     rows = slice(start, start + CHUNK_ROWS)
-    out[rows] = normalize_rows(table[rows], mean, scale)
+    out[rows] = normalize(table[rows])
   return out
 
 
@@ -230,7 +226,7 @@ def quantize_table(
       progress=progress,
       error_scale=scale**2,
       name=name,
-      normalize=lambda rows: normalize_rows(rows, mean, scale),
+      normalize=row_normalizer(mean, scale, table.shape[1]),
     )
   codes = np.asarray(codes)
 

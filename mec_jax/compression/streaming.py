@@ -32,6 +32,14 @@ PRECISION = lax.Precision.HIGHEST
 NEAREST_TILE = 512
 
 
+def to_tiles(x: jax.Array, size: int = NEAREST_TILE) -> jax.Array:
+  """``x [n, ...]`` zero-padded to whole tiles and reshaped to ``[ceil(n / size), size, ...]``
+  (for ``lax.map``; callers drop or weight out the padding rows)."""
+  padded = -(-x.shape[0] // size) * size
+  x = jnp.pad(x, [(0, padded - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape(-1, size, *x.shape[1:])
+
+
 def nearest(d2: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Row-wise ``(argmin, min)`` of ``d2 [..., K]``; ties go to the lowest index, as argmin.
 
@@ -113,6 +121,19 @@ def _block_jit(x, w, centroids, *, chunk, mesh, with_codes):
     out_specs=(P(), P(), P(), P(DATA_AXIS)),
   )
   return run(x, w, centroids)
+
+
+def row_normalizer(center, scale: float, dim: int) -> Callable[[np.ndarray], np.ndarray]:
+  """The map ``rows -> (rows - center) / scale`` (float32) applied to each block taken from a
+  table, so no normalized copy of the table exists; the identity for ``(None, 1.0)``."""
+  if center is None and scale == 1.0:
+    return lambda rows: rows
+  center = np.zeros(dim, np.float32) if center is None else np.asarray(center, np.float32)
+  if center.shape != (dim,) or not scale > 0:
+    raise ValueError(
+      f"center must have shape ({dim},) and scale be > 0, got {center.shape}, {scale}"
+    )
+  return lambda rows: (rows - center) / scale
 
 
 def block_layout(num_rows: int, num_devices: int, chunk_size: int, block_rows: int):
