@@ -4,9 +4,11 @@ A finished stage is reused on rerun (DESIGN §7), so its artifacts must come fro
 ``stages.json`` records, per stage, the config keys that stage depends on (its own and every
 upstream stage's). A rerun with different values for a stage whose artifacts exist stops with a
 `ConfigError` that names the changed keys and what to delete, instead of silently mixing results.
-Keys on one side only are not compared: a key that a newer mec_jax added keeps, at its default,
-the behaviour of the version that wrote the record, so old work directories stay usable (and a
-key a newer version dropped no longer means anything).
+A key the record lacks was added to mec_jax after the stage ran. Most new keys keep, at their
+default, the behaviour from before they existed, so they are not compared and old work directories
+stay usable; the few whose default changed what a stage computes (`BEHAVIOUR_BEFORE_KEY`) are
+compared against the value that reproduces the old behaviour. A key a newer version dropped no
+longer means anything and is not compared either.
 
 A stage's settings are recorded (`record`) only when the stage starts writing, after the data
 loaded and the preflight checks passed; they bind only while the stage has artifacts on disk
@@ -32,6 +34,14 @@ _IGNORED = {
   "train.log_every_steps",
   "train.checkpoint_every_steps",
   "train.eval_batch_size",
+}
+# Keys added with a default that computes something else than mec_jax did before they existed,
+# and the value that reproduces what it did then. A record lacking one of these ran with that value.
+BEHAVIOUR_BEFORE_KEY = {
+  "train.sparse_min_rows": 0,  # every table was a dense Optax parameter
+  "quantize.encoder": "dense",  # a full linear encoder
+  "quantize.rows_per_epoch": 0,  # every training row each epoch
+  "quantize.selection": "error",  # the epoch with the lowest held-out error shipped
 }
 # Stage A and B use pretrain.model; model.name is stage C's backbone only (model-agnostic reuse).
 _STAGE_SECTIONS = {
@@ -119,8 +129,8 @@ def check(config, root: str) -> None:
   stale, changes = [], {}
   for stage, before in stored.items():
     now = current.get(stage, {})
-    # A key the record lacks was added to mec_jax after the stage ran; new keys default to the
-    # behaviour from before they existed, so only keys recorded on both sides are compared.
+    # A key the record lacks was added after the stage ran (see the module docstring).
+    before = {k: BEHAVIOUR_BEFORE_KEY[k] for k in now if k in BEHAVIOUR_BEFORE_KEY} | before
     diff = {k: (before[k], now.get(k)) for k in before if k in now and before[k] != now[k]}
     if diff and stage in _STAGE_ARTIFACTS and stage_outputs(root, stage):
       stale.append(stage)

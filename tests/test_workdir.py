@@ -135,3 +135,32 @@ def test_keys_missing_from_an_older_record_are_not_changes(tmp_path):
   config.train.learning_rate = 0.5  # a recorded key that changed still binds
   with pytest.raises(ConfigError, match=r"train.learning_rate: 0.001 -> 0.5"):
     workdir_config.check(config, root)
+
+
+@pytest.mark.parametrize(
+  "key, new_value",
+  [("train.sparse_min_rows", 20_000), ("quantize.selection", "balance")],
+)
+def test_a_key_added_with_a_new_behaviour_binds_at_its_old_value(tmp_path, key, new_value):
+  """A record from before ``key`` existed ran as ``BEHAVIOUR_BEFORE_KEY[key]``, not the default."""
+  root = str(tmp_path)
+  config = quick_config()
+  section, name = key.split(".")
+  old_value = workdir_config.BEHAVIOUR_BEFORE_KEY[key]
+  stage = "pretrain" if section == "train" else "quantize"
+  artifact = "pretrain/checkpoints/5" if stage == "pretrain" else "quantize"
+  config[section][name] = old_value
+  workdir_config.record(config, root, stage)
+  os.makedirs(tmp_path / artifact)
+  if stage == "quantize":
+    (tmp_path / "quantize" / "cat0.npz").write_bytes(b"")
+  stored = os.path.join(root, "stages.json")
+  with open(stored) as fh:
+    records = json.load(fh)
+  del records[stage][key]  # written before the key existed
+  with open(stored, "w") as fh:
+    json.dump(records, fh)
+  workdir_config.check(config, root)  # the old behaviour, asked for explicitly: reusable
+  config[section][name] = new_value
+  with pytest.raises(ConfigError, match=rf"config.{key}: {old_value!r} -> {new_value!r}"):
+    workdir_config.check(config, root)
