@@ -10,7 +10,7 @@ the frozen codes (``finetune.init_from_pretrain=False``). Every artifact is reus
 the grid resumes where it was killed; ``<out>/results.md`` is rewritten after every cell.
 
 Printed: test AUC mean ± std over the finished seeds per (dataset, setting, variant) for the
-swap-in (and stage C where run), and per compressed field the code-usage entropy / ln K, the share
+swap-in (and stage C where run), the paired difference to `kmeans` (per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share
 of rare values (train count <= 3) with a code tuple of their own, the weighted table-space error
 and the epoch kept.
 
@@ -139,7 +139,7 @@ def _mean_std(values: list[float]) -> str:
 
 
 def collect(args) -> dict:
-  """``{(dataset, setting, variant): [cell summary per finished seed]}`` and full AUCs."""
+  """``{(dataset, setting, variant): {seed: cell summary}}`` of finished cells and full AUCs."""
   cells, full = {}, {}
   for dataset in args.datasets.split(","):
     for seed in args.seeds.split(","):
@@ -150,22 +150,50 @@ def collect(args) -> dict:
         for variant in args.variants.split(","):
           path = root / f"{setting}_{variant}" / "cell.json"
           if path.exists():
-            cells.setdefault((dataset, setting, variant), []).append(json.loads(path.read_text()))
+            cell = cells.setdefault((dataset, setting, variant), {})
+            cell[seed] = json.loads(path.read_text())
   return {"cells": cells, "full": full}
+
+
+def _paired(runs: dict, reference: dict, metric) -> str:
+  """Mean ± std over the seeds both finished of ``metric(run) - metric(reference run)``.
+
+  Every cell of a seed shares its stage A, so the per-seed difference removes stage A's spread
+  (which dominates the across-seed std of the AUCs themselves).
+  """
+  diffs = []
+  for seed, run in runs.items():
+    a, b = metric(run), metric(reference[seed]) if seed in reference else None
+    if a is not None and b is not None:
+      diffs.append(a - b)
+  if not diffs:
+    return "—"
+  return f"{np.mean(diffs):+.4f} ± {np.std(diffs):.4f} ({len(diffs)})"
+
+
+def _swap_auc(run):
+  return run["swap"]["test_auc"]
+
+
+def _cold_auc(run):
+  return run["finetune"]["test_auc"] if run.get("finetune") else None
 
 
 def results_markdown(args) -> str:
   data = collect(args)
   lines = [
-    "| dataset | setting | variant | seeds | swap-in test AUC | stage C (cold) test AUC "
-    "| full test AUC | entropy / ln K per field | rare distinct per field | weighted err per field "
+    "| dataset | setting | variant | seeds | swap-in test AUC | swap-in Δ vs kmeans (paired) "
+    "| stage C (cold) test AUC | stage C Δ vs kmeans (paired) | full test AUC "
+    "| entropy / ln K per field | rare distinct per field | weighted err per field "
     "| kept epoch per field |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
-  for (dataset, setting, variant), runs in data["cells"].items():
+  for (dataset, setting, variant), by_seed in data["cells"].items():
+    runs = list(by_seed.values())
+    kmeans = data["cells"].get((dataset, setting, "kmeans"), {})
     full = [r["test_auc"] for r in data["full"].get(dataset, [])]
-    swap = [r["swap"]["test_auc"] for r in runs]
-    cold = [r["finetune"]["test_auc"] for r in runs if r.get("finetune")]
+    swap = [_swap_auc(r) for r in runs]
+    cold = [_cold_auc(r) for r in runs if r.get("finetune")]
     fields = runs[0]["fields"]
 
     def per_field(key, fmt, fields=fields, runs=runs):
@@ -175,8 +203,11 @@ def results_markdown(args) -> str:
         out.append(f"{name} {fmt.format(np.mean(vals))}" if vals else f"{name} —")
       return "; ".join(out)
 
+    paired = variant != "kmeans"
     lines.append(
-      f"| {dataset} | {setting} | {variant} | {len(runs)} | {_mean_std(swap)} | {_mean_std(cold)} "
+      f"| {dataset} | {setting} | {variant} | {len(runs)} | {_mean_std(swap)} "
+      f"| {_paired(by_seed, kmeans, _swap_auc) if paired else '—'} | {_mean_std(cold)} "
+      f"| {_paired(by_seed, kmeans, _cold_auc) if paired else '—'} "
       f"| {_mean_std(full)} | {per_field('code_usage_entropy', '{:.3f}')} "
       f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
       f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
