@@ -10,14 +10,15 @@ the frozen codes (``finetune.init_from_pretrain=False``). Every artifact is reus
 the grid resumes where it was killed; ``<out>/results.md`` is rewritten after every cell.
 
 Printed: test AUC mean ± std over the finished seeds per (dataset, setting, variant) for the
-swap-in (and stage C where run), the paired difference to `kmeans` (per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share
+swap-in (and stage C where run), the paired difference to `kmeans` (or ``--paired_to``; per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share
 of rare values (train count <= 3) with a code tuple of their own, the weighted table-space error
 and the epoch kept.
 
 Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,frappe,movielens]
 [--seeds 0,1,2] [--settings m2k256,m4k64] [--variants mec,...] [--finetune_variants mec,kmeans]
 [--out /tmp/mec_ablation]``; ``--report`` only prints the table of what has finished. A variant
-may name a quantizer encoder, ``mec@block`` or ``mec@dense`` (default: ``quantize.encoder``).
+may name a quantizer encoder, ``mec@block`` or ``mec@dense`` (default: ``quantize.encoder``), and
+override other ``quantize`` keys after colons: ``mec:selection=error``.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ def make_config(dataset: str, seed: int):
 
 
 def cell_config(base, setting: str, variant: str):
-  """``variant`` is a stage-B variant, optionally ``@encoder`` (e.g. ``mec@block``)."""
+  """``variant`` is a stage-B variant, optionally ``@encoder`` (``mec@block``) and ``:key=value``
+  overrides of ``quantize`` keys (``mec:selection=error``), typed like the key's default."""
   config = base.copy_and_resolve_references()
   config.quantize.num_subspaces, config.quantize.codebook_size = SETTINGS[setting]
+  variant, *overrides = variant.split(":")
   config.quantize.variant, _, encoder = variant.partition("@")
+  for item in overrides:
+    key, value = item.split("=", 1)
+    config.quantize[key] = type(config.quantize[key])(value)
   if encoder:
     config.quantize.encoder = encoder
   config.finetune.init_from_pretrain = False  # the paper's stage C: a fresh backbone
@@ -182,15 +188,16 @@ def _cold_auc(run):
 def results_markdown(args) -> str:
   data = collect(args)
   lines = [
-    "| dataset | setting | variant | seeds | swap-in test AUC | swap-in Δ vs kmeans (paired) "
-    "| stage C (cold) test AUC | stage C Δ vs kmeans (paired) | full test AUC "
+    "| dataset | setting | variant | seeds | swap-in test AUC "
+    f"| swap-in Δ vs {args.paired_to} (paired) | stage C (cold) test AUC "
+    f"| stage C Δ vs {args.paired_to} (paired) | full test AUC "
     "| entropy / ln K per field | rare distinct per field | weighted err per field "
     "| kept epoch per field |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for (dataset, setting, variant), by_seed in data["cells"].items():
     runs = list(by_seed.values())
-    kmeans = data["cells"].get((dataset, setting, "kmeans"), {})
+    baseline = data["cells"].get((dataset, setting, args.paired_to), {})
     full = [r["test_auc"] for r in data["full"].get(dataset, [])]
     swap = [_swap_auc(r) for r in runs]
     cold = [_cold_auc(r) for r in runs if r.get("finetune")]
@@ -203,11 +210,11 @@ def results_markdown(args) -> str:
         out.append(f"{name} {fmt.format(np.mean(vals))}" if vals else f"{name} —")
       return "; ".join(out)
 
-    paired = variant != "kmeans"
+    paired = variant != args.paired_to
     lines.append(
       f"| {dataset} | {setting} | {variant} | {len(runs)} | {_mean_std(swap)} "
-      f"| {_paired(by_seed, kmeans, _swap_auc) if paired else '—'} | {_mean_std(cold)} "
-      f"| {_paired(by_seed, kmeans, _cold_auc) if paired else '—'} "
+      f"| {_paired(by_seed, baseline, _swap_auc) if paired else '—'} | {_mean_std(cold)} "
+      f"| {_paired(by_seed, baseline, _cold_auc) if paired else '—'} "
       f"| {_mean_std(full)} | {per_field('code_usage_entropy', '{:.3f}')} "
       f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
       f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
@@ -228,10 +235,12 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--finetune_variants", default="", help="variants that also run stage C")
   parser.add_argument("--out", default="/tmp/mec_ablation")
+  parser.add_argument("--paired_to", default="kmeans", help="variant the paired Δ columns use")
   parser.add_argument("--report", action="store_true", help="only print what has finished")
   args = parser.parse_args()
   for name, allowed in (("datasets", DATA_DIRS), ("settings", SETTINGS), ("variants", VARIANTS)):
-    unknown = {v.split("@")[0] for v in getattr(args, name).split(",")} - set(allowed)
+    given = getattr(args, name).split(",")
+    unknown = {v.split(":")[0].split("@")[0] for v in given} - set(allowed)
     if unknown:
       parser.error(f"--{name}: unknown {sorted(unknown)}; expected some of {list(allowed)}")
   from absl import logging
