@@ -238,7 +238,8 @@ def row_axes(mesh) -> tuple[str, ...]:
 
   On a ``('data', 'model')`` mesh the tables are replicated across ``data``: a lookup's
   all-reduce of the touched rows then spans the k devices of one ``model`` group instead of all
-  N (`bench/mesh_layout.py`), at k/N of the 1-D mesh's memory saving.
+  N, for N/k times the 1-D mesh's table memory per device (`bench/mesh_layout.py`; splitting
+  over both axes keeps the memory but hardly shortens the collectives).
   """
   return ("model",) if "model" in mesh.axis_names else (mesh.axis_names[0],)
 
