@@ -221,6 +221,15 @@ def test_train_mesh_checks_the_model_axis_size():
   assert loop.TrainConfig.from_config(default.get_config()).model_axis_size == 1
 
 
+def test_model_axis_needs_a_single_process(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(
+    ConfigError, match=r"train.model_axis_size=2 needs a single process \(got 2\)"
+  ):
+    steps.train_mesh(2, jax.devices()[:1] * 2)
+  assert steps.train_mesh(1, jax.devices()[:1]).axis_names == ("data",)  # 1-D is fine
+
+
 def _splits():
   rng = np.random.default_rng(0)
   out = {}
