@@ -81,6 +81,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.sparse_min_rows = 20_000
   train.sparse_optimizer = "rowwise_adagrad"  # of those tables: rowwise_adagrad | lazy_adam | sgd
   train.sparse_learning_rate = 0.0  # their learning rate; 0: the rate the table would get
+  # k > 1: a ('data', 'model') mesh of (devices/k, k): batch split over 'data', those tables' rows
+  # over 'model' (replicated across 'data'). 1: the 1-D ('data',) mesh, rows over all devices.
+  # Single process only (bench/RESULTS.md, "Mesh layout").
+  train.model_axis_size = 1
 
   # --- several processes / hosts (mec_jax.train.distributed) ------------------------------------
   config.distributed = dist = ml_collections.ConfigDict()

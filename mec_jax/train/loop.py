@@ -76,6 +76,7 @@ class TrainConfig:
   sparse_min_rows: int = 20_000  # Embed tables this large train row-sparse (0: none)
   sparse_optimizer: str = DEFAULT_SPARSE_OPTIMIZER  # row_optimizers.SPARSE_OPTIMIZERS
   sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
+  model_axis_size: int = 1  # k > 1: ('data', 'model') mesh (N/k, k), sparse rows split on 'model'
 
   def __post_init__(self):
     for key in ("batch_size", "eval_batch_size", "epochs", "log_every_steps"):
@@ -96,6 +97,8 @@ class TrainConfig:
         f"train.sparse_min_rows={self.sparse_min_rows}, train.sparse_learning_rate="
         f"{self.sparse_learning_rate}; both must be >= 0"
       )
+    if self.model_axis_size < 1:
+      raise ConfigError(f"train.model_axis_size={self.model_axis_size}; expected >= 1")
 
   @classmethod
   def from_config(cls, config, **overrides) -> TrainConfig:
@@ -134,7 +137,7 @@ def _run_dir(workdir: str, name: str) -> str:
 
 def _fresh_loop_state(lr_scale: float, row_shards: int) -> dict:
   return {
-    "row_shards": row_shards,  # the sparse arrays' row padding multiple (device count)
+    "row_shards": row_shards,  # the sparse arrays' row padding multiple (sparse.row_shards)
     "epoch": 0,  # epochs completed
     "next_batch": 0,  # position of the train iterator inside the current epoch
     "step": 0,
@@ -175,7 +178,8 @@ def fit(
       Plateau decay scales all rates alike, the sparse tables' too. Full `Embed` tables with
       ``>= train.sparse_min_rows`` rows train row-sparse (`mec_jax.train.sparse`) with
       ``train.sparse_optimizer``; a rate of 0 keeps such a table frozen, without state.
-    mesh: 1-D ``('data',)`` mesh (default: all devices).
+    mesh: train mesh (default: `steps.train_mesh` of ``train.model_axis_size`` over all
+      devices; a given mesh wins over that key).
     on_step: called with the global step after every train step (tests use it to simulate a
       kill by raising).
 
@@ -195,7 +199,7 @@ def fit(
       raise ValueError(f"fit: splits has no {split!r} split (got {sorted(splits)})")
   for split, arrays in splits.items():
     check_split(arrays, model, split)
-  mesh = mesh or steps.data_mesh()
+  mesh = mesh or steps.train_mesh(cfg.model_axis_size)
   if cfg.batch_size % mesh.size:
     raise ValueError(
       f"train.batch_size={cfg.batch_size} must be a multiple of the {mesh.size} devices"
@@ -262,16 +266,18 @@ def fit(
 
 
 def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
-  """``checkpointer.restore`` into ``state``, also from a run on another number of devices.
+  """``checkpointer.restore`` into ``state``, also from a run on another device count or mesh.
 
-  Sparse arrays are padded to a multiple of the device count (`sparse.padded_rows`); a
-  checkpoint padded for another count is restored onto this mesh with its padding rows (never
-  read) cut or zero-filled, once its shapes show that nothing else differs.
+  Sparse arrays are padded to a multiple of their row shard count (`sparse.padded_rows`,
+  `sparse.row_shards`); a checkpoint padded for another count is restored onto this mesh with
+  its padding rows (never read) cut or zero-filled, once its shapes show that nothing else
+  differs.
   """
-  saved_shards = mesh.size
+  shards = sparse.row_shards(mesh)
+  saved_shards = shards
   if fields:
-    saved_shards = checkpointer.loop_state(step).get("row_shards", mesh.size)
-  if saved_shards == mesh.size:
+    saved_shards = checkpointer.loop_state(step).get("row_shards", shards)
+  if saved_shards == shards:
     return checkpointer.restore(step, state)
   saved = checkpointer.saved_arrays(step)
   problem = sparse.padding_mismatch(saved.get("sparse", {}), state.sparse, fields, saved_shards)
@@ -280,10 +286,10 @@ def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
     problem = "the dense parameters or optimizer state differ"
   if problem:
     raise ArtifactError(
-      f"{checkpointer.directory}: step {step} was saved on {saved_shards} devices and cannot be "
-      f"restored on {mesh.size}: {problem}"
+      f"{checkpointer.directory}: step {step} was saved with sparse rows split {saved_shards} "
+      f"ways and cannot be restored split {shards} ways ({mesh.size} devices): {problem}"
     )
-  logging.info("restoring step %d saved on %d devices onto %d", step, saved_shards, mesh.size)
+  logging.info("restoring step %d saved %d row shards onto %d", step, saved_shards, shards)
   return checkpointer.restore(step, state, strict=False)
 
 
@@ -311,11 +317,11 @@ def _train(
 ) -> FitResult:
   graphdef, rng_state, tx, fields, shardings = compiled
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state), mesh.size)
+  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state), sparse.row_shards(mesh))
   latest = checkpointer.latest_step()
   if latest is not None:
     state, loop_state = _restore(checkpointer, latest, state, fields, mesh)
-    loop_state["row_shards"] = mesh.size  # the arrays are now padded for this mesh
+    loop_state["row_shards"] = sparse.row_shards(mesh)  # the arrays are now padded for this mesh
     logging.info(
       "%s: resuming from step %d (epoch %d, batch %d)",
       name,

@@ -14,9 +14,10 @@ kept in ``TrainState.sparse`` together with their row-wise optimizer state
 Nothing of size V is read, written or copied per step beyond the touched rows.
 
 Sharding: with a mesh of N > 1 devices, sparse arrays are row-sharded ``P('data', ...)`` (rows
-padded to a multiple of N; padding rows are never touched); XLA partitions the gather as a local
-masked gather + an all-reduce of the ``[U, d]`` block and the scatter as a local masked scatter,
-so no device ever holds a whole table. Everything else stays replicated.
+padded to a multiple of N; padding rows are never touched), or ``P('model', ...)`` on a
+``('data', 'model')`` mesh (padded to a multiple of its k; `row_axes`). XLA partitions the gather
+as a local masked gather + an all-reduce of the ``[U, d]`` block and the scatter as a local masked
+scatter, so no device ever holds a whole table. Everything else stays replicated.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ def split_tables(params: nnx.State, fields, num_shards: int = 1) -> tuple[nnx.St
 
 
 def padding_mismatch(saved: Mapping, target: Mapping, fields, saved_shards: int) -> str | None:
-  """Why sparse arrays saved on ``saved_shards`` devices can't be restored into ``target``.
+  """Why sparse arrays saved split ``saved_shards`` ways can't be restored into ``target``.
 
-  A checkpoint written on another device count differs only in each sparse array's padding
+  A checkpoint written on another device count or mesh differs only in each sparse array's padding
   rows (never read or written by a step): those can be cut or zero-padded on restore.
 
   Args:
@@ -127,7 +128,7 @@ def padding_mismatch(saved: Mapping, target: Mapping, fields, saved_shards: int)
       `Checkpointer.saved_arrays`).
     target: the live ``TrainState.sparse``.
     fields: the `SparseField`s.
-    saved_shards: the row multiple the checkpoint was padded to (its device count).
+    saved_shards: the row multiple the checkpoint was padded to (its `row_shards`).
 
   Returns:
     None when every saved array has ``padded_rows(V, saved_shards)`` rows and otherwise the
@@ -146,7 +147,7 @@ def padding_mismatch(saved: Mapping, target: Mapping, fields, saved_shards: int)
         if np.shape(have[key]) != (rows, *shape[1:]):
           return (
             f"{field.name}/{part}/{key}: saved shape {np.shape(have[key])}, expected "
-            f"{(rows, *shape[1:])} ({field.vocab_size:,} rows padded for {saved_shards} devices)"
+            f"{(rows, *shape[1:])} ({field.vocab_size:,} rows padded for {saved_shards} row shards)"
           )
   return None
 
@@ -232,19 +233,36 @@ def apply_row_updates(
   return out
 
 
+def row_axes(mesh) -> tuple[str, ...]:
+  """Mesh axes a sparse table's rows are split over: ``model`` if the mesh has one, else ``data``.
+
+  On a ``('data', 'model')`` mesh the tables are replicated across ``data``: a lookup's
+  all-reduce of the touched rows then spans the k devices of one ``model`` group instead of all
+  N, for N/k times the 1-D mesh's table memory per device (`bench/mesh_layout.py`; splitting
+  over both axes keeps the memory but hardly shortens the collectives).
+  """
+  return ("model",) if "model" in mesh.axis_names else (mesh.axis_names[0],)
+
+
+def row_shards(mesh) -> int:
+  """How many ways the rows are split (the multiple `padded_rows` pads to)."""
+  return int(np.prod([mesh.shape[axis] for axis in row_axes(mesh)]))
+
+
 def state_shardings(state, mesh):
-  """Shardings for a train state: sparse arrays row-sharded on ``data``, the rest replicated."""
+  """Shardings for a train state: sparse arrays row-sharded on `row_axes`, the rest replicated."""
   replicated = NamedSharding(mesh, P())
   shardings = jax.tree.map(lambda _: replicated, state)
-  if mesh.size == 1:
+  if row_shards(mesh) == 1:
     return shardings
-  rows = jax.tree.map(lambda x: _row_sharding(mesh, x.ndim), state.sparse)
+  rows = jax.tree.map(lambda x: row_sharding(mesh, x.ndim), state.sparse)
   return shardings.replace(sparse=rows)
 
 
-def _row_sharding(mesh, ndim: int) -> NamedSharding:
-  """Rows split over the mesh's (first, data) axis."""
-  return NamedSharding(mesh, P(mesh.axis_names[0], *([None] * (ndim - 1))))
+def row_sharding(mesh, ndim: int, axes=None) -> NamedSharding:
+  """Rows (the leading axis) split over ``axes`` (default `row_axes`), the rest not split."""
+  axes = row_axes(mesh) if axes is None else tuple(axes)
+  return NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0], *([None] * (ndim - 1))))
 
 
 def model_tables(tables: Mapping[str, dict], fields) -> dict:

@@ -1,4 +1,4 @@
-"""Pure, jitted train and eval steps over a 1-D ``('data',)`` device mesh.
+"""Pure, jitted train and eval steps over a ``('data',)`` or ``('data', 'model')`` device mesh.
 
 A model is split once into its graph definition and three states: ``params`` (``nnx.Param``,
 the only thing the optimizer sees), ``rng_state`` (dropout streams, reseeded every step from
@@ -8,7 +8,9 @@ of `CodebookEmbed`, ...; carried and checkpointed, never optimized).
 
 Data parallelism: the batch is sharded on the ``data`` axis and the state replicated; ``jax.jit``
 inserts the gradient all-reduce (and batch-norm cross-device statistics), so a step on N devices
-computes the same update as on one.
+computes the same update as on one. `train_mesh` with ``train.model_axis_size`` k > 1 adds a
+second ``model`` axis, shape (N/k, k): the batch is then split N/k ways (replicated across
+``model``) and only the row sharding of the sparse tables uses ``model`` (`sparse.row_axes`).
 
 Large tables (`mec_jax.train.sparse`) live outside ``params`` in ``TrainState.sparse``, row-sharded
 over the mesh and updated row-wise. Gradient clipping then uses one global norm over the dense
@@ -30,9 +32,11 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mec_jax.errors import ConfigError
 from mec_jax.train import row_optimizers, sparse
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -191,7 +195,7 @@ def init_sharded_state(
   Returns:
     ``(state, shardings)``: sparse arrays row-sharded, everything else replicated.
   """
-  params, tables = sparse.split_tables(params, fields, mesh.size)
+  params, tables = sparse.split_tables(params, fields, sparse.row_shards(mesh))
   state = init_train_state(
     params, other, tx, sparse.init_sparse_state(tables, fields, sparse_optimizer)
   )
@@ -207,6 +211,38 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else list(devices)
   return jax.make_mesh(
     (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+  )
+
+
+def train_mesh(model_axis_size: int = 1, devices=None) -> jax.sharding.Mesh:
+  """The train mesh: `data_mesh` for ``model_axis_size`` 1, else ``('data', 'model')`` (N/k, k).
+
+  Args:
+    model_axis_size: k, ``train.model_axis_size``; must divide the device count.
+    devices: default all devices.
+
+  Raises:
+    ConfigError: k does not divide the device count, or k > 1 with several processes (their
+      batch slices follow a 1-D ``data`` axis).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  if model_axis_size == 1:
+    return data_mesh(devices)
+  if model_axis_size < 1 or len(devices) % model_axis_size:
+    raise ConfigError(
+      f"train.model_axis_size={model_axis_size} must be >= 1 and divide the device count "
+      f"({len(devices)})"
+    )
+  if jax.process_count() > 1:
+    raise ConfigError(
+      f"train.model_axis_size={model_axis_size} needs a single process (got "
+      f"{jax.process_count()}); multi-process runs use the 1-D ('data',) mesh, set it to 1"
+    )
+  return jax.make_mesh(
+    (len(devices) // model_axis_size, model_axis_size),
+    (DATA_AXIS, MODEL_AXIS),
+    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    devices=devices,
   )
 
 
@@ -252,7 +288,7 @@ def make_train_step(
     graphdef: graph definition of the model in train mode (from `split_model`).
     rng_state: the model's RNG state (structure only; keys are reseeded per step).
     tx: optimizer from `make_optimizer`.
-    mesh: 1-D data mesh.
+    mesh: the train mesh (`train_mesh`).
     dropout_key: base key; step ``t`` uses ``fold_in(dropout_key, t)``.
     embedding_regularizer: weight of ``mean_batch Σ_{f,d} e²`` on the looked-up embeddings
       (needs ``model.embedding``).

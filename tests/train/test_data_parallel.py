@@ -36,3 +36,7 @@ def test_row_sharded_sparse_tables_equal_single_device_and_are_never_gathered():
 
 def test_sparse_run_killed_on_8_devices_resumes_on_2_to_the_1_device_result():
   _run_with_8_devices("sparse_resume_check.py")
+
+
+def test_data_model_meshes_equal_one_device_shard_rows_on_model_and_resume_elsewhere():
+  _run_with_8_devices("mesh_parallel_check.py")

@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from configs import default
 from mec_jax.errors import ConfigError
 from mec_jax.layers import FieldEmbedding
 from mec_jax.models import registry
@@ -207,6 +208,26 @@ def test_config_rejects_unknown_sparse_optimizer():
     loop.TrainConfig(sparse_optimizer="adam")
   with pytest.raises(ConfigError, match="train.sparse_min_rows=-1"):
     loop.TrainConfig(sparse_min_rows=-1)
+
+
+def test_train_mesh_checks_the_model_axis_size():
+  one = jax.devices()[:1]
+  mesh = steps.train_mesh(1, one)
+  assert mesh.axis_names == ("data",) and sparse.row_axes(mesh) == ("data",)
+  with pytest.raises(ConfigError, match=r"train.model_axis_size=2 .*device count \(1\)"):
+    steps.train_mesh(2, one)
+  with pytest.raises(ConfigError, match=r"train.model_axis_size=0; expected >= 1"):
+    loop.TrainConfig(model_axis_size=0)
+  assert loop.TrainConfig.from_config(default.get_config()).model_axis_size == 1
+
+
+def test_model_axis_needs_a_single_process(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(
+    ConfigError, match=r"train.model_axis_size=2 needs a single process \(got 2\)"
+  ):
+    steps.train_mesh(2, jax.devices()[:1] * 2)
+  assert steps.train_mesh(1, jax.devices()[:1]).axis_names == ("data",)  # 1-D is fine
 
 
 def _splits():
