@@ -10,8 +10,9 @@ the frozen codes (``finetune.init_from_pretrain=False``). Every artifact is reus
 the grid resumes where it was killed; ``<out>/results.md`` is rewritten after every cell.
 
 Printed: test AUC mean ± std over the finished seeds per (dataset, setting, variant) for the
-swap-in (and stage C where run), the paired difference to `kmeans` (or ``--paired_to``; per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share
-of rare values (train count <= 3) with a code tuple of their own, the weighted table-space error
+swap-in (and stage C where run), the paired difference to `kmeans` and `mec` (``--paired_to``;
+per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share of rare
+values (train count <= 3) with a code tuple of their own, the weighted table-space error
 and the epoch kept.
 
 Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,frappe,movielens]
@@ -161,15 +162,17 @@ def collect(args) -> dict:
   return {"cells": cells, "full": full}
 
 
-def _paired(runs: dict, reference: dict, metric) -> str:
-  """Mean ± std over the seeds both finished of ``metric(run) - metric(reference run)``.
+def _paired(runs: dict, reference: dict, metric, reference_metric=None) -> str:
+  """Mean ± std over the seeds both finished of ``metric(run) - reference_metric(reference
+  run)`` (``reference_metric`` defaults to ``metric``).
 
   Every cell of a seed shares its stage A, so the per-seed difference removes stage A's spread
   (which dominates the across-seed std of the AUCs themselves).
   """
   diffs = []
   for seed, run in runs.items():
-    a, b = metric(run), metric(reference[seed]) if seed in reference else None
+    b = (reference_metric or metric)(reference[seed]) if seed in reference else None
+    a = metric(run)
     if a is not None and b is not None:
       diffs.append(a - b)
   if not diffs:
@@ -187,17 +190,18 @@ def _cold_auc(run):
 
 def results_markdown(args) -> str:
   data = collect(args)
+  baselines = args.paired_to.split(",")
+  first = baselines[0]
   lines = [
     "| dataset | setting | variant | seeds | swap-in test AUC "
-    f"| swap-in Δ vs {args.paired_to} (paired) | stage C (cold) test AUC "
-    f"| stage C Δ vs {args.paired_to} (paired) | full test AUC "
-    "| entropy / ln K per field | rare distinct per field | weighted err per field "
-    "| kept epoch per field |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    + "".join(f"| swap-in Δ vs {b} (paired) " for b in baselines)
+    + f"| stage C (cold) test AUC | stage C Δ vs {first} (paired) | stage C − swap-in (paired) "
+    "| full test AUC | entropy / ln K per field | rare distinct per field "
+    "| weighted err per field | kept epoch per field |",
+    "|---" * (13 + len(baselines)) + "|",
   ]
   for (dataset, setting, variant), by_seed in data["cells"].items():
     runs = list(by_seed.values())
-    baseline = data["cells"].get((dataset, setting, args.paired_to), {})
     full = [r["test_auc"] for r in data["full"].get(dataset, [])]
     swap = [_swap_auc(r) for r in runs]
     cold = [_cold_auc(r) for r in runs if r.get("finetune")]
@@ -210,11 +214,16 @@ def results_markdown(args) -> str:
         out.append(f"{name} {fmt.format(np.mean(vals))}" if vals else f"{name} —")
       return "; ".join(out)
 
-    paired = variant != args.paired_to
+    def versus(baseline, metric, variant=variant, by_seed=by_seed, cell=(dataset, setting)):
+      if variant == baseline:
+        return "—"
+      return _paired(by_seed, data["cells"].get((*cell, baseline), {}), metric)
+
     lines.append(
       f"| {dataset} | {setting} | {variant} | {len(runs)} | {_mean_std(swap)} "
-      f"| {_paired(by_seed, baseline, _swap_auc) if paired else '—'} | {_mean_std(cold)} "
-      f"| {_paired(by_seed, baseline, _cold_auc) if paired else '—'} "
+      + "".join(f"| {versus(b, _swap_auc)} " for b in baselines)
+      + f"| {_mean_std(cold)} | {versus(first, _cold_auc)} "
+      f"| {_paired(by_seed, by_seed, _cold_auc, _swap_auc)} "
       f"| {_mean_std(full)} | {per_field('code_usage_entropy', '{:.3f}')} "
       f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
       f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
@@ -235,7 +244,9 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--finetune_variants", default="", help="variants that also run stage C")
   parser.add_argument("--out", default="/tmp/mec_ablation")
-  parser.add_argument("--paired_to", default="kmeans", help="variant the paired Δ columns use")
+  parser.add_argument(
+    "--paired_to", default="kmeans,mec", help="variants the paired Δ columns compare against"
+  )
   parser.add_argument("--report", action="store_true", help="only print what has finished")
   args = parser.parse_args()
   for name, allowed in (("datasets", DATA_DIRS), ("settings", SETTINGS), ("variants", VARIANTS)):
