@@ -19,7 +19,8 @@ Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,fra
 [--seeds 0,1,2] [--settings m2k256,m4k64] [--variants mec,...] [--finetune_variants mec,kmeans]
 [--out /tmp/mec_ablation]``; ``--report`` only prints the table of what has finished. A variant
 may name a quantizer encoder, ``mec@block`` or ``mec@dense`` (default: ``quantize.encoder``), and
-override other ``quantize`` keys after colons: ``mec:selection=error``.
+override other keys after colons: ``mec:selection=error`` (``quantize``),
+``mec:finetune.codebook_learning_rate=1e-9`` (any section).
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def make_config(dataset: str, seed: int):
 
 def cell_config(base, setting: str, variant: str):
   """``variant`` is a stage-B variant, optionally ``@encoder`` (``mec@block``) and ``:key=value``
-  overrides of ``quantize`` keys (``mec:selection=error``), typed like the key's default."""
+  overrides (``mec:selection=error``: a ``quantize`` key; ``mec:finetune.learning_rate=0.01``: any
+  section's), typed like the key's default."""
   config = base.copy_and_resolve_references()
   config.quantize.num_subspaces, config.quantize.codebook_size = SETTINGS[setting]
   variant, *overrides = variant.split(":")
   config.quantize.variant, _, encoder = variant.partition("@")
   for item in overrides:
     key, value = item.split("=", 1)
-    config.quantize[key] = type(config.quantize[key])(value)
+    section, _, key = key.rpartition(".")
+    section = config[section or "quantize"]
+    section[key] = type(section[key])(value)
   if encoder:
     config.quantize.encoder = encoder
   config.finetune.init_from_pretrain = False  # the paper's stage C: a fresh backbone
