@@ -13,7 +13,8 @@ Printed: test AUC mean ± std over the finished seeds per (dataset, setting, var
 swap-in (and stage C where run), the paired difference to `kmeans` and `mec` (``--paired_to``;
 per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share of rare
 values (train count <= 3) with a code tuple of their own, the weighted table-space error
-and the epoch kept.
+and the epoch kept. ``--cold_full`` also trains, per (dataset, seed), a fresh backbone on the
+frozen *uncompressed* stage-A tables (`run_cold_full`): the cold stage C's ceiling.
 
 Run: ``JAX_PLATFORMS=cpu nice python bench/ablation.py [--datasets synthetic,frappe,movielens]
 [--seeds 0,1,2] [--settings m2k256,m4k64] [--variants mec,...] [--finetune_variants mec,kmeans]
@@ -41,6 +42,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mec_jax import pipeline  # noqa: E402
 from mec_jax.data import load_dataset  # noqa: E402
+from mec_jax.train import loop  # noqa: E402
 
 DATA_ROOT = REPO / ".." / "shared" / "data"
 DATA_DIRS = {"frappe": "frappe", "movielens": "movielens_100k", "synthetic": None}
@@ -119,6 +121,37 @@ def run_cell(base, dataset, pretrained, stage_a: pipeline.Workdir, root: Path, c
   return summary
 
 
+def run_cold_full(base, dataset, pretrained, root: Path) -> dict:
+  """The cold stage C's ceiling: a fresh backbone on the *uncompressed* stage-A tables.
+
+  Same fresh init (``train.seed + 1``) and loop as `pipeline.run_finetune`'s cold start, but the
+  fields stage B would compress keep their full stage-A rows, frozen; the small fields and every
+  other weight train from scratch. Its gap to stage A is what a fresh backbone costs by itself.
+  """
+  path = root / "cold_full" / "summary.json"
+  if path.exists():
+    return json.loads(path.read_text())
+  model = pipeline.full_model(base.pretrain.model, dataset, base, base.train.seed + 1)
+  frozen = {}
+  for index in dataset.feature_map.fields_to_compress(base.quantize.min_vocab):
+    source, target = pretrained.embedding.tables[index], model.embedding.tables[index]
+    target.embedding.value = source.embedding.value
+    if target.bias is not None:
+      target.bias.value = source.bias.value
+    frozen[f"embedding/tables/{index}/"] = 0.0  # `steps.param_labels` path keys; 0 freezes
+  result = loop.fit(
+    model,
+    dataset.splits,
+    train_config=loop.TrainConfig.from_config(base),
+    workdir=str(root / "cold_full"),
+    name="cold_full",
+    lr_overrides=frozen,
+  )
+  summary = pipeline._metrics(result)
+  pipeline.report_lib.write_json_atomic(str(path), summary)
+  return summary
+
+
 def run_dataset_seed(dataset_name: str, seed: int, args) -> None:
   base = make_config(dataset_name, seed)
   root = Path(args.out) / f"{dataset_name}_s{seed}"
@@ -128,6 +161,11 @@ def run_dataset_seed(dataset_name: str, seed: int, args) -> None:
   pretrained, full = pipeline.run_pretrain(base, dataset, stage_a)
   pipeline.report_lib.write_json_atomic(str(root / "full.json"), pipeline._metrics(full))
   print(f"{dataset_name} seed {seed}: stage A {time.time() - start:.0f}s", flush=True)
+  if args.cold_full:
+    cold = run_cold_full(base, dataset, pretrained, root)
+    print(
+      f"  fresh backbone on the frozen full tables: test AUC {cold['test_auc']:.4f}", flush=True
+    )
   for setting in args.settings.split(","):
     for variant in args.variants.split(","):
       start = time.time()
@@ -151,19 +189,24 @@ def _mean_std(values: list[float]) -> str:
 
 def collect(args) -> dict:
   """``{(dataset, setting, variant): {seed: cell summary}}`` of finished cells and full AUCs."""
-  cells, full = {}, {}
+  cells, full, cold_full = {}, {}, {}
   for dataset in args.datasets.split(","):
     for seed in args.seeds.split(","):
       root = Path(args.out) / f"{dataset}_s{seed}"
       if (root / "full.json").exists():
         full.setdefault(dataset, []).append(json.loads((root / "full.json").read_text()))
+        if (root / "cold_full" / "summary.json").exists():
+          cold = json.loads((root / "cold_full" / "summary.json").read_text())
+          cold_full.setdefault(dataset, []).append(
+            (full[dataset][-1]["test_auc"], cold["test_auc"])
+          )
       for setting in args.settings.split(","):
         for variant in args.variants.split(","):
           path = root / f"{setting}_{variant}" / "cell.json"
           if path.exists():
             cell = cells.setdefault((dataset, setting, variant), {})
             cell[seed] = json.loads(path.read_text())
-  return {"cells": cells, "full": full}
+  return {"cells": cells, "full": full, "cold_full": cold_full}
 
 
 def _paired(runs: dict, reference: dict, metric, reference_metric=None) -> str:
@@ -232,6 +275,18 @@ def results_markdown(args) -> str:
       f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
       f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
     )
+  if data["cold_full"]:
+    lines += [
+      "",
+      "| dataset | seeds | full test AUC | fresh backbone, frozen full tables | paired Δ |",
+      "|---|---|---|---|---|",
+    ]
+    for dataset, pairs in data["cold_full"].items():
+      full, cold = np.array(pairs).T
+      lines.append(
+        f"| {dataset} | {len(pairs)} | {_mean_std(list(full))} | {_mean_std(list(cold))} "
+        f"| {np.mean(cold - full):+.4f} ± {np.std(cold - full):.4f} |"
+      )
   return "\n".join(lines)
 
 
@@ -248,6 +303,9 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--finetune_variants", default="", help="variants that also run stage C")
   parser.add_argument("--out", default="/tmp/mec_ablation")
+  parser.add_argument(
+    "--cold_full", action="store_true", help="also a fresh backbone on the frozen full tables"
+  )
   parser.add_argument(
     "--paired_to", default="kmeans,mec", help="variants the paired Δ columns compare against"
   )
