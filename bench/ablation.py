@@ -135,9 +135,9 @@ def run_cold_full(base, dataset, pretrained, root: Path) -> dict:
   frozen = {}
   for index in dataset.feature_map.fields_to_compress(base.quantize.min_vocab):
     source, target = pretrained.embedding.tables[index], model.embedding.tables[index]
-    target.embedding.value = source.embedding.value
+    target.embedding[...] = source.embedding[...]
     if target.bias is not None:
-      target.bias.value = source.bias.value
+      target.bias[...] = source.bias[...]
     frozen[f"embedding/tables/{index}/"] = 0.0  # `steps.param_labels` path keys; 0 freezes
   result = loop.fit(
     model,
