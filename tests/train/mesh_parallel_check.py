@@ -15,11 +15,9 @@ import tempfile
 import jax
 import numpy as np
 import sparse_parallel_check as parallel
-from flax import nnx
+import toy_sparse
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.layers import FieldEmbedding
-from mec_jax.models import registry
 from mec_jax.train import loop, sparse, steps
 from mec_jax.train.checkpoint import Checkpointer
 
@@ -64,23 +62,14 @@ def steps_match_one_device() -> None:
 
 
 def model():
-  rngs = nnx.Rngs(params=0, dropout=1)
-  embedding = FieldEmbedding.full(VOCABS, 4, rngs=rngs, init_std=0.1)
-  return registry.build_model("deepfm", embedding, rngs=rngs, hidden_units=(8,))
+  return toy_sparse.model(VOCABS)
 
 
 def splits():
-  rng = np.random.default_rng(0)
-  out = {}
-  for name, rows in (("train", 640), ("valid", 200), ("test", 200)):
-    ids = np.stack([rng.zipf(1.5, rows) % v for v in VOCABS], axis=1).astype(np.int32)
-    label = ((ids[:, 0] % 3 == 0) ^ (ids[:, 1] % 2 == 0)).astype(np.float32)
-    out[name] = {"ids": ids, "values": np.ones(ids.shape, np.float32), "label": label}
-  return out
+  return toy_sparse.splits(VOCABS)
 
 
-def tables(m):
-  return [np.asarray(m.embedding.tables[f].embedding[...]) for f in (0, 1)]
+tables = toy_sparse.tables
 
 
 def resume_across_meshes() -> None:

@@ -5,12 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import toy_sparse
 from flax import nnx
 
 from configs import default
 from mec_jax.errors import ConfigError
-from mec_jax.layers import FieldEmbedding
-from mec_jax.models import registry
 from mec_jax.train import loop, row_optimizers, sparse, steps
 
 VOCABS = [30, 20, 3]  # fields 0 and 1 are sparse at MIN_ROWS
@@ -18,9 +17,7 @@ MIN_ROWS = 15
 
 
 def _model():
-  rngs = nnx.Rngs(params=0, dropout=1)
-  embedding = FieldEmbedding.full(VOCABS, 4, rngs=rngs, init_std=0.1)
-  return registry.build_model("deepfm", embedding, rngs=rngs, hidden_units=(8,))
+  return toy_sparse.model(VOCABS)
 
 
 def _batch(seed, rows=64, high=(10, 6, 3)):
@@ -231,13 +228,7 @@ def test_model_axis_needs_a_single_process(monkeypatch):
 
 
 def _splits():
-  rng = np.random.default_rng(0)
-  out = {}
-  for name, rows in (("train", 640), ("valid", 200), ("test", 200)):
-    ids = np.stack([rng.zipf(1.5, rows) % v for v in VOCABS], axis=1).astype(np.int32)
-    label = ((ids[:, 0] % 3 == 0) ^ (ids[:, 1] % 2 == 0)).astype(np.float32)
-    out[name] = {"ids": ids, "values": np.ones(ids.shape, np.float32), "label": label}
-  return out
+  return toy_sparse.splits(VOCABS)
 
 
 class Kill(Exception):
