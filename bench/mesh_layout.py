@@ -188,17 +188,10 @@ class Layout:
 def pieces(rows: int, optimizer: str):
   import jax
   import vocab_scaling
-  from flax import nnx
 
-  from mec_jax.layers import FieldEmbedding
-  from mec_jax.models.registry import build_model
   from mec_jax.train import sparse, steps
 
-  vocabs = (rows, *vocab_scaling.SMALL_VOCABS)
-  model = build_model(
-    "deepfm", FieldEmbedding.full(vocabs, vocab_scaling.DIM, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0),
-    hidden_units=vocab_scaling.HIDDEN,
-  )  # fmt: skip
+  model = vocab_scaling.jax_model(rows)
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   fields = sparse.find_sparse_fields(model, min_rows=rows, rate_of_path=lambda _: 1e-3)

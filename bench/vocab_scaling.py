@@ -60,20 +60,27 @@ def make_batches(big_vocab: int, count: int, seed: int = 0) -> list[dict]:
   return out
 
 
-def jax_stepper(big_vocab: int, optimizer: str | None):
-  """``step(batch)`` of mec_jax's DeepFM (blocks until done), and a device-peak probe."""
-  import jax
+def jax_model(big_vocab: int):
+  """mec_jax's DeepFM of these benchmarks: one field of ``big_vocab`` rows + `SMALL_VOCABS`."""
   from flax import nnx
 
   from mec_jax.layers import FieldEmbedding
   from mec_jax.models.registry import build_model
-  from mec_jax.train import sparse, steps
 
   vocabs = (big_vocab, *SMALL_VOCABS)
-  model = build_model(
+  return build_model(
     "deepfm", FieldEmbedding.full(vocabs, DIM, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0),
     hidden_units=HIDDEN,
   )  # fmt: skip
+
+
+def jax_stepper(big_vocab: int, optimizer: str | None):
+  """``step(batch)`` of mec_jax's DeepFM (blocks until done), and a device-peak probe."""
+  import jax
+
+  from mec_jax.train import sparse, steps
+
+  model = jax_model(big_vocab)
   mesh = steps.data_mesh()
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
