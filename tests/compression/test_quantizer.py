@@ -132,6 +132,20 @@ def test_fit_first_order_matches_least_squares(monkeypatch):
   np.testing.assert_allclose(fit_first_order(codes, bias, w, 4), first, atol=1e-6)
 
 
+def test_min_norm_solve_equals_the_pseudo_inverse():
+  """Rank-deficient PSD systems with unused cells, as the first-order fit's Gram matrix is."""
+  rng = np.random.default_rng(5)
+  for n, rank in ((12, 5), (40, 39), (64, 1)):
+    factor = rng.normal(size=(n, rank))
+    factor[rng.choice(n, n // 4, replace=False)] = 0.0  # cells no row uses
+    gram = factor @ factor.T
+    rhs = gram @ rng.normal(size=n)  # consistent, as normal equations are
+    np.testing.assert_allclose(
+      refit._min_norm_solve(gram, rhs), np.linalg.pinv(gram, hermitian=True) @ rhs, atol=1e-8
+    )
+  assert not refit._min_norm_solve(np.zeros((3, 3)), np.zeros(3)).any()
+
+
 def test_kmeans_variant_with_bias_and_artifact_round_trip(tmp_path, table_and_counts):
   table, counts = table_and_counts
   bias = np.random.default_rng(5).normal(size=800).astype(np.float32)
