@@ -137,6 +137,6 @@ def _min_norm_solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return solution
   values, vectors = np.linalg.eigh(gram[np.ix_(used, used)])
   cutoff = np.finfo(gram.dtype).eps * used.size * max(values.max(), 0.0)
-  inverse = np.where(values > cutoff, 1.0 / np.where(values > cutoff, values, 1.0), 0.0)
-  solution[used] = vectors @ (inverse * (vectors.T @ rhs[used]))
+  keep = values > cutoff
+  solution[used] = vectors[:, keep] @ ((vectors[:, keep].T @ rhs[used]) / values[keep])
   return solution
