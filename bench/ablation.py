@@ -12,7 +12,8 @@ the grid resumes where it was killed; ``<out>/results.md`` is rewritten after ev
 Printed: test AUC mean ± std over the finished seeds per (dataset, setting, variant) for the
 swap-in (and stage C where run), the paired difference to `kmeans` and `mec` (``--paired_to``;
 per seed, same stage A), and per compressed field the code-usage entropy / ln K, the share of rare
-values (train count <= 3) with a code tuple of their own, the weighted table-space error
+values (train count <= 3) with a code tuple of their own, distinct tuples among the rare values
+per rare value (how far they are merged), the weighted table-space error
 and the epoch kept. ``--cold_full`` also trains, per (dataset, seed), a fresh backbone on the
 frozen *uncompressed* stage-A tables (`run_cold_full`): the cold stage C's ceiling.
 
@@ -51,6 +52,7 @@ VARIANTS = ("mec", "no_pwr", "no_balance", "no_contrastive", "kmeans", "referenc
 FIELD_STATS = (
   "code_usage_entropy",
   "rare_distinct_fraction",
+  "rare_tuple_fraction",
   "distinct_code_fraction",
   "recon_error_weighted",
   "kmeans_error",
@@ -244,8 +246,8 @@ def results_markdown(args) -> str:
     + "".join(f"| swap-in Δ vs {b} (paired) " for b in baselines)
     + f"| stage C (cold) test AUC | stage C Δ vs {first} (paired) | stage C − swap-in (paired) "
     "| full test AUC | entropy / ln K per field | rare distinct per field "
-    "| weighted err per field | kept epoch per field |",
-    "|---" * (13 + len(baselines)) + "|",
+    "| rare tuples per field | weighted err per field | kept epoch per field |",
+    "|---" * (14 + len(baselines)) + "|",
   ]
   for (dataset, setting, variant), by_seed in data["cells"].items():
     runs = list(by_seed.values())
@@ -273,6 +275,7 @@ def results_markdown(args) -> str:
       f"| {_paired(by_seed, by_seed, _cold_auc, _swap_auc)} "
       f"| {_mean_std(full)} | {per_field('code_usage_entropy', '{:.3f}')} "
       f"| {per_field('rare_distinct_fraction', '{:.3f}')} "
+      f"| {per_field('rare_tuple_fraction', '{:.3f}')} "
       f"| {per_field('recon_error_weighted', '{:.4g}')} | {per_field('best_epoch', '{:.1f}')} |"
     )
   if data["cold_full"]:

@@ -175,14 +175,15 @@ def to_markdown(report: dict) -> str:
       "held-out rows, at the k-means start and at the epoch kept.",
       "",
       "| field | vocab | M | K | usage entropy / ln K | distinct codes | rare distinct "
-      "| kept epoch / run | k-means start error | shipped error | stop reason |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| rare tuples | kept epoch / run | k-means start error | shipped error | stop reason |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in fields.items():
       lines.append(
         f"| {name} | {f['vocab_size']} | {f['num_subspaces']} | {f['codebook_size']} "
         f"| {f['code_usage_entropy']:.3f} | {_fmt(f.get('distinct_code_fraction'))} "
-        f"| {_fmt(f.get('rare_distinct_fraction'))} | {f.get('best_epoch', '–')} / "
+        f"| {_fmt(f.get('rare_distinct_fraction'))} | {_fmt(f.get('rare_tuple_fraction'))} "
+        f"| {f.get('best_epoch', '–')} / "
         f"{f.get('epochs_run', '–')} | {_fmt(f.get('kmeans_error'), '.4g')} "
         f"| {_fmt(f.get('shipped_error'), '.4g')} | {f.get('stop_reason', '–')} |"
       )

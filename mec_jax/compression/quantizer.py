@@ -127,8 +127,10 @@ def code_sharing(
   """How distinct the code tuples of rare rows (train count <= ``rare_max_count``) are.
 
   Returns ``rare_rows``, ``rare_distinct_fraction`` (share of rare rows whose code tuple no other
-  row has), ``rare_mean_rows_per_code`` (mean size of the group of rows sharing a rare row's
-  tuple, itself included) and ``distinct_code_fraction`` (distinct tuples / rows, all rows).
+  row has), ``rare_tuple_fraction`` (distinct tuples among the rare rows / rare rows: 1 when no
+  two rare rows share a tuple, small when they are merged into few codes),
+  ``rare_mean_rows_per_code`` (mean size of the group of rows sharing a rare row's tuple, itself
+  included) and ``distinct_code_fraction`` (distinct tuples / rows, all rows).
   """
   codes = np.asarray(codes)
   bits = int(codes.max(initial=0)).bit_length()
@@ -149,6 +151,7 @@ def code_sharing(
   }
   if rare.any():
     out["rare_distinct_fraction"] = float((sizes[rare] == 1).mean())
+    out["rare_tuple_fraction"] = float(np.unique(inverse.ravel()[rare]).size / rare.sum())
     out["rare_mean_rows_per_code"] = float(sizes[rare].mean())
   return out
 
