@@ -5,8 +5,9 @@ For a table written by stage A (``<workdir>/pretrain/tables/<field>.npz``: ``emb
 popularity-weighted reconstruction error of the artifact (all rows, and relative to weighted
 k-means with seed 0), usage entropy / ln K (mean over sub-spaces), how many rare rows (train count
 <= 3) get a code tuple of their own, how many distinct tuples the rare rows use (and that per rare
-row), the mean number of rows sharing a rare row's tuple, and the epoch kept / epochs run. ``--kmeans_seeds`` repeats weighted k-means with other seeds, which shows
-how much of a difference is the spread between k-means local optima.
+row), the mean number of rows sharing a rare row's tuple, and the epoch kept / epochs run.
+``--kmeans_seeds`` repeats weighted k-means with other seeds, which shows how much of a difference
+is the spread between k-means local optima.
 
 Run: ``python bench/code_balance.py --table DIR/pretrain/tables/cat0.npz --num_subspaces 2
 --run mec --run mec:selection=error --run no_balance --run mec:learning_rate=0.01``
