@@ -67,30 +67,10 @@ def jax_samples_per_second(model, batches, warmup=3, sparse_min_rows=0):
 
 def torch_samples_per_second(vocab_sizes, dim, hidden, batches, warmup=3):
   import torch
-
-  class TorchDeepFM(torch.nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.tables = torch.nn.ModuleList([torch.nn.Embedding(v, dim) for v in vocab_sizes])
-      self.first = torch.nn.ModuleList([torch.nn.Embedding(v, 1) for v in vocab_sizes])
-      layers, width = [], len(vocab_sizes) * dim
-      for h in hidden:
-        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
-        width = h
-      layers.append(torch.nn.Linear(width, 1))
-      self.mlp = torch.nn.Sequential(*layers)
-      self.bias = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, ids):
-      emb = torch.stack([t(ids[:, f]) for f, t in enumerate(self.tables)], dim=1)
-      first = sum(t(ids[:, f])[:, 0] for f, t in enumerate(self.first))
-      square_of_sum = emb.sum(1) ** 2
-      sum_of_square = (emb**2).sum(1)
-      fm = 0.5 * (square_of_sum - sum_of_square).sum(1)
-      return self.bias + first + fm + self.mlp(emb.flatten(1))[:, 0]
+  from torch_deepfm import torch_deepfm  # bench/ is on sys.path when run as a script
 
   torch.manual_seed(0)
-  model = TorchDeepFM()
+  model = torch_deepfm(vocab_sizes, dim, hidden)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = torch.nn.BCEWithLogitsLoss()
   tensors = [(torch.from_numpy(b["ids"]).long(), torch.from_numpy(b["label"])) for b in batches]

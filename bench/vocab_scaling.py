@@ -115,41 +115,14 @@ def _device_peak_gb(device) -> float | None:
 def torch_stepper(big_vocab: int, sparse_big: bool, threads: int = 0):
   """``step(batch)`` of the PyTorch DeepFM (sparse or dense big table)."""
   import torch
+  from torch_deepfm import torch_deepfm  # bench/ is on sys.path when run as a script
 
   # All cores (its default too; said here so the comparison is explicit), or --torch_threads.
   torch.set_num_threads(threads or os.cpu_count())
   vocabs = (big_vocab, *SMALL_VOCABS)
 
-  class TorchDeepFM(torch.nn.Module):
-    def __init__(self):
-      super().__init__()
-      sparse = [sparse_big and f == 0 for f in range(len(vocabs))]
-      self.tables = torch.nn.ModuleList(
-        [torch.nn.Embedding(v, DIM, sparse=s) for v, s in zip(vocabs, sparse, strict=True)]
-      )
-      self.first = torch.nn.ModuleList(
-        [torch.nn.Embedding(v, 1, sparse=s) for v, s in zip(vocabs, sparse, strict=True)]
-      )
-      for table in self.tables:
-        torch.nn.init.normal_(table.weight, std=1e-4)
-      for table in self.first:
-        torch.nn.init.zeros_(table.weight)
-      layers, width = [], len(vocabs) * DIM
-      for h in HIDDEN:
-        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
-        width = h
-      layers.append(torch.nn.Linear(width, 1))
-      self.mlp = torch.nn.Sequential(*layers)
-      self.bias = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, ids):
-      emb = torch.stack([t(ids[:, f]) for f, t in enumerate(self.tables)], dim=1)
-      first = sum(t(ids[:, f])[:, 0] for f, t in enumerate(self.first))
-      fm = 0.5 * (emb.sum(1) ** 2 - (emb**2).sum(1)).sum(1)
-      return self.bias + first + fm + self.mlp(emb.flatten(1))[:, 0]
-
   torch.manual_seed(0)
-  model = TorchDeepFM()
+  model = torch_deepfm(vocabs, DIM, HIDDEN, sparse_fields=(0,) if sparse_big else (), init_std=1e-4)
   sparse_params = [model.tables[0].weight, model.first[0].weight] if sparse_big else []
   dense_params = [p for p in model.parameters() if all(p is not q for q in sparse_params)]
   optimizers = [torch.optim.Adam(dense_params, lr=1e-3)]
