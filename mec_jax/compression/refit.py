@@ -88,8 +88,8 @@ def fit_first_order(codes, bias, weights, codebook_size: int) -> np.ndarray:
   in float64 over blocks of rows (one ``bincount`` of code pairs per block), so the cost is one
   pass over the codes plus a ``[M K, M K]`` solve, whatever the number of rows. The system is
   singular (a constant can move between sub-spaces; unused codes appear nowhere): of its
-  solutions we take the minimum-norm one (`_min_norm_solve`), which gives unused codes 0. Every solution
-  gives the same fitted ``sum_m f[m, c_vm]``.
+  solutions we take the minimum-norm one (`_min_norm_solve`), which gives unused codes 0. Every
+  solution gives the same fitted ``sum_m f[m, c_vm]``.
 
   Args:
     codes: ``[V, M]`` integer codes.

@@ -10,32 +10,23 @@ test metrics to OUT (.npz). Prints OK on success.
 import sys
 
 import numpy as np
-from flax import nnx
+import toy_sparse  # this directory is on sys.path: the script runs from it
 
-from mec_jax.layers import FieldEmbedding
-from mec_jax.models import registry
 from mec_jax.train import distributed, loop
 
 VOCABS = [64, 21, 3]
 
 
 def splits():
-  rng = np.random.default_rng(0)
-  out = {}
-  for name, rows in (("train", 512), ("valid", 190), ("test", 170)):
-    ids = np.stack([rng.zipf(1.4, rows) % v for v in VOCABS], axis=1).astype(np.int32)
-    label = ((ids[:, 0] % 3 == 0) ^ (ids[:, 1] % 2 == 0)).astype(np.float32)
-    out[name] = {"ids": ids, "values": np.ones(ids.shape, np.float32), "label": label}
-  return out
+  """The toy Zipf splits at this check's sizes (512 / 190 / 170 rows)."""
+  return toy_sparse.splits(VOCABS, rows=(512, 190, 170), exponent=1.4)
 
 
 def main(workdir, out, process_id, num_processes, port):
   process_id, num_processes = int(process_id), int(num_processes)
   if num_processes > 1:
     assert distributed.initialize(f"localhost:{port}", num_processes, process_id)
-  rngs = nnx.Rngs(params=0, dropout=1)
-  embedding = FieldEmbedding.full(VOCABS, 4, rngs=rngs, init_std=0.1)
-  model = registry.build_model("deepfm", embedding, rngs=rngs, hidden_units=(8,))
+  model = toy_sparse.model(VOCABS)
   config = loop.TrainConfig(
     batch_size=64, eval_batch_size=128, epochs=2, learning_rate=1e-2, checkpoint_every_steps=3,
     log_every_steps=4, progress=False, sparse_min_rows=20, sparse_optimizer="rowwise_adagrad",
@@ -43,7 +34,7 @@ def main(workdir, out, process_id, num_processes, port):
   )  # fmt: skip
   result = loop.fit(model, splits(), train_config=config, workdir=workdir)
   if distributed.is_writer():
-    tables = {f"table_{f}": np.asarray(model.embedding.tables[f].embedding[...]) for f in (0, 1)}
+    tables = {f"table_{f}": t for f, t in enumerate(toy_sparse.tables(model))}
     np.savez(out, test_auc=result.test["auc"], steps=result.steps, **tables)
   print("OK")
 

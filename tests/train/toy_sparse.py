@@ -17,12 +17,13 @@ def model(vocabs):
   return registry.build_model("deepfm", embedding, rngs=rngs, hidden_units=(8,))
 
 
-def splits(vocabs):
-  """train/valid/test of 640/200/200 Zipf ids per field; the label depends on fields 0 and 1."""
+def splits(vocabs, rows=(640, 200, 200), exponent=1.5):
+  """train/valid/test of ``rows`` Zipf(``exponent``) ids per field; the label depends on fields
+  0 and 1."""
   rng = np.random.default_rng(0)
   out = {}
-  for name, rows in (("train", 640), ("valid", 200), ("test", 200)):
-    ids = np.stack([rng.zipf(1.5, rows) % v for v in vocabs], axis=1).astype(np.int32)
+  for name, size in zip(("train", "valid", "test"), rows, strict=True):
+    ids = np.stack([rng.zipf(exponent, size) % v for v in vocabs], axis=1).astype(np.int32)
     label = ((ids[:, 0] % 3 == 0) ^ (ids[:, 1] % 2 == 0)).astype(np.float32)
     out[name] = {"ids": ids, "values": np.ones(ids.shape, np.float32), "label": label}
   return out
