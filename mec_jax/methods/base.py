@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from mec_jax.errors import ArtifactError
@@ -162,6 +163,25 @@ def build_each(method: Method, config, feature_map, ctx: StageB, make) -> dict:
       art.save(path)
     out[spec.name] = art
   return out
+
+
+def build_from_stage_a(method: Method, config, feature_map, ctx: StageB, make_field) -> dict:
+  """`build_each` for methods that start from stage A's table of each field (the baselines).
+
+  Args:
+    method, config, feature_map, ctx: as for `build_each`.
+    make_field: ``(position, FieldSpec, table [V, d], bias [V] or None, counts [V], seed) ->
+      Artifact``; ``seed`` is ``compress.hash_seed * 1000 + the field's index``.
+  """
+
+  def make(position, spec):
+    table, bias, counts = read_stage_a(ctx.table_path(spec.name), spec)
+    seed = config.compress.hash_seed * 1000 + feature_map.index(spec.name)
+    art = make_field(position, spec, table, bias, counts, seed)
+    logging.info("compress: %s field %s, %s", method.name, spec.name, art.knobs())
+    return art
+
+  return build_each(method, config, feature_map, ctx, make)
 
 
 def load_each(method: Method, config, feature_map, ctx: StageB) -> dict:

@@ -8,7 +8,6 @@ swap-in and warm-started stage C as PQ; ``"random"`` starts it like a fresh `Emb
 from __future__ import annotations
 
 import numpy as np
-from absl import logging
 
 from mec_jax.compression import group_fit
 from mec_jax.layers.hashed import HashedTable
@@ -62,14 +61,10 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, HashArtifact]:
     ratio = sum(f.vocab_size for f in fields) * dim * 4 / budget.budget_bytes(config, feature_map)
   rows = [max(1, int(f.vocab_size / ratio)) for f in fields]
 
-  def make(position, spec):
-    table, bias, counts = base.read_stage_a(ctx.table_path(spec.name), spec)
-    seed = config.compress.hash_seed * 1000 + feature_map.index(spec.name)
-    art = build_field(spec, table, bias, counts, config, rows[position], seed)
-    logging.info("compress: hash field %s, %s", spec.name, art.knobs())
-    return art
+  def make(position, spec, table, bias, counts, seed):
+    return build_field(spec, table, bias, counts, config, rows[position], seed)
 
-  return base.build_each(METHOD, config, feature_map, ctx, make)
+  return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
 METHOD = base.Method("hash", HashArtifact, build)

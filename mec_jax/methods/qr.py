@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from absl import logging
 
 from mec_jax.compression import group_fit
 from mec_jax.layers.qr import QRTable
@@ -65,14 +64,10 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, QRArtifact]:
   budget_rows = budget.budget_bytes(config, feature_map) // (4 * config.model.embed_dim)
   collisions = budget.plan_qr([f.vocab_size for f in fields], budget_rows)
 
-  def make(position, spec):
-    table, bias, counts = base.read_stage_a(ctx.table_path(spec.name), spec)
-    seed = config.compress.hash_seed * 1000 + feature_map.index(spec.name)
-    art = build_field(spec, table, bias, counts, config, collisions[position], seed)
-    logging.info("compress: qr field %s, %s", spec.name, art.knobs())
-    return art
+  def make(position, spec, table, bias, counts, seed):
+    return build_field(spec, table, bias, counts, config, collisions[position], seed)
 
-  return base.build_each(METHOD, config, feature_map, ctx, make)
+  return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
 METHOD = base.Method("qr", QRArtifact, build)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from absl import logging
 
 from mec_jax.compression.rowwise import pack_int4, quantize_rows, round_to, unpack_int4
 from mec_jax.layers.rowwise import RowwiseTable
@@ -52,14 +51,11 @@ def build_field(spec, table, bias, config, bits: int) -> RowwiseArtifact:
 
 
 def _build(bits: int, config, feature_map, ctx: base.StageB) -> dict[str, RowwiseArtifact]:
-  def make(position, spec):
-    del position
-    table, bias, _ = base.read_stage_a(ctx.table_path(spec.name), spec)
-    art = build_field(spec, table, bias, config, bits)
-    logging.info("compress: int%d field %s, %s", bits, spec.name, art.knobs())
-    return art
+  def make(position, spec, table, bias, counts, seed):
+    del position, counts, seed
+    return build_field(spec, table, bias, config, bits)
 
-  return base.build_each(METHODS[bits], config, feature_map, ctx, make)
+  return base.build_from_stage_a(METHODS[bits], config, feature_map, ctx, make)
 
 
 METHODS = {
