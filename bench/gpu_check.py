@@ -314,8 +314,8 @@ def section_loader(ctx) -> None:
     loader = BatchLoader(split, ctx.sizes.batch, shuffle=True, drop_remainder=True)
     lt.gather_only(loader, loader.num_batches)  # page the cache in
     device = jax.local_devices()[0]
-    alone = lt.iterate(loader, ctx.sizes.loader_batches)
-    put = lt.iterate(loader, ctx.sizes.loader_batches, lambda b: jax.device_put(b, device))
+    alone, _ = lt.iterate(loader, ctx.sizes.loader_batches)
+    put, _ = lt.iterate(loader, ctx.sizes.loader_batches, lambda b: jax.device_put(b, device))
   print(f"loader alone ({ctx.sizes.loader_rows:,} rows, batch {ctx.sizes.batch}): {alone:,.0f}/s")
   print(f"loader + device_put to {device.platform}: {put:,.0f} samples/s")
   for tables, rate in ctx.step_rates.items():

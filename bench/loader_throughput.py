@@ -64,9 +64,11 @@ def open_cache(directory: str) -> dict:
   return {"ids": arrays["ids"], "values": values, "label": arrays["label"]}
 
 
-def iterate(loader: BatchLoader, batches: int, put=None) -> float:
-  """Samples/s over ``batches`` batches of the loader's iterator (epochs chained as needed)."""
-  done, epoch, start = 0, 0, time.perf_counter()
+def iterate(loader: BatchLoader, batches: int, put=None) -> tuple[float, float]:
+  """``(samples per second, per CPU second)`` over ``batches`` batches of the loader's iterator
+  (epochs chained as needed; CPU seconds of the whole process, the prefetch thread's included)."""
+  done, epoch = 0, 0
+  start, cpu = time.perf_counter(), time.process_time()
   while done < batches:
     for batch in loader.iterator({"epoch": epoch, "next_batch": 0}):
       if put is not None:
@@ -77,7 +79,8 @@ def iterate(loader: BatchLoader, batches: int, put=None) -> float:
     epoch += 1
   if put is not None:
     jax.block_until_ready(batch)
-  return batches * loader.batch_size / (time.perf_counter() - start)
+  samples = batches * loader.batch_size
+  return samples / (time.perf_counter() - start), samples / (time.process_time() - cpu)
 
 
 def gather_before(loader: BatchLoader, epoch: int, batch: int) -> dict:
@@ -94,13 +97,15 @@ def gather_before(loader: BatchLoader, epoch: int, batch: int) -> dict:
   }
 
 
-def gather_only(loader: BatchLoader, batches: int, gather=None) -> float:
-  """Samples/s of `BatchLoader.batch` (or ``gather``) called in this thread (no Grain)."""
+def gather_only(loader: BatchLoader, batches: int, gather=None) -> tuple[float, float]:
+  """``(samples per second, per CPU second)`` of `BatchLoader.batch` (or ``gather``) called in
+  this thread (no Grain). On a shared machine the CPU-second rate is the steadier figure."""
   gather = gather or loader.batch
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   for b in range(batches):
     gather(0, b % loader.num_batches)
-  return batches * loader.batch_size / (time.perf_counter() - start)
+  samples = batches * loader.batch_size
+  return samples / (time.perf_counter() - start), samples / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -131,8 +136,11 @@ def main() -> None:
         iterate(loader, args.batches, lambda b: jax.device_put(b, device)),
       ),
     ]
-    for name, rate in rows:
-      print(f"{name:44s} {rate / 1e6:6.2f}M samples/s  ({rate / args.batch:7.1f} batches/s)")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"| {'measurement':44s} | M samples/s | M samples/CPU-s | batches/s |")
+    print(f"|{'-' * 46}|---|---|---|")
+    for name, (rate, per_cpu) in rows:
+      print(f"| {name:44s} | {rate / 1e6:.2f} | {per_cpu / 1e6:.2f} | {rate / args.batch:.0f} |")
 
 
 if __name__ == "__main__":
