@@ -13,6 +13,7 @@ import numpy as np
 
 from mec_jax import digest
 from mec_jax.errors import ArtifactError
+from mec_jax.ids import host_ids
 
 META_KEYS = {"name", "variant", "stats"}
 
@@ -122,12 +123,10 @@ class CompressedTable:
     """numpy reference of `CodebookEmbed`: float32 ``[..., dim]`` rows of int ``ids [...]``.
 
     Ids outside ``[0, vocab_size)`` take the OOV id's row (``vocab_size - 1``, the schema's OOV
-    id), as the layer does. Touches only the looked-up rows, so it serves single requests.
+    id), as the layer does (`mec_jax.ids.host_ids`: int64 ids are checked before the cast; float
+    ids raise `DataError`). Touches only the looked-up rows, so it serves single requests.
     """
-    ids = np.asarray(ids)
-    if not np.issubdtype(ids.dtype, np.integer):
-      raise ValueError(f"table {self.name!r}: lookup needs integer ids, got dtype {ids.dtype}")
-    ids = np.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    ids = host_ids(ids, self.vocab_size, self.vocab_size - 1, f"table {self.name!r}")
     codes = self.codes[ids].astype(np.int64)  # [..., M]
     rows = self.codebooks[np.arange(self.num_subspaces), codes]  # [..., M, s]
     return rows.reshape(*ids.shape, self.dim)

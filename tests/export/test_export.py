@@ -136,8 +136,9 @@ def test_numpy_lookup_equals_codebook_embed():
   ids = np.array([[0, 7, 49], [3, -1, 50], [1000, 12, 12]])
   np.testing.assert_allclose(table.lookup(ids), np.asarray(layer(ids)), rtol=1e-6)
   assert table.lookup(ids).shape == (3, 3, 12)
-  with pytest.raises(ValueError, match="integer ids"):
+  with pytest.raises(ValueError, match=r"table 'big': ids must have an integer dtype"):
     table.lookup(np.array([0.5]))
+  np.testing.assert_array_equal(table.lookup(np.array([2**32], np.int64)), table.lookup([49]))
 
 
 def test_saved_tables_equal_the_model(tmp_path):
