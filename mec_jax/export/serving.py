@@ -122,7 +122,7 @@ def read_manifest(directory: str) -> dict:
     with open(path, "rb") as fh:
       manifest = json.loads(fh.read().decode())
   except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
-    raise ArtifactError(f"{path}: unreadable ({one_line(err)}); {REDO}") from err
+    raise ArtifactError(f"{path}: unreadable ({_reason(err)}); {REDO}") from err
   if not isinstance(manifest, dict):
     raise ArtifactError(f"{path}: holds a {type(manifest).__name__}, expected an object; {REDO}")
   if manifest.get("format_version") != FORMAT_VERSION:
@@ -147,6 +147,13 @@ def read_manifest(directory: str) -> dict:
   return manifest
 
 
+def _reason(err: BaseException) -> str:
+  """``err`` in a few words, without the path the message already starts with."""
+  if isinstance(err, OSError) and err.strerror:
+    return err.strerror
+  return f"{type(err).__name__}: {one_line(err)}"
+
+
 def _check_entries(path: str, entries, keys: dict, section: str) -> None:
   if not isinstance(entries, list) or not entries:
     raise ArtifactError(f"{path}: {section!r} must be a non-empty list; {REDO}")
@@ -166,7 +173,7 @@ def _read_program(directory: str, manifest: dict):
     with open(program_path, "rb") as fh:
       data = fh.read()
   except OSError as err:
-    raise ArtifactError(f"{program_path}: {one_line(err)}; {REDO}") from err
+    raise ArtifactError(f"{program_path}: unreadable ({_reason(err)}); {REDO}") from err
   if digest.bytes_sha256(data) != manifest[DIGESTS].get(PROGRAM):
     raise ArtifactError(
       f"{program_path}: SHA-256 differs from the one {MANIFEST} records (damaged or replaced "
@@ -209,7 +216,7 @@ def _read_params(directory: str, manifest: dict, avals) -> list[jax.Array]:
   except ArtifactError:
     raise
   except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, struct.error) as err:
-    raise ArtifactError(f"{params_path}: damaged ({one_line(err)}); {REDO}") from err
+    raise ArtifactError(f"{params_path}: damaged ({_reason(err)}); {REDO}") from err
   return params
 
 

@@ -259,7 +259,7 @@ def _tamper(directory: Path, case: str) -> None:
     ("manifest:version", r"manifest\.json: format_version 1, expected 2"),
     ("program:flipped", r"model\.stablehlo: SHA-256 differs from the one manifest\.json records"),
     ("program:truncated", r"model\.stablehlo: SHA-256 differs"),
-    ("program:missing", r"model\.stablehlo: No such file"),
+    ("program:missing", r"model\.stablehlo: unreadable \(No such file or directory\); export"),
     ("params:truncated", r"params\.npz: damaged \("),
     ("params:garbage", r"params\.npz: damaged \("),
     ("params:missing", r"params\.npz: missing"),
