@@ -30,6 +30,10 @@ class DataError(MecError):
   """An input data file is missing or malformed (names the file, line, field and value)."""
 
 
+class BusyError(MecError):
+  """The work directory is in use by another run (names it and the other process)."""
+
+
 class ArtifactError(MecError):
   """A file mec_jax wrote earlier (cache entry, stage artifact, checkpoint) is missing, damaged
   or was computed with other settings (names the file and what to do)."""
