@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from mec_jax import pipeline, workdir_config
+from mec_jax import pipeline
 from mec_jax.data import fingerprint, load_dataset
 from mec_jax.errors import ConfigError
 from mec_jax.train import loop
