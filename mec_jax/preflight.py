@@ -95,7 +95,7 @@ def check_splits(config, dataset: EncodedDataset) -> None:
       )
     if split != "train" and label.min() == label.max():  # AUC needs both classes
       raise DataError(
-        f"data split {split!r} of {config.data.name}: every one of its {len(label)} labels is "
+        f"data split {split!r} of {config.data.name}: all its labels ({len(label)} rows) are "
         f"{label[0]:g}, so its AUC (the validation monitor, the test metric) is undefined; "
         "the valid and test splits need rows of both classes"
       )

@@ -57,7 +57,7 @@ def test_a_one_class_valid_split_is_refused_before_stage_a(criteo, tmp_path):
   header, *rows = path.read_text().splitlines()
   path.write_text("\n".join([header, *("0" + r[1:] for r in rows)]) + "\n")
   with pytest.raises(
-    DataError, match=r"split 'valid' of criteo_x1: every one of its 120 labels is 0"
+    DataError, match=r"split 'valid' of criteo_x1: all its labels \(120 rows\) are 0"
   ):
     _run(criteo, tmp_path)
   assert not (tmp_path / "run" / "pretrain").exists()
@@ -66,7 +66,7 @@ def test_a_one_class_valid_split_is_refused_before_stage_a(criteo, tmp_path):
 def test_a_one_row_test_split_is_refused_before_stage_a(criteo, tmp_path):
   path = criteo / "test.csv"
   path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")
-  with pytest.raises(DataError, match=r"split 'test' of criteo_x1: every one of its 1 labels"):
+  with pytest.raises(DataError, match=r"split 'test' of criteo_x1: all its labels \(1 rows\)"):
     _run(criteo, tmp_path)
   assert not (tmp_path / "run" / "pretrain").exists()
 
