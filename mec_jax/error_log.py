@@ -34,39 +34,40 @@ class ErrorLog:
     self._lock = threading.Lock()
     self._stamp = time.strftime("%Y%m%d-%H%M%S")
 
-  def _open(self):
-    candidates = []
+  def _candidates(self) -> list[str]:
+    folders = []
     if self.workdir and os.path.isdir(self.workdir):
-      candidates.append(os.path.join(self.workdir, "logs"))
-    candidates.append(tempfile.gettempdir())
-    for folder in candidates:
-      name = f"error-{self._stamp}.log" if folder != candidates[-1] else None
-      try:
-        os.makedirs(folder, exist_ok=True)
-        if name is None:
-          fd, path = tempfile.mkstemp(prefix=f"mec_jax-error-{self._stamp}-", suffix=".log")
-          return os.fdopen(fd, "a"), path
-        path = os.path.join(folder, name)
-        return open(path, "a"), path  # noqa: SIM115  (closed by write)
-      except OSError:
-        continue
-    return None, None
+      folders.append(os.path.join(self.workdir, "logs"))
+    return [*folders, tempfile.gettempdir()]
 
   def write(self, title: str, text: str) -> str | None:
-    """Appends ``text`` under ``title``; returns the file's path (None if nothing can be written)."""
+    """Appends ``text`` under ``title``; returns the file's path (None if nothing can be written).
+
+    A log that cannot be written (a full disk, a read-only work directory) moves to the temp
+    directory, with what it held so far.
+    """
+    entry = f"--- {time.strftime('%H:%M:%S')} {title}\n{text.rstrip()}\n\n"
     with self._lock:
-      try:
-        if self.path is None:
-          fh, self.path = self._open()
-        else:
-          fh = open(self.path, "a")  # noqa: SIM115
-        if fh is None:
-          return None
-        with fh:
-          fh.write(f"--- {time.strftime('%H:%M:%S')} {title}\n{text.rstrip()}\n\n")
-      except OSError:
-        return self.path
-    return self.path
+      folders = self._candidates()
+      if self.path is not None and os.path.dirname(self.path) in folders:
+        folders = folders[folders.index(os.path.dirname(self.path)) :]
+      for folder in folders:
+        path = os.path.join(folder, f"error-{self._stamp}.log")
+        if folder == tempfile.gettempdir():
+          path = os.path.join(folder, f"mec_jax-error-{self._stamp}-{os.getpid()}.log")
+        try:
+          os.makedirs(folder, exist_ok=True)
+          before = ""
+          if self.path is not None and self.path != path:
+            with open(self.path, errors="replace") as fh:
+              before = fh.read()
+          with open(path, "a") as fh:
+            fh.write(before + entry)
+          self.path = path
+          return path
+        except OSError:
+          continue
+    return None
 
   def exception(self, title: str, err: BaseException) -> str | None:
     """Appends ``err``'s traceback (with its causes); returns the file's path."""

@@ -124,21 +124,31 @@ def test_a_bug_is_one_line_and_its_traceback_goes_to_the_log(tmp_path):
   assert "RuntimeError: a bug" in text and text.count("Traceback") == 2
 
 
-def test_disk_full_during_a_checkpoint_is_one_line(tmp_path):
-  # Orbax writes in background threads; its failure used to print pages of asyncio tracebacks.
+def test_a_failed_checkpoint_write_is_one_line(tmp_path):
+  # A real write failure inside TensorStore's threads (as on a full disk): a file-size limit
+  # that the cache (built first, without it) stays under and a checkpoint goes over. Orbax's
+  # threads used to print their tracebacks on the terminal; they go to the log.
+  from configs import smoke
+  from mec_jax.data import load_dataset
+
+  load_dataset(smoke.get_config().data, str(tmp_path / "cache"))
   patch = (
-    "import errno, os\n"
-    "from orbax.checkpoint._src.handlers import json_checkpoint_handler as h\n"
-    "async def full(self, x, directory):\n"
-    "  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))\n"
-    "h.JsonCheckpointHandler._save_fn = full\n"
+    "import resource, signal\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (16000, 16000))\n"
   )
-  proc = _cli_patched(patch, f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
+  workdir = tmp_path / "run"
+  proc = _cli_patched(
+    patch, f"--workdir={workdir}", f"--config.data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: {tmp_path / 'run' / 'pretrain' / 'checkpoints'}: cannot save")
-  assert "No space left on device [errno 28]" in last
+  assert last.startswith(f"error: {workdir / 'pretrain' / 'checkpoints'}: cannot save"), last
+  assert "File too large [errno 27]" in last
+  logs = list((workdir / "logs").glob("error-*.log"))
+  assert len(logs) == 1 and last.endswith(f"(tracebacks in {logs[0]})")
+  assert "Traceback" in logs[0].read_text()
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
