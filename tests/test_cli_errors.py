@@ -2,7 +2,9 @@
 (a few cases in subprocesses; the library-level cases are in the other tests of this folder)."""
 
 import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,3 +169,23 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
   assert proc.returncode == 130, stderr[-2000:]
   assert "Traceback" not in stderr, stderr[-2000:]
   assert stderr.strip().splitlines()[-1] == "error: interrupted; rerun the same command to resume"
+
+
+def test_a_truncated_checkpoint_file_is_one_line(finished_quick, tmp_path):
+  # Used to end in "RuntimeError: Event loop is closed" under pages of tracebacks.
+  _, workdir, _ = finished_quick
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  with open(copy / "pretrain" / "result.json") as fh:
+    step = json.load(fh)["best_step"]
+  data = copy / "pretrain" / "checkpoints" / str(step) / "state" / "ocdbt.process_0" / "d"
+  biggest = max(data.iterdir(), key=lambda p: p.stat().st_size)
+  os.truncate(biggest, biggest.stat().st_size // 2)
+  proc = _cli(
+    "--config.train.epochs=1", "--config.quantize.epochs=1", f"--workdir={copy}", cwd=tmp_path
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+  line = proc.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"error: {copy / 'pretrain'}: the finished run's checkpoint (step {step})")
+  assert "cannot be restored: damaged files" in line and f"delete {copy / 'pretrain'}" in line
