@@ -1,6 +1,7 @@
 """One run at a time per work directory: a second run stops at once naming the other process."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,15 @@ def test_the_command_line_refuses_a_busy_workdir_in_one_line(tmp_path):
     f"error: --workdir={workdir} is in use by another run (pid {os.getpid()}"
   )
   assert not (workdir / "pretrain").exists()
+
+
+def test_report_needs_no_lock(finished_quick, tmp_path, monkeypatch):
+  config, workdir, report = finished_quick
+  monkeypatch.setattr(pipeline.loop, "fit", lambda *a, **k: pytest.fail("report read a checkpoint"))
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  config = config.copy_and_resolve_references()
+  config.stage = "report"
+  with workdir_lock.hold(str(copy)):  # a run is busy there: the report still reads
+    again = pipeline.run(config, str(copy))
+  assert again["compressed"] == report["compressed"]
