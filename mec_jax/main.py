@@ -151,6 +151,8 @@ def main(argv: list[str]) -> None:
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
     if report is not None and distributed.is_writer():
       print(pipeline.summarize(report))
+    if log.path:  # the run succeeded, but a thread or a library reported an error on the way
+      print(f"warning: errors of background threads were logged to {log.path}", file=sys.stderr)
   except KeyboardInterrupt as err:
     _interrupted(err, log)
   except (ValueError, OSError, FloatingPointError) as err:  # MecError is a ValueError
