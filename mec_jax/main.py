@@ -5,8 +5,12 @@ Runs pretrain -> quantize -> finetune -> report -> export (or one ``--config.sta
 ``--config.quantize.codebook_size=512``.
 
 Every expected failure (a bad flag or config key, a bad path, a full disk, damaged artifacts,
-bad data, settings that cannot work) ends the run with ONE line ``error: ...`` on stderr and
-exit status 2; a traceback means a bug.
+bad data, settings that cannot work, a work directory in use) ends the run with ONE line
+``error: ...`` on stderr and exit status 2. Tracebacks never reach the terminal: those of
+background threads (Orbax, asyncio) go to ``<workdir>/logs/error-<time>.log`` (`error_log`), and
+the line names that file when it was written; a bug ends in ``error: internal error ...`` naming
+the file with its traceback, exit status 1. Ctrl-C (or SIGTERM) ends in ``error: interrupted;
+rerun the same command to resume``, exit status 130 (143).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import importlib.metadata
 import importlib.util
 import logging as py_logging
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mec_jax import error_log
 from mec_jax.errors import one_line
 
 
@@ -47,15 +53,6 @@ def _quiet_libraries(record) -> bool:
   return "orbax" not in record.pathname or record.levelno == py_logging.WARNING
 
 
-def _drop_closed_loop_noise(kind, value, traceback) -> None:
-  # After a failed Orbax write, TensorStore completes its pending futures on the event loop
-  # Orbax already closed; each prints "RuntimeError: Event loop is closed" through
-  # sys.excepthook. The write error itself comes back as one ArtifactError.
-  if kind is RuntimeError and str(value) == "Event loop is closed":
-    return
-  sys.__excepthook__(kind, value, traceback)
-
-
 def _choose_platforms() -> None:
   """Without libtpu, tells JAX not to probe for a TPU (which logs "Unable to initialize backend
   'tpu'"): JAX_PLATFORMS becomes ``cuda,cpu`` / ``rocm,cpu`` when that plugin is installed, else
@@ -74,9 +71,40 @@ def _choose_platforms() -> None:
     os.environ["JAX_PLATFORMS"] = ",".join([*kinds, "cpu"])
 
 
-def _fail(err: BaseException) -> None:
-  print(f"error: {one_line(err)}", file=sys.stderr)
-  sys.exit(2)
+def _fail(err: BaseException, log=None) -> None:
+  """Prints ``error: <err>`` (and where the run's error log is, if it has one); exits 2."""
+  where = f" (tracebacks in {log.path})" if log is not None and log.path else ""
+  _exit(2, f"error: {one_line(err)}{where}")
+
+
+def _exit(status: int, line: str) -> None:
+  """Prints ``line`` on stderr and ends the process with ``status``.
+
+  ``os._exit``, after flushing: the interpreter's shutdown, with Orbax's and TensorStore's
+  threads still alive after a failure, could abort (exit status 134, "Fatal Python error").
+  Everything a run keeps is already on disk (atomic writes; the training loop closed its
+  checkpointer on the way out).
+  """
+  logging.flush()
+  sys.stdout.flush()
+  print(line, file=sys.stderr, flush=True)
+  os._exit(status)
+
+
+class _Terminated(KeyboardInterrupt):
+  """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame) -> None:
+  raise _Terminated
+
+
+def _interrupted(err: KeyboardInterrupt, log) -> None:
+  signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out at once
+  status = 143 if isinstance(err, _Terminated) else 130
+  what = "terminated" if isinstance(err, _Terminated) else "interrupted"
+  where = f" (tracebacks in {log.path})" if log.path else ""
+  _exit(status, f"error: {what}; rerun the same command to resume{where}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -112,16 +140,27 @@ def main(argv: list[str]) -> None:
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
   from mec_jax.train import distributed
 
+  log = error_log.ErrorLog(_WORKDIR.value)
+  log.install()
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(log.logging_filter)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  sys.excepthook = _drop_closed_loop_noise
+  signal.signal(signal.SIGTERM, _on_sigterm)
   try:
     distributed.initialize_from_config(_CONFIG.value)  # before anything touches a device
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
+    if report is not None and distributed.is_writer():
+      print(pipeline.summarize(report))
+    if log.path:  # the run succeeded, but a thread or a library reported an error on the way
+      print(f"warning: errors of background threads were logged to {log.path}", file=sys.stderr)
+  except KeyboardInterrupt as err:
+    _interrupted(err, log)
   except (ValueError, OSError, FloatingPointError) as err:  # MecError is a ValueError
-    _fail(err)
-  if report is not None and distributed.is_writer():
-    print(pipeline.summarize(report))
+    _fail(err, log)
+  except Exception as err:  # noqa: BLE001  (a bug: one line, the traceback in the log)
+    path = log.exception("internal error", err)
+    where = f"traceback in {path}" if path else "no traceback could be written"
+    _exit(1, f"error: internal error {type(err).__name__}: {one_line(err)} ({where}; a bug)")
 
 
 if __name__ == "__main__":
