@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from configs import default
+from mec_jax.configs import builtin_names
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -26,25 +27,29 @@ def _python_blocks(text: str) -> list[str]:
   return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_api_example_runs_and_prints_what_its_comments_say(tmp_path, monkeypatch):
-  (block,) = _python_blocks(_section(API_SECTION))
+def test_api_examples_run_and_print_what_their_comments_say(tmp_path, monkeypatch):
+  # The section's blocks run in order in one namespace (the linen one continues the first).
   # Each `print(...)  # expected` line documents its output; collect those and compare.
-  expected = [
-    line.split("  # ", 1)[1].split(" click logits")[0]
-    for line in block.splitlines()
-    if line.startswith("print(") and "  # " in line
-  ]
-  assert len(expected) == 3
+  blocks = _python_blocks(_section(API_SECTION))
+  assert len(blocks) == 2 and "mec_linen.CodebookEmbed.from_table(table)" in blocks[1]
   monkeypatch.chdir(tmp_path)
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
-  assert out.getvalue().splitlines() == expected
+  namespace = {"__name__": "readme_example"}
+  for block, count in zip(blocks, (3, 2), strict=True):
+    expected = [
+      line.split("  # ", 1)[1].split(" click logits")[0]
+      for line in block.splitlines()
+      if line.startswith("print(") and "  # " in line
+    ]
+    assert len(expected) == count
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      exec(compile(block, "README.md", "exec"), namespace)
+    assert out.getvalue().splitlines() == expected
 
 
 def test_two_commands_are_what_ci_runs():
   section = _section("## Two commands")
-  run = "pip install -e . && python -m mec_jax.main --config=configs/synthetic.py"
+  run = "pip install -e . && python -m mec_jax.main --config=synthetic"
   test = 'pip install -e ".[dev]" && python -m pytest -q tests'
   assert run in section and test in section
   assert "python -m pytest -q tests" in (REPO / ".ci" / "run").read_text()
@@ -56,6 +61,8 @@ def test_every_config_file_and_key_the_readme_names_exists():
   assert {"synthetic", "frappe", "criteo", "avazu", "kuairand"} <= configs
   for name in configs:
     assert (REPO / "configs" / f"{name}.py").exists(), name
+  builtin = set(re.findall(r"--config=(\w+) ", README))  # built-in names, no path
+  assert {"synthetic", "frappe"} <= builtin <= set(builtin_names()), builtin
   flat = set(_flatten(default.get_config().to_dict()))
   keys = set(re.findall(r"--config\.([a-z_][a-z_.0-9]*)=", README))
   table = _section("## Config keys")
