@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,9 @@ def test_wheel_installs_and_runs_a_builtin_config_from_another_directory(tmp_pat
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "dataset synthetic" in proc.stdout and "full:       test AUC" in proc.stdout
   assert (workdir / "report.json").exists() and list((workdir / "pretrain").iterdir())
+
+
+def test_every_builtin_config_name_the_docs_use_exists():
+  pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+  used = {name for page in pages for name in re.findall(r"--config=(\w+)\s", page.read_text())}
+  assert {"synthetic", "frappe"} <= used <= set(configs.builtin_names()), used
