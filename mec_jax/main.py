@@ -1,8 +1,9 @@
-r"""Command line: ``python -m mec_jax.main --config=configs/<name>.py --workdir=DIR``.
+r"""Command line: ``python -m mec_jax.main --config=<name or file.py> --workdir=DIR``.
 
 Runs pretrain -> quantize -> finetune -> report -> export (or one ``--config.stage``) and writes
-``DIR/report.json`` and ``DIR/report.md``. Any config key can be overridden, e.g.
-``--config.quantize.codebook_size=512``.
+``DIR/report.json`` and ``DIR/report.md``. ``--config`` is a built-in name (`mec_jax.configs`:
+``synthetic``, ``frappe``, ``kuairand``, ..., usable from any directory) or a config file. Any
+config key can be overridden, e.g. ``--config.quantize.codebook_size=512``.
 
 Every expected failure (a bad flag or config key, a bad path, a full disk, damaged artifacts,
 bad data, settings that cannot work, a work directory in use) ends the run with ONE line
@@ -25,25 +26,44 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mec_jax import error_log
+from mec_jax import configs, error_log
 from mec_jax.errors import one_line
 
+_HELP = ("--help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
 
-def _make_configs_importable(argv: list[str]) -> None:
-  # Dataset configs do `from configs import default`; make that work from any working directory.
+
+def _config_file(value: str) -> str:
+  """``--config``'s value with a built-in name (``kuairand``, optionally ``kuairand:ARG``) turned
+  into the path of the file shipped in `mec_jax.configs`; an existing file stays as it is."""
+  path, sep, arg = value.partition(":")
+  if os.path.isfile(path):
+    return value
+  names = configs.builtin_names()
+  if path in names:
+    return os.path.join(os.path.dirname(configs.__file__), f"{path}.py") + sep + arg
+  raise ValueError(
+    f"--config={value}: no such file and not a built-in config; built-in: {', '.join(names)} "
+    "(or a path to a config file)"
+  )
+
+
+def _resolve_config(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config``'s built-in name resolved (`_config_file`); ValueError when
+  ``--config`` is missing (unless help is asked for)."""
+  argv = list(argv)
   for i, arg in enumerate(argv):
-    path = None
     if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      path = argv[i + 1]
-    if path:
-      root = os.path.dirname(os.path.dirname(os.path.abspath(path.split(":", 1)[0])))
-      if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-_make_configs_importable(sys.argv)
+      argv[i] = "--config=" + _config_file(arg.split("=", 1)[1])
+      return argv
+    if arg == "--config" and i + 1 < len(argv):
+      argv[i + 1] = _config_file(argv[i + 1])
+      return argv
+  if any(arg in _HELP for arg in argv):
+    return argv
+  raise ValueError(
+    f"--config is required: a built-in config ({', '.join(configs.builtin_names())}) "
+    "or a path to a config file, e.g. --config=synthetic --workdir=DIR"
+  )
 
 
 def _quiet_libraries(record) -> bool:
@@ -108,12 +128,23 @@ def _interrupted(err: KeyboardInterrupt, log) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config key (ml_collections already suggests the
-  right one) as one line and exit status 2 instead of a traceback."""
+  """absl's flag parsing, with ``--config=<built-in name>`` resolved, and a missing or unknown
+  config, a config file that does not load, or a bad flag or config key (ml_collections already
+  suggests the right one) as one line and exit status 2 instead of a traceback."""
   try:
+    argv = _resolve_config(argv)
     return flags.FLAGS(argv)
   except flags.Error as err:
     _fail(err)
+  except SyntaxError as err:  # the config file itself (absl only wraps ValueError/TypeError)
+    _fail(SyntaxError(f"--config: {err.filename}, line {err.lineno}: {err.msg}"))
+  except ImportError as err:
+    _fail(
+      ImportError(
+        f"--config: {one_line(err)} (a config of your own imports the built-ins as "
+        "`from mec_jax.configs import default`)"
+      )
+    )
   except (AttributeError, KeyError, ValueError, TypeError, OSError) as err:
     while isinstance(err, AttributeError) and err.args and isinstance(err.args[0], KeyError):
       err = err.args[0]  # ml_collections wraps the KeyError that holds "Did you mean ..."
@@ -127,7 +158,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Path to a config file (configs/<name>.py).", lock_config=True
+  "config",
+  None,
+  "A built-in config name (mec_jax/configs/<name>.py: synthetic, frappe, criteo, ...) or the path "
+  "to a config file.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for artifacts, checkpoints and reports.")
 flags.mark_flags_as_required(["config", "workdir"])
