@@ -22,10 +22,12 @@ from mec_jax.train import loop
 from mec_jax.train.checkpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parents[1]
-# Stage C of this config: 9 steps per epoch, a checkpoint every 5 steps and at each epoch end
-# (steps 5 9 10 15 18 20 25 27 30 35 36); the best epoch is epoch 2 (step 18), epochs 3 and 4
-# do not improve (a finetune lr far above the default, so the codebooks overfit).
+# Stage C of this config: 9 steps per epoch, 4 epochs, a checkpoint every 5 steps and at each epoch
+# end. A finetune lr far above the default makes the codebooks overfit, so the best epoch comes
+# before the last (epoch 2 of 4 here; the moments below are derived from the reference's history).
 SETTINGS = {"train.epochs": 4, "train.patience": 3, "finetune.learning_rate": 3e-2}
+STEPS_PER_EPOCH, EPOCHS, EVERY = 9, 4, 5
+SAVES = sorted(set(range(EVERY, STEPS_PER_EPOCH * EPOCHS + 1, EVERY)) | {9, 18, 27, 36})
 
 
 def _config():
@@ -55,7 +57,8 @@ def reference(stages_ab, tmp_path_factory):
   shutil.copytree(stages_ab, workdir)
   report = pipeline.run(_config(), str(workdir))
   result = loop.load_result(str(workdir), "finetune")
-  assert result.best_epoch == 2 and result.steps == 36  # the layout the moments below assume
+  assert result.steps == STEPS_PER_EPOCH * EPOCHS and len(result.history) == EPOCHS
+  assert result.best_epoch < EPOCHS, "the moments after the best epoch need a later epoch"
   return report, result
 
 
@@ -94,27 +97,36 @@ def test_reopened_checkpointer_keeps_the_best_step(tmp_path):
 
 
 # A driver that runs `python -m mec_jax.main` and SIGKILLs itself at one moment of stage C:
-# ("during", s): right after the save of step s is started (its files being written),
+# ("during", s): while the files of step s are being written (Orbax writes the loop item into the
+# step's temporary directory: the state item may be half written, nothing is committed),
 # ("after", s): once the save of step s is complete, ("result", 0): before result.json is written.
 _DRIVER = textwrap.dedent(
   """
   import os, runpy, signal, sys
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler as jch
   from mec_jax.train import checkpoint, loop
   when, at = sys.argv[1], int(sys.argv[2])
+  def kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+  write_json = jch.JsonCheckpointHandler._save_fn
+  async def killing_write_json(self, x, directory):
+    if when == "during" and f"finetune/checkpoints/{at}." in str(directory):
+      kill()
+    return await write_json(self, x, directory)
+  jch.JsonCheckpointHandler._save_fn = killing_write_json
   save = checkpoint.Checkpointer.save
   def killing_save(self, step, state, loop_state):
     save(self, step, state, loop_state)
-    if "finetune" in self.directory and step == at and when in ("during", "after"):
-      if when == "after":
-        self.wait()
-      os.kill(os.getpid(), signal.SIGKILL)
+    if when == "after" and step == at and "finetune" in self.directory:
+      self.wait()
+      kill()
   checkpoint.Checkpointer.save = killing_save
-  write = loop.write_json_atomic
-  def killing_write(path, data):
+  write_result = loop.write_json_atomic
+  def killing_write_result(path, data):
     if when == "result" and "finetune" in path:
-      os.kill(os.getpid(), signal.SIGKILL)
-    write(path, data)
-  loop.write_json_atomic = killing_write
+      kill()
+    write_result(path, data)
+  loop.write_json_atomic = killing_write_result
   sys.argv = ["mec_jax.main", *sys.argv[3:]]
   runpy.run_module("mec_jax.main", run_name="__main__")
   """
@@ -149,25 +161,33 @@ def test_sigkill_at_many_moments_of_stage_c_then_rerun_gives_the_same_report(
   stages_ab, reference, tmp_path
 ):
   # One workdir killed again and again, each rerun resuming from the previous kill; the moments
-  # progress through stage C: first checkpoint, epoch 1 end, the best epoch's save, mid-epoch
-  # after the best, the first non-improving epoch end, a random later save, before result.json.
-  rng = random.Random(21)
-  later = rng.choice([("during", 30), ("after", 30), ("during", 35), ("after", 35)])
+  # progress through stage C: during the first save, during the best epoch's save, during a
+  # mid-epoch save after the best epoch, during the first non-improving epoch end's save, after
+  # a random later save, before result.json.
+  best = reference[1].best_step
+  after_best = next(step for step in SAVES if step > best and step % STEPS_PER_EPOCH)
+  epoch_end_after_best = best + STEPS_PER_EPOCH
+  later = random.Random(21).choice([s for s in SAVES if s > after_best])
   moments = [
-    ("during", 5),
-    ("after", 9),
-    ("during", 18),
-    ("during", 25),
-    ("during", 27),
-    later,
+    ("during", SAVES[0]),
+    ("during", best),
+    ("during", after_best),
+    ("during", epoch_end_after_best),
+    ("after", later),
     ("result", 0),
+  ]
+  moments = sorted(set(moments), key=lambda m: (m[0] == "result", m[1], m[0] == "after"))
+  # Where each rerun resumes: the save before a kill during a save, the save after it, the end.
+  expected = [
+    {"during": max([s for s in SAVES if s < at], default=None), "after": at}.get(when, SAVES[-1])
+    for when, at in moments
   ]
   workdir = tmp_path / "w"
   shutil.copytree(stages_ab, workdir)
   for when, at in moments:
     proc = _run(workdir, when, at)
     assert proc.returncode == -signal.SIGKILL, (when, at, proc.stderr[-3000:])
-    assert not (workdir / "report.json").exists()
+    assert not (workdir / "finetune" / "result.json").exists()
     _kept_best_is_on_disk(workdir)
   proc = _run(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -176,7 +196,7 @@ def test_sigkill_at_many_moments_of_stage_c_then_rerun_gives_the_same_report(
     for line in (workdir / "finetune" / "metrics.jsonl").read_text().splitlines()
     if json.loads(line)["event"] == "resume"
   ]
-  assert resumes == [9, 15, 20, 25, at if when == "after" else at - 5, 36]
+  assert resumes == [step for step in expected if step is not None]
   report = json.loads((workdir / "report.json").read_text())
   _same_run(report, loop.load_result(str(workdir), "finetune"), reference)
 
@@ -196,7 +216,8 @@ def test_disk_full_during_stage_c_then_rerun_completes(stages_ab, reference, tmp
 
   workdir = tmp_path / "w"
   shutil.copytree(stages_ab, workdir)
-  for step in (18, 27):  # the best epoch's save, then the first epoch end after it
+  best = reference[1].best_step
+  for step in (best, best + STEPS_PER_EPOCH):  # the best epoch's save, the epoch end after it
     monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full_at(step))
     with pytest.raises(ArtifactError, match=rf"cannot save checkpoint step {step}: .*No space"):
       pipeline.run(_config(), str(workdir))
