@@ -141,6 +141,7 @@ def _run(workdir, when="never", at=0):
     capture_output=True,
     text=True,
     env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"},
+    cwd=workdir.parent,  # nothing lands in the repository, whatever the run writes
     timeout=300,
   )
 
