@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 CHUNKED_INIT_ROWS = 1 << 20  # tables above this many rows are drawn chunk by chunk ...
 INIT_CHUNK_ROWS = 1 << 16  # ... of this many rows
@@ -45,7 +46,8 @@ class Embed(nnx.Module):
   FuxiCTR default of 1e-4 keeps the initial FM/cross terms tiny); first-order weights start at 0.
 
   Ids outside ``[0, vocab_size)`` read the row of ``oov_id`` (the id policy of
-  `mec_jax.layers.base`, shared with `CodebookEmbed`).
+  `mec_jax.layers.base`, shared with `CodebookEmbed`). Lookups are `mec_jax.ops.take_rows`: their
+  gradient is a segment sum without contended atomic adds on accelerators.
 
   Attributes:
     vocab_size: number of ids.
@@ -86,13 +88,13 @@ class Embed(nnx.Module):
     Returns:
       float32 ``[..., dim]``.
     """
-    return jnp.take(self.embedding[...], lookup_ids(ids, self.vocab_size, self.oov_id), axis=0)
+    return take_rows(self.embedding[...], lookup_ids(ids, self.vocab_size, self.oov_id))
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """First-order weight of each id: float32 ``[...]`` (zeros when built without ``bias``)."""
     if self.bias is None:
       return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return jnp.take(self.bias[...], lookup_ids(ids, self.vocab_size, self.oov_id), axis=0)
+    return take_rows(self.bias[...], lookup_ids(ids, self.vocab_size, self.oov_id))
 
   def as_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Host copies: (embedding ``[vocab_size, dim]``, bias ``[vocab_size]`` or None)."""

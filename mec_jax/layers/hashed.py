@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.ops import take_rows
+
 HASH_FUNCTIONS = ("universal", "mod")
 FLOAT_BYTES = 4
 
@@ -157,10 +159,10 @@ class HashedEmbed(nnx.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
-    return jnp.take(self.hashed_rows[...], self._buckets(ids), axis=0)
+    return take_rows(self.hashed_rows[...], self._buckets(ids))
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
     if self.hashed_first_order is None:
       return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return jnp.take(self.hashed_first_order[...], self._buckets(ids), axis=0)
+    return take_rows(self.hashed_first_order[...], self._buckets(ids))

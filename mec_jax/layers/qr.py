@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.ops import take_rows
+
 COMBINES = ("mult", "sum")
 FLOAT_BYTES = 4
 
@@ -152,7 +154,8 @@ class QREmbed(nnx.Module):
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
     q, r = self._split(ids)
-    return combine_rows(self.quotient_rows[...][q], self.remainder_rows[...][r], self.combine)
+    quotient = take_rows(self.quotient_rows[...], q)
+    return combine_rows(quotient, take_rows(self.remainder_rows[...], r), self.combine)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
@@ -160,4 +163,4 @@ class QREmbed(nnx.Module):
       return jnp.zeros(jnp.shape(ids), jnp.float32)
     q, r = self._split(ids)
     weights = self.qr_first_order[...]
-    return weights[q] + weights[self.quotient_rows.shape[0] + r]
+    return take_rows(weights, q) + take_rows(weights, self.quotient_rows.shape[0] + r)
