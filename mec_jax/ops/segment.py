@@ -164,8 +164,8 @@ def take_rows(table: jax.Array, ids: jax.Array, *, method: str = "auto") -> jax.
 
   Args:
     table: ``[rows, ...]`` (any float dtype).
-    ids: int ``[...]`` in ``[0, rows)`` (others read NaN rows, as ``jnp.take``, and get no
-      gradient).
+    ids: int ``[...]`` in ``[0, rows)``; as in ``jnp.take``, ids in ``[-rows, 0)`` count from
+      the end and others read NaN rows (and get no gradient).
     method: how the backward pass sums rows (`segment_sum`).
 
   Returns:
@@ -173,7 +173,9 @@ def take_rows(table: jax.Array, ids: jax.Array, *, method: str = "auto") -> jax.
   """
   if method not in METHODS:
     raise ValueError(f"take_rows: method {method!r} is not one of {METHODS}")
-  return _take_rows(table, jnp.asarray(ids, jnp.int32), method)
+  ids = jnp.asarray(ids, jnp.int32)
+  ids = jnp.where(ids < 0, ids + table.shape[0], ids)  # jnp.take's negative indexing
+  return _take_rows(table, ids, method)
 
 
 def unique_with_inverse(ids: jax.Array, fill_value: int) -> tuple[jax.Array, jax.Array]:
