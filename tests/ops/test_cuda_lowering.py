@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mec_jax.compression import streaming
+from mec_jax.compression import autoencoder, streaming
+from mec_jax.compression.mesh import data_mesh
 from mec_jax.layers import CodebookEmbed, FieldEmbedding
 from mec_jax.layers.hashed import HashedEmbed
 from mec_jax.layers.qr import QREmbed
@@ -98,4 +99,16 @@ def test_baseline_and_codebook_gradients_have_no_contended_scatter_adds():
 def test_kmeans_chunk_sums_have_no_contended_scatter_adds():
   x = jnp.ones((64, 2, 3))
   text = cuda_text(streaming.chunk_stats, x, jnp.ones(64), jnp.zeros((2, 8, 3)))
+  assert contended_scatter_adds(text) == 0
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["mec", "reference"])
+def test_stage_b_quantizer_training_has_no_contended_scatter_adds(reference):
+  """The MEC objective trains the codebooks through ``pq.lookup``: K rows get the whole batch."""
+  graphdef, params = nnx.split(autoencoder.MECQuantizer(8, 8, 2, 16, rngs=nnx.Rngs(0)))
+  tx = autoencoder.make_optimizer(1e-3)
+  cfg = autoencoder.LossWeights(reference=reference)
+  epoch = autoencoder.make_train_epoch(graphdef, tx, cfg, data_mesh())
+  args = (params, tx.init(params), jnp.ones((2, 32, 8)), jnp.ones((2, 32)), jax.random.key(0))
+  text = epoch.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
   assert contended_scatter_adds(text) == 0
