@@ -31,21 +31,19 @@ import argparse
 import importlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from mec_jax import pipeline  # noqa: E402
-from mec_jax.data import load_dataset  # noqa: E402
-from mec_jax.train import loop  # noqa: E402
+from mec_jax import pipeline
+from mec_jax.data import load_dataset
+from mec_jax.train import loop
 
-DATA_ROOT = REPO / ".." / "shared" / "data"
+DATA_ROOT = _common.DATA_ROOT
 DATA_DIRS = {"frappe": "frappe", "movielens": "movielens_100k", "synthetic": None}
 SETTINGS = {"m2k256": (2, 256), "m4k64": (4, 64)}
 VARIANTS = ("mec", "no_pwr", "no_balance", "no_contrastive", "kmeans", "reference")

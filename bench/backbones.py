@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
+from flax import nnx
 
-from flax import nnx  # noqa: E402
-
-from configs import default  # noqa: E402
-from mec_jax.data import load_dataset  # noqa: E402
-from mec_jax.layers import FieldEmbedding  # noqa: E402
-from mec_jax.models import registry  # noqa: E402
-from mec_jax.train import loop  # noqa: E402
+from configs import default
+from mec_jax.data import load_dataset
+from mec_jax.layers import FieldEmbedding
+from mec_jax.models import registry
+from mec_jax.train import loop
 
 DATASETS = {"frappe": ("frappe", "frappe"), "movielens": ("movielens", "movielens_100k")}
 LABELS = {"frappe": "Frappe", "movielens": "MovieLens-100K"}
@@ -42,7 +38,7 @@ def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default=",".join(registry.MODEL_NAMES))
   parser.add_argument("--datasets", default="frappe,movielens")
-  parser.add_argument("--data_root", default=str(REPO / ".." / "shared" / "data"))
+  parser.add_argument("--data_root", default=str(_common.DATA_ROOT))
   parser.add_argument("--embed_dim", type=int, default=40)
   parser.add_argument("--dropout", type=float, default=0.2)
   parser.add_argument("--no_batch_norm", action="store_true")

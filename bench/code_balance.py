@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 
 import jax
 import numpy as np
+from quantizer import zipf_table  # bench/quantizer.py: bench/ is the script's directory
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.quantizer import zipf_table  # noqa: E402
-from mec_jax.compression import QuantizeSettings, quantize_table  # noqa: E402
+from mec_jax.compression import QuantizeSettings, quantize_table
 
 
 def parse_run(text: str) -> tuple[str, dict]:

@@ -16,20 +16,17 @@ import multiprocessing
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+import _common  # noqa: F401  (makes the checkout's configs package importable)
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import default  # noqa: E402
-from mec_jax.data import load_dataset  # noqa: E402
-from mec_jax.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from configs import default
+from mec_jax.data import load_dataset
+from mec_jax.data.synthetic import SyntheticSpec, generate
 
 # Distinct values of C1..C26 in the full Criteo data (the Kaggle release); Zipf exponents below 1
 # for the huge ones, so that millions of them are realized, as in the real logs.

@@ -26,10 +26,8 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from mec_jax.compression import popularity_weights, weighted_kmeans  # noqa: E402
-from mec_jax.compression.kmeans import DEFAULT_REFINE_ITERS  # noqa: E402
+from mec_jax.compression import popularity_weights, weighted_kmeans
+from mec_jax.compression.kmeans import DEFAULT_REFINE_ITERS
 
 
 def make_data(rows: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

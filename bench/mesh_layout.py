@@ -26,13 +26,10 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
 LAYOUTS = (
   ("8 / data", 1, None),
   ("4x2 / model", 2, None),

@@ -26,17 +26,16 @@ import importlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from mec_jax import pipeline  # noqa: E402
+from mec_jax import pipeline
 
-DATA_ROOT = REPO / ".." / "shared" / "data"
+DATA_ROOT = _common.DATA_ROOT
 DATASETS = {"frappe": "frappe", "movielens": "movielens_100k"}  # config name -> data folder
 MODELS = ("deepfm", "dcnv2", "pnn", "gdcn")
 STAGES = ("pretrain", "quantize", "swap", "finetune")

@@ -38,10 +38,7 @@ import time
 import jax
 import numpy as np
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, REPO)
-
-from mec_jax.compression import QuantizeSettings, kmeans, pq, quantizer  # noqa: E402
+from mec_jax.compression import QuantizeSettings, kmeans, pq, quantizer
 
 LOCK = "/tmp/mec_heavy.lock"
 # (module, attribute, phase): wrapped when present, so the script also times older code.

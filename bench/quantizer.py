@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from mec_jax.compression import QuantizeSettings, quantize_table  # noqa: E402
+from mec_jax.compression import QuantizeSettings, quantize_table
 
 VARIANTS = ("mec", "reference", "no_balance", "no_pwr", "no_contrastive", "kmeans")
 

@@ -29,12 +29,9 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-import vocab_scaling  # noqa: E402
+import vocab_scaling
 
 LOCK = "/tmp/mec_heavy.lock"
 

@@ -2,6 +2,8 @@
 failed write raises one `ArtifactError` that names the file and what is wrong."""
 
 import errno
+import hashlib
+import json
 import os
 
 import jax
@@ -76,7 +78,7 @@ def test_missing_file_keys_and_wrong_shapes(tmp_path, table_file):
   shape = str(tmp_path / "shape.npz")
   np.savez(shape, codes=np.zeros((10, 3), np.uint8), codebooks=np.ones((2, 4, 3)), meta=meta)
   with pytest.raises(
-    ArtifactError, match=r"shape.npz: table 'cat0': codes must be \[vocab_size, 2\]"
+    ArtifactError, match=r"shape.npz: table 'cat0': codes must be \[vocab_size >= 1, 2\]"
   ):
     CompressedTable.load(shape)
   bad_meta = str(tmp_path / "meta.npz")
@@ -86,6 +88,93 @@ def test_missing_file_keys_and_wrong_shapes(tmp_path, table_file):
   # A valid table that belongs to another field size or model dimension.
   with pytest.raises(ArtifactError, match=r"10 ids x dim 6; field 'cat0' has 11 ids"):
     artifacts.load_compressed_table(table_file, FieldSpec("cat0", CATEGORICAL, 11, 10), dim=6)
+
+
+def _rewrite(path, **changes):
+  """Rewrites the ``.npz`` at ``path`` with some arrays replaced (None: dropped)."""
+  with np.load(path) as npz:
+    arrays = {key: npz[key] for key in npz.files}
+  for key, value in changes.items():
+    if value is None:
+      arrays.pop(key)
+    else:
+      arrays[key] = value
+  np.savez(path, **arrays)
+
+
+def _meta(path) -> dict:
+  with np.load(path) as npz:
+    return json.loads(bytes(npz["meta"]).decode())
+
+
+def _with_meta(meta: dict) -> np.ndarray:
+  return np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+
+def test_saved_table_records_digests_of_arrays_and_meta(table_file):
+  digests = _meta(table_file)["sha256"]
+  assert sorted(digests) == ["codebooks", "codes", "meta"]
+  with np.load(table_file) as npz:  # an independent SHA-256 of the stored codes
+    codes = npz["codes"]
+  text = f"{codes.dtype.str}{list(codes.shape)}".encode() + codes.tobytes()
+  assert digests["codes"] == hashlib.sha256(text).hexdigest()
+
+
+@pytest.mark.parametrize(
+  "case, match",
+  [
+    ("swapped", r"'codebooks' differs from its recorded SHA-256"),
+    ("one value", r"'codebooks' differs from its recorded SHA-256"),
+    ("codes", r"'codes' differs from its recorded SHA-256"),
+    ("renamed", r"'meta' differs from its recorded SHA-256"),
+    ("extra array", r"holds arrays \['codebooks', 'codes', 'extra'\] but records digests of"),
+    ("dropped digest", r"records digests of \['codes', 'meta'\]"),
+  ],
+)
+def test_tampered_table_is_an_artifact_error(table_file, case, match):
+  with np.load(table_file) as npz:
+    codebooks, codes = npz["codebooks"], npz["codes"]
+  meta = _meta(table_file)
+  if case == "swapped":  # two sub-spaces' codebooks exchanged: same shape, same bytes overall
+    _rewrite(table_file, codebooks=codebooks[::-1].copy())
+  elif case == "one value":
+    codebooks = codebooks.copy()
+    codebooks[1, 2, 0] += 1e-3
+    _rewrite(table_file, codebooks=codebooks)
+  elif case == "codes":
+    _rewrite(table_file, codes=(codes + 1) % 4)
+  elif case == "renamed":
+    _rewrite(table_file, meta=_with_meta(meta | {"name": "cat1"}))
+  elif case == "extra array":
+    _rewrite(table_file, extra=np.zeros(2))
+  else:
+    del meta["sha256"]["codebooks"]
+    _rewrite(table_file, meta=_with_meta(meta))
+  with pytest.raises(ArtifactError, match=rf"{table_file}: .*{match}"):
+    CompressedTable.load(table_file)
+
+
+def test_table_without_digests_still_loads_and_bad_contents_are_refused(table_file):
+  """Tables written before digests existed load with every other check; NaN codebooks and a
+  table of no rows are refused either way."""
+  meta = _meta(table_file)
+  legacy = {key: meta[key] for key in ("name", "variant", "stats")}
+  _rewrite(table_file, meta=_with_meta(legacy))
+  table = CompressedTable.load(table_file)
+  assert table.name == "cat0" and table.codes.shape == (10, 2)
+  with np.load(table_file) as npz:
+    codebooks, codes = npz["codebooks"].copy(), npz["codes"]
+  codebooks[1, 3, 2] = np.nan
+  _rewrite(table_file, codebooks=codebooks)
+  with pytest.raises(ArtifactError, match=rf"{table_file}: codebooks hold 1 NaN/Inf values"):
+    CompressedTable.load(table_file)
+  _rewrite(table_file, codebooks=np.ones((2, 4, 3), np.float32), codes=codes[:0])
+  with pytest.raises(ArtifactError, match=r"codes must be \[vocab_size >= 1, 2\], got \(0, 2\)"):
+    CompressedTable.load(table_file)
+  # A table saved with NaN codebooks fails its load even though its digests match.
+  CompressedTable(codes=codes, codebooks=codebooks, name="cat0").save(table_file)
+  with pytest.raises(ArtifactError, match=r"codebooks hold 1 NaN/Inf values"):
+    CompressedTable.load(table_file)
 
 
 def test_stage_a_tables(tmp_path):

@@ -173,7 +173,8 @@ def quantize_table(
     key: PRNG key, or None for ``jax.random.key(settings.seed)``.
     table: ``[V, d]`` float array (numpy or JAX), the stage-A embedding table.
     counts: ``[V]`` non-negative train-split counts ``n_v`` of each value (the caller decides
-      which split; `reference` takes them as given too).
+      which split; `reference` takes them as given too); whole numbers, any dtype (a float
+      count such as 2.5 is refused, never floored).
     settings: `QuantizeSettings`.
     bias: optional ``[V]`` first-order (LR) weights of the same values; compressed to
       ``first_order [M, K]`` with `fit_first_order`.
@@ -189,7 +190,7 @@ def quantize_table(
   Raises:
     ValueError: non-finite rows (the first one is named), a latent dim not divisible by
       ``num_subspaces``, ``codebook_size`` < 2 or above the number of distinct rows, counts of the
-      wrong shape or negative, bias of the wrong shape, an unknown variant.
+      wrong shape, negative or fractional, bias of the wrong shape, an unknown variant.
   """
   if not isinstance(settings, QuantizeSettings):
     raise ValueError(f"settings must be a QuantizeSettings, got {type(settings).__name__}")

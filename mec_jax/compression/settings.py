@@ -11,6 +11,7 @@ import numpy as np
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
 ENCODERS = ("dense", "block", "none")  # `autoencoder.MECQuantizer`'s encoder structures
 SELECTIONS = ("balance", "error")  # how `training.train_quantizer` picks the epoch that ships
+MAX_CODEBOOK_SIZE = 65536  # codes are stored as uint8 (K <= 256) or uint16 (K <= 65536)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +21,8 @@ class QuantizeSettings:
   Attributes:
     variant: ``mec`` | ``reference`` | ``no_pwr`` | ``no_contrastive`` | ``no_balance`` | ``kmeans``.
     num_subspaces: M, sub-vectors per row.
-    codebook_size: K, codes per sub-space.
+    codebook_size: K, codes per sub-space, 2 to `MAX_CODEBOOK_SIZE` (codes are stored as uint16
+      at most).
     latent_dim: encoder output size ``M * s``; 0 means the table's dim.
     encoder: ``dense`` | ``block`` | ``none``, the quantizer's encoder structure (see
       `autoencoder.MECQuantizer`); ``reference`` always uses ``dense``.
@@ -86,6 +88,11 @@ class QuantizeSettings:
       raise ValueError(f"quantize.variant must be one of {VARIANTS}, got {self.variant!r}")
     _at_least(self, "num_subspaces", 1)
     _at_least(self, "codebook_size", 2)
+    if self.codebook_size > MAX_CODEBOOK_SIZE:
+      raise ValueError(
+        f"quantize.codebook_size must be <= {MAX_CODEBOOK_SIZE} (codes are stored as uint16), "
+        f"got {self.codebook_size}"
+      )
     _at_least(self, "latent_dim", 0)
     if self.encoder not in ENCODERS:
       raise ValueError(f"quantize.encoder must be one of {ENCODERS}, got {self.encoder!r}")
@@ -175,6 +182,14 @@ def check_table(table, counts, settings: QuantizeSettings, name: str = "") -> tu
     raise ValueError(f"{label}: counts must have shape ({vocab_size},), got {counts.shape}")
   if counts.size and (not np.issubdtype(counts.dtype, np.number) or counts.min() < 0):
     raise ValueError(f"{label}: counts must be non-negative numbers")
+  if not np.issubdtype(counts.dtype, np.integer):  # floats would be floored silently
+    whole = np.isfinite(counts) & (counts == np.round(counts))
+    if not whole.all():
+      row = int(np.argmin(whole))
+      raise ValueError(
+        f"{label}: counts must be whole numbers (train occurrences), got {counts[row]!r} at "
+        f"row {row}"
+      )
   distinct = _distinct_rows_at_least(table, settings.codebook_size)
   if distinct < settings.codebook_size:
     raise ValueError(

@@ -11,7 +11,11 @@ import zlib
 
 import numpy as np
 
+from mec_jax import digest
 from mec_jax.errors import ArtifactError
+from mec_jax.ids import host_ids
+
+META_KEYS = {"name", "variant", "stats"}
 
 
 def code_dtype(codebook_size: int) -> np.dtype:
@@ -64,9 +68,10 @@ class CompressedTable:
         f"got shape {self.codebooks.shape}"
       )
     codes = np.asarray(self.codes)
-    if codes.ndim != 2 or codes.shape[1] != self.num_subspaces:
+    if codes.ndim != 2 or codes.shape[1] != self.num_subspaces or not codes.shape[0]:
       raise ValueError(
-        f"table {self.name!r}: codes must be [vocab_size, {self.num_subspaces}], got {codes.shape}"
+        f"table {self.name!r}: codes must be [vocab_size >= 1, {self.num_subspaces}], got "
+        f"{codes.shape}"
       )
     if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
       raise ValueError(
@@ -118,12 +123,10 @@ class CompressedTable:
     """numpy reference of `CodebookEmbed`: float32 ``[..., dim]`` rows of int ``ids [...]``.
 
     Ids outside ``[0, vocab_size)`` take the OOV id's row (``vocab_size - 1``, the schema's OOV
-    id), as the layer does. Touches only the looked-up rows, so it serves single requests.
+    id), as the layer does (`mec_jax.ids.host_ids`: int64 ids are checked before the cast; float
+    ids raise `DataError`). Touches only the looked-up rows, so it serves single requests.
     """
-    ids = np.asarray(ids)
-    if not np.issubdtype(ids.dtype, np.integer):
-      raise ValueError(f"table {self.name!r}: lookup needs integer ids, got dtype {ids.dtype}")
-    ids = np.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    ids = host_ids(ids, self.vocab_size, self.vocab_size - 1, f"table {self.name!r}")
     codes = self.codes[ids].astype(np.int64)  # [..., M]
     rows = self.codebooks[np.arange(self.num_subspaces), codes]  # [..., M, s]
     return rows.reshape(*ids.shape, self.dim)
@@ -146,15 +149,26 @@ class CompressedTable:
     extra = self.first_order.nbytes if self.first_order is not None else 0
     return int(code_bytes + self.codebooks.nbytes + extra)
 
-  def save(self, path: str) -> None:
-    """Writes one ``.npz`` atomically (temp file + rename)."""
+  def _arrays(self) -> dict[str, np.ndarray]:
     arrays = {"codes": self.codes, "codebooks": self.codebooks}
     if self.first_order is not None:
       arrays["first_order"] = self.first_order
     if self.usage_entropy is not None:
       arrays["usage_entropy"] = np.asarray(self.usage_entropy, np.float32)
-    meta = {"name": self.name, "variant": self.variant, "stats": self.stats}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return arrays
+
+  def save(self, path: str) -> None:
+    """Writes one ``.npz`` atomically (temp file + rename).
+
+    Besides the arrays, ``meta`` (JSON bytes) holds the name, variant and stats and, under
+    ``sha256``, the SHA-256 of every array and of that meta (`mec_jax.digest`), which `load`
+    verifies.
+    """
+    arrays = self._arrays()
+    meta = json.loads(json.dumps({"name": self.name, "variant": self.variant, "stats": self.stats}))
+    digests = {name: digest.array_sha256(array) for name, array in arrays.items()}
+    digests["meta"] = digest.json_sha256(meta)
+    arrays["meta"] = np.frombuffer(json.dumps(meta | {"sha256": digests}).encode(), np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
@@ -162,23 +176,31 @@ class CompressedTable:
 
   @classmethod
   def load(cls, path: str) -> CompressedTable:
-    """Reads a table written by `save`.
+    """Reads a table written by `save` and verifies it.
+
+    Files written before digests were recorded (no ``sha256`` in ``meta``) still load, with
+    every check below except the digests.
 
     Raises:
       ArtifactError: naming ``path`` when the file is missing, not an ``.npz`` archive
-        (garbage bytes, truncated), lacks an array, or holds arrays that do not form a table.
+        (garbage bytes, truncated), lacks an array, holds an array or meta whose SHA-256
+        differs from the recorded one, holds arrays that do not form a table, no rows, or
+        NaN/Inf codebooks or first-order weights.
     """
     arrays = read_npz(path, ("codes", "codebooks", "meta"), "compressed table")
     try:
-      meta = json.loads(bytes(arrays["meta"]).decode())
-      if not isinstance(meta, dict) or not set(meta) <= {"name", "variant", "stats"}:
+      meta = json.loads(bytes(arrays.pop("meta")).decode())
+      if not isinstance(meta, dict) or not set(meta) <= META_KEYS | {"sha256"}:
         raise ValueError(f"unexpected meta {str(meta)[:80]!r}")
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
       raise ArtifactError(f"{path}: compressed table has unreadable meta ({err})") from err
+    digests = meta.pop("sha256", None)
+    if digests is not None:
+      _verify(path, arrays, meta, digests)
     if not np.issubdtype(arrays["codes"].dtype, np.integer):
       raise ArtifactError(f"{path}: codes must be integers, got {arrays['codes'].dtype}")
     try:
-      return cls(
+      table = cls(
         codes=arrays["codes"],
         codebooks=arrays["codebooks"],
         first_order=arrays.get("first_order"),
@@ -187,6 +209,32 @@ class CompressedTable:
       )
     except ValueError as err:
       raise ArtifactError(f"{path}: {err}; delete it to recompute") from err
+    for name in ("codebooks", "first_order"):
+      array = getattr(table, name)
+      if array is not None and not np.isfinite(array).all():
+        raise ArtifactError(
+          f"{path}: {name} hold {int((~np.isfinite(array)).sum())} NaN/Inf values; delete it "
+          "to recompute"
+        )
+    return table
+
+
+def _verify(path: str, arrays: dict, meta: dict, digests) -> None:
+  """Raises `ArtifactError` unless ``arrays`` and ``meta`` match the recorded ``digests``."""
+  if not isinstance(digests, dict) or set(digests) != set(arrays) | {"meta"}:
+    recorded = sorted(digests) if isinstance(digests, dict) else digests
+    raise ArtifactError(
+      f"{path}: compressed table holds arrays {sorted(arrays)} but records digests of "
+      f"{recorded}; delete it to recompute"
+    )
+  actual = {name: digest.array_sha256(array) for name, array in arrays.items()}
+  actual["meta"] = digest.json_sha256(meta)
+  for name in sorted(actual):
+    if digests[name] != actual[name]:
+      raise ArtifactError(
+        f"{path}: {name!r} differs from its recorded SHA-256 (damaged or edited after it was "
+        "written); delete it to recompute"
+      )
 
 
 def read_npz(path: str, required: tuple[str, ...], what: str) -> dict[str, np.ndarray]:

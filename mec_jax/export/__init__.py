@@ -6,7 +6,9 @@ training code.
   logits = model(ids, values)                  # [batch], any batch size
 
 `mec_jax.export.writer` (which needs flax) writes these directories; `mec_jax.pipeline` calls it at
-the end of ``--config.stage=all`` and for ``--config.stage=export``.
+the end of ``--config.stage=all`` and for ``--config.stage=export``. `load` verifies every file
+against the SHA-256 digests the manifest records and raises one `ArtifactError` naming the file
+and what differs; ids outside a field's vocabulary (any integer width) read its OOV row.
 """
 
 from mec_jax.export.serving import ServedModel, load, read_manifest

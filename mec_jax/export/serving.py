@@ -2,8 +2,10 @@
 
 An export directory (written by `mec_jax.export.writer.export_model`)::
 
-  manifest.json    fields (names, vocab sizes, table kinds), parameter names/shapes, bytes,
-                   a summary of the program's signature (`mec_jax.export.program`), provenance
+  manifest.json    fields (names, vocab sizes, OOV ids, table kinds), parameter names, shapes,
+                   dtypes and SHA-256 digests, bytes, a summary of the program's signature
+                   (`mec_jax.export.program`), provenance, and under ``sha256`` the digest of
+                   the program file and of each manifest section (`mec_jax.digest`)
   model.stablehlo  the forward pass ``(*params, ids [b, F], values [b, F]) -> logits [b]``:
                    a `jax.export` serialization (StableHLO + signature) with a symbolic
                    batch dimension ``b``
@@ -17,18 +19,29 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mec_jax.errors import ArtifactError
+from mec_jax import digest
+from mec_jax.errors import ArtifactError, one_line
 from mec_jax.export import program
+from mec_jax.ids import host_ids
 
-FORMAT_VERSION = 1
+REDO = "export again with --config.stage=export"
+
+FORMAT_VERSION = 2  # 2: digests of every array, of the program and of each manifest section
 MANIFEST = "manifest.json"
 PROGRAM = "model.stablehlo"
 PARAMS = "params.npz"
+DIGESTS = "sha256"  # manifest key: {PROGRAM: file digest, "manifest": {section: digest}}
+SECTIONS = ("format_version", "fields", "params", "param_bytes", "program", "meta")
+FIELD_KEYS = {"name": str, "vocab_size": int, "oov_id": int, "table": str}
+PARAM_KEYS = {"key": str, "path": str, "shape": list, "dtype": str, "sha256": str}
 
 
 class ServedModel:
@@ -37,8 +50,10 @@ class ServedModel:
   Attributes:
     manifest: the parsed ``manifest.json``.
     field_names: the F input fields in column order of ``ids``/``values``.
-    vocab_sizes: ids per field; out-of-range ids fall back to the field's OOV id (the last one)
-      in compressed fields and are clipped in full ones, exactly as in training.
+    vocab_sizes: ids per field.
+    oov_ids: per field, the row out-of-range ids read (the id policy of
+      `mec_jax.layers.base`, applied in numpy before the int32 cast, so int64 ids ``>= 2**31``
+      read it too instead of wrapping onto a real row).
   """
 
   def __init__(self, exported, params: list[jax.Array], manifest: dict):
@@ -48,6 +63,7 @@ class ServedModel:
     self.manifest = manifest
     self.field_names = [f["name"] for f in manifest["fields"]]
     self.vocab_sizes = [int(f["vocab_size"]) for f in manifest["fields"]]
+    self.oov_ids = [int(f["oov_id"]) for f in manifest["fields"]]
 
   @property
   def num_fields(self) -> int:
@@ -62,7 +78,8 @@ class ServedModel:
     """Logits of a batch.
 
     Args:
-      ids: int ``[batch, num_fields]`` ids in the dataset's encoding (`mec_jax.data.schema`).
+      ids: int ``[batch, num_fields]`` ids in the dataset's encoding (`mec_jax.data.schema`),
+        any integer width; ids outside ``[0, vocab_size)`` of their field read its OOV row.
       values: float ``[batch, num_fields]`` (1.0 for categorical fields, the normalized number
         for numeric ones); ``None`` means all ones.
 
@@ -77,52 +94,145 @@ class ServedModel:
     values = np.ones(ids.shape, np.float32) if values is None else np.asarray(values)
     if values.shape != ids.shape:
       raise ValueError(f"values has shape {values.shape}, expected ids' shape {ids.shape}")
-    return self._call(*self._params, jnp.asarray(ids, jnp.int32), jnp.asarray(values, jnp.float32))
+    ids = host_ids(ids, np.array(self.vocab_sizes), np.array(self.oov_ids), "served ids")
+    return self._call(*self._params, jnp.asarray(ids), jnp.asarray(values, jnp.float32))
+
+
+def seal_manifest(manifest: dict, program_bytes: bytes) -> dict:
+  """``manifest`` (as JSON reads it back) plus its digests: the program file's and each
+  section's, so `load` names the section or file that changed."""
+  manifest = json.loads(json.dumps(manifest))
+  sections = {key: digest.json_sha256(manifest[key]) for key in SECTIONS}
+  return manifest | {DIGESTS: {PROGRAM: digest.bytes_sha256(program_bytes), "manifest": sections}}
 
 
 def read_manifest(directory: str) -> dict:
-  """The parsed ``manifest.json`` of an export directory (ArtifactError when absent or foreign)."""
+  """The parsed and verified ``manifest.json`` of an export directory.
+
+  Raises:
+    ArtifactError: naming the file when it is absent, not JSON, of another format version,
+      lacks a key, or a section differs from its recorded digest (edited or damaged).
+  """
   path = os.path.join(directory, MANIFEST)
   if not os.path.isfile(path):
     raise ArtifactError(
       f"{path}: no exported model here (expected {MANIFEST}, {PROGRAM}, {PARAMS})"
     )
-  with open(path) as fh:
-    manifest = json.load(fh)
+  try:
+    with open(path, "rb") as fh:
+      manifest = json.loads(fh.read().decode())
+  except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+    raise ArtifactError(f"{path}: unreadable ({_reason(err)}); {REDO}") from err
+  if not isinstance(manifest, dict):
+    raise ArtifactError(f"{path}: holds a {type(manifest).__name__}, expected an object; {REDO}")
   if manifest.get("format_version") != FORMAT_VERSION:
     raise ArtifactError(
-      f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+      f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}; "
+      f"{REDO}"
     )
+  missing = [key for key in (*SECTIONS, DIGESTS) if key not in manifest]
+  if missing:
+    raise ArtifactError(f"{path}: lacks keys {missing}; {REDO}")
+  recorded = manifest[DIGESTS].get("manifest") if isinstance(manifest[DIGESTS], dict) else None
+  if not isinstance(recorded, dict):
+    raise ArtifactError(f"{path}: '{DIGESTS}' holds no section digests; {REDO}")
+  for key in SECTIONS:
+    if recorded.get(key) != digest.json_sha256(manifest[key]):
+      raise ArtifactError(
+        f"{path}: section {key!r} differs from its recorded SHA-256 (edited or damaged after "
+        f"export); {REDO}"
+      )
+  _check_entries(path, manifest["fields"], FIELD_KEYS, "fields")
+  _check_entries(path, manifest["params"], PARAM_KEYS, "params")
   return manifest
 
 
-def load(directory: str) -> ServedModel:
-  """Loads an export directory (e.g. ``<workdir>/export``) for serving.
+def _reason(err: BaseException) -> str:
+  """``err`` in a few words, without the path the message already starts with."""
+  if isinstance(err, OSError) and err.strerror:
+    return err.strerror
+  return f"{type(err).__name__}: {one_line(err)}"
 
-  Raises:
-    ArtifactError: missing files, another format version, or parameters that do not match the
-      program's signature (names the file and the array).
-  """
-  manifest = read_manifest(directory)
-  exported = program.read_program(os.path.join(directory, PROGRAM))
+
+def _check_entries(path: str, entries, keys: dict, section: str) -> None:
+  if not isinstance(entries, list) or not entries:
+    raise ArtifactError(f"{path}: {section!r} must be a non-empty list; {REDO}")
+  for i, entry in enumerate(entries):
+    bad = [
+      k
+      for k, kind in keys.items()
+      if not isinstance(entry, dict) or not isinstance(entry.get(k), kind)
+    ]
+    if bad:
+      raise ArtifactError(f"{path}: {section}[{i}] lacks or mistypes {bad}; {REDO}")
+
+
+def _read_program(directory: str, manifest: dict):
+  program_path = os.path.join(directory, PROGRAM)
+  try:
+    with open(program_path, "rb") as fh:
+      data = fh.read()
+  except OSError as err:
+    raise ArtifactError(f"{program_path}: unreadable ({_reason(err)}); {REDO}") from err
+  if digest.bytes_sha256(data) != manifest[DIGESTS].get(PROGRAM):
+    raise ArtifactError(
+      f"{program_path}: SHA-256 differs from the one {MANIFEST} records (damaged or replaced "
+      f"after export); {REDO}"
+    )
+  return program.read_program(program_path)
+
+
+def _read_params(directory: str, manifest: dict, avals) -> list[jax.Array]:
   params_path = os.path.join(directory, PARAMS)
+  specs = manifest["params"]
   if not os.path.isfile(params_path):
-    raise ArtifactError(f"{params_path}: missing (the arrays of the exported model)")
-  specs, avals = manifest["params"], exported.in_avals[:-2]  # the last two: ids, values
+    raise ArtifactError(f"{params_path}: missing (the arrays of the exported model); {REDO}")
   if len(specs) != len(avals):
     raise ArtifactError(
       f"{params_path}: manifest lists {len(specs)} arrays, the program takes {len(avals)}"
     )
   params = []
-  with np.load(params_path) as arrays:
-    for spec, aval in zip(specs, avals, strict=True):
-      if spec["key"] not in arrays:
-        raise ArtifactError(f"{params_path}: no array {spec['key']!r} ({spec['path']})")
-      array = arrays[spec["key"]]
-      if array.shape != aval.shape or array.dtype != aval.dtype:
-        raise ArtifactError(
-          f"{params_path}: {spec['key']} ({spec['path']}) is {array.dtype}{list(array.shape)}, "
-          f"the program expects {aval.dtype}{list(aval.shape)}"
-        )
-      params.append(jnp.asarray(array))
+  try:
+    with np.load(params_path, allow_pickle=False) as arrays:
+      extra = sorted(set(arrays.files) - {spec["key"] for spec in specs})
+      if extra:
+        raise ArtifactError(f"{params_path}: arrays {extra[:5]} are not in {MANIFEST}; {REDO}")
+      for spec, aval in zip(specs, avals, strict=True):
+        where = f"{params_path}: {spec['key']} ({spec['path']})"
+        if spec["key"] not in arrays.files:
+          raise ArtifactError(f"{params_path}: no array {spec['key']!r} ({spec['path']}); {REDO}")
+        array = arrays[spec["key"]]
+        if array.shape != aval.shape or array.dtype != aval.dtype:
+          raise ArtifactError(
+            f"{where} is {array.dtype}{list(array.shape)}, the program expects "
+            f"{aval.dtype}{list(aval.shape)}"
+          )
+        if digest.array_sha256(array) != spec["sha256"]:
+          raise ArtifactError(
+            f"{where}: SHA-256 differs from the one {MANIFEST} records (arrays swapped or "
+            f"damaged after export); {REDO}"
+          )
+        params.append(jnp.asarray(array))
+  except ArtifactError:
+    raise
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, struct.error) as err:
+    raise ArtifactError(f"{params_path}: damaged ({_reason(err)}); {REDO}") from err
+  return params
+
+
+def load(directory: str) -> ServedModel:
+  """Loads an export directory (e.g. ``<workdir>/export``) for serving, verifying every byte.
+
+  The manifest's sections, the program file and every array are checked against the SHA-256
+  digests the export recorded; cost: one read and one hash of every file (seconds per GB).
+
+  Raises:
+    ArtifactError: naming the file and what differs: a missing or damaged file, another format
+      version, a manifest section edited after export (a renamed field, a changed vocab size),
+      a program or array whose bytes differ from their digest (arrays swapped in ``params.npz``),
+      or arrays that do not match the program's signature.
+  """
+  manifest = read_manifest(directory)
+  exported = _read_program(directory, manifest)
+  params = _read_params(directory, manifest, exported.in_avals[:-2])  # the last two: ids, values
   return ServedModel(exported, params, manifest)

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 from jax import export
 
+from mec_jax import digest
 from mec_jax.compression.table import CompressedTable
 from mec_jax.export import program, serving
 from mec_jax.layers import CodebookEmbed
@@ -84,28 +85,35 @@ def export_model(
   os.makedirs(tmp)
   header = program.write_program(exported, os.path.join(tmp, serving.PROGRAM))
   names = [f"a{i:04d}" for i in range(len(leaves))]
-  np.savez(
-    os.path.join(tmp, serving.PARAMS), **dict(zip(names, map(np.asarray, leaves), strict=True))
-  )
+  host = [np.asarray(x) for x in leaves]
+  np.savez(os.path.join(tmp, serving.PARAMS), **dict(zip(names, host, strict=True)))
   manifest = {
     "format_version": serving.FORMAT_VERSION,
     "fields": [
-      {"name": name, "vocab_size": int(t.vocab_size), "table": _table_kind(t)}
+      {
+        "name": name,
+        "vocab_size": int(t.vocab_size),
+        "oov_id": int(getattr(t, "oov_id", t.vocab_size - 1)),
+        "table": _table_kind(t),
+      }
       for name, t in zip(field_names, tables, strict=True)
     ],
     "params": [
       {
         "key": key,
         "path": jax.tree_util.keystr(path),
-        "shape": list(np.shape(x)),
+        "shape": list(x.shape),
         "dtype": str(x.dtype),
+        "sha256": digest.array_sha256(x),
       }
-      for key, (path, x) in zip(names, leaves_with_paths, strict=True)
+      for key, (path, _), x in zip(names, leaves_with_paths, host, strict=True)
     ],
-    "param_bytes": int(sum(np.asarray(x).nbytes for x in leaves)),
+    "param_bytes": int(sum(x.nbytes for x in host)),
     "program": header,
     "meta": dict(meta or {}),
   }
+  with open(os.path.join(tmp, serving.PROGRAM), "rb") as fh:
+    manifest = serving.seal_manifest(manifest, fh.read())
   with open(os.path.join(tmp, serving.MANIFEST), "w") as fh:
     json.dump(manifest, fh, indent=1)
   if os.path.exists(directory):

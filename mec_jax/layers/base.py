@@ -19,10 +19,16 @@ compressed model):
   Negative ids, ids ``>= vocab_size`` and ids too wide for int32 (e.g. int64 ``>= 2**31``, which
   JAX would silently wrap) raise `DataError` naming the split, row, field and value.
 * **Inside a table** (jit, where nothing can raise: `lookup_ids`): any id outside
-  ``[0, vocab_size)`` (negative, too large, or a numpy int64 too wide for int32) reads the row
+  ``[0, vocab_size)`` (negative, too large, or a host int64 too wide for int32) reads the row
   of the field's OOV id, ``vocab_size - 1`` by default (the schema's OOV id: rare and unseen
-  values already map there). JAX arrays are int32 already (without x64); wider host ids must be
-  passed as numpy arrays, which are checked before the cast.
+  values already map there). Every table (`Embed`, `CodebookEmbed`, `HashedEmbed`, `QREmbed`,
+  `RowwiseQuantEmbed`) and the export (`mec_jax.export.ServedModel`) follow it.
+  Host ids (numpy, lists) are mapped in their own width before the int32 cast
+  (`mec_jax.ids.host_ids`). JAX ids are int32 without x64, so a traced id never exceeds
+  ``2**31 - 1``; a numpy int64 handed to ``jax.jit`` as an argument is cast (wrapped) by JAX
+  before any table sees it, so wide host ids go through `mec_jax.ids.host_ids` before jit.
+* **Non-integer ids** (float, bool) raise `DataError` at the table, at trace time under jit: a
+  float id 1.7 is never truncated to row 1.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mec_jax.errors import DataError
+from mec_jax.ids import check_integer_ids, host_ids
 
 
 @runtime_checkable
@@ -65,25 +72,30 @@ class FieldEmbedder(Protocol):
     """int32 ``ids [batch, F]``, float32 ``values [batch, F]`` -> float32 ``[batch, F]``."""
 
 
-def lookup_ids(ids, vocab_size: int, oov_id: int) -> jax.Array:
+def lookup_ids(ids, vocab_size: int, oov_id: int, where: str = "ids") -> jax.Array:
   """int32 ids ready to index a ``[vocab_size, ...]`` table: ids outside ``[0, vocab_size)``
   become ``oov_id`` (the in-table half of the id policy above).
 
   Args:
-    ids: int ``[...]``; a numpy array is range-checked in its own dtype before the int32 cast, so
-      int64 ids ``>= 2**32`` map to ``oov_id`` instead of wrapping onto a valid row.
+    ids: int ``[...]``. Host ids (numpy array, list, Python int) are range-checked in their own
+      width before the int32 cast (`mec_jax.ids.host_ids`), so int64 ids ``>= 2**31`` read
+      ``oov_id`` instead of wrapping onto a real row. A JAX array (traced under jit or not) is
+      checked in its own dtype: int32 without x64, so it cannot exceed ``2**31 - 1``; a numpy
+      int64 passed as a *jit argument* was already cast (and wrapped) by JAX before this runs,
+      so map wide host ids with `mec_jax.ids.host_ids` before they enter jit.
     vocab_size: rows of the table.
     oov_id: row that out-of-range ids read, in ``[0, vocab_size)``.
+    where: the table, for the message.
 
   Returns:
     int32 ``[...]`` in ``[0, vocab_size)``; jit-safe.
+
+  Raises:
+    DataError: non-integer ids (float, bool), at trace time under jit.
   """
-  if isinstance(ids, np.ndarray | np.generic):
-    ids = np.asarray(ids)
-    if not np.issubdtype(ids.dtype, np.integer):
-      raise DataError(f"ids must be integers, got {ids.dtype}")
-    return jnp.asarray(np.where((ids < 0) | (ids >= vocab_size), oov_id, ids).astype(np.int32))
-  ids = jnp.asarray(ids)
+  if not isinstance(ids, jax.Array):  # host ids; tracers are jax.Arrays
+    return jnp.asarray(host_ids(ids, vocab_size, oov_id, where))
+  check_integer_ids(ids.dtype, where)
   return jnp.where((ids < 0) | (ids >= vocab_size), oov_id, ids).astype(jnp.int32)
 
 

@@ -133,7 +133,8 @@ class CodebookEmbed(nnx.Module):
   def _codes(self, ids: jax.Array) -> jax.Array:
     """int32 ``[..., M]`` codes of ``ids``; out-of-range ids take the OOV id's codes (the id
     policy of `mec_jax.layers.base`, shared with `Embed`)."""
-    return self.codes[...][lookup_ids(ids, self.vocab_size, self.oov_id)].astype(jnp.int32)
+    ids = lookup_ids(ids, self.vocab_size, self.oov_id, "CodebookEmbed")
+    return self.codes[...][ids].astype(jnp.int32)
 
   def _rows(self, codes: jax.Array) -> jax.Array:
     """``codes [..., M]`` -> rows ``m * K + code`` of the codebooks flattened to ``[M * K, ...]``.
@@ -152,9 +153,9 @@ class CodebookEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: the compressed first-order weight (zeros without one)."""
-    if self.first_order_codebook is None:
-      return jnp.zeros(jnp.shape(ids), jnp.float32)
     codes = self._codes(ids)
+    if self.first_order_codebook is None:
+      return jnp.zeros(codes.shape[:-1], jnp.float32)
     return take_rows(self.first_order_codebook[...].reshape(-1), self._rows(codes)).sum(-1)
 
   def to_table(self, **meta) -> CompressedTable:

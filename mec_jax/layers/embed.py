@@ -83,18 +83,23 @@ class Embed(nnx.Module):
     """Looks up rows.
 
     Args:
-      ids: int ``[...]``, normally in ``[0, vocab_size)``; others read the ``oov_id`` row.
+      ids: int ``[...]``, normally in ``[0, vocab_size)``; others read the ``oov_id`` row;
+        non-integer ids raise `DataError` (the id policy of `mec_jax.layers.base`).
 
     Returns:
       float32 ``[..., dim]``.
     """
-    return take_rows(self.embedding[...], lookup_ids(ids, self.vocab_size, self.oov_id))
+    return take_rows(self.embedding[...], self._ids(ids))
+
+  def _ids(self, ids) -> jax.Array:
+    return lookup_ids(ids, self.vocab_size, self.oov_id, "Embed")
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """First-order weight of each id: float32 ``[...]`` (zeros when built without ``bias``)."""
+    ids = self._ids(ids)
     if self.bias is None:
-      return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return take_rows(self.bias[...], lookup_ids(ids, self.vocab_size, self.oov_id))
+      return jnp.zeros(ids.shape, jnp.float32)
+    return take_rows(self.bias[...], ids)
 
   def as_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Host copies: (embedding ``[vocab_size, dim]``, bias ``[vocab_size]`` or None)."""

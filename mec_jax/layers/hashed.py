@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 HASH_FUNCTIONS = ("universal", "mod")
@@ -116,7 +117,8 @@ class HashedEmbed(nnx.Module):
   """Hashing-trick table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
   Args:
-    vocab_size: ids V of the field (out-of-range ids map to the OOV id ``V - 1``).
+    vocab_size: ids V of the field (out-of-range ids map to the OOV id ``V - 1``, the id
+      policy of `mec_jax.layers.base`).
     rows: float ``[num_buckets, dim]`` initial bucket rows (trainable, ``hashed_rows``).
     first_order: optional float ``[num_buckets]`` first-order weights (``hashed_first_order``).
     hash_seed, hash_function: as in `hash_ids`.
@@ -153,8 +155,7 @@ class HashedEmbed(nnx.Module):
     self.hashed_first_order = nnx.data(fo)
 
   def _buckets(self, ids: jax.Array) -> jax.Array:
-    ids = jnp.asarray(ids, jnp.int32)
-    ids = jnp.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "HashedEmbed")
     return hash_ids(ids, self.num_buckets, self.hash_seed, self.hash_function)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
@@ -163,6 +164,7 @@ class HashedEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
+    buckets = self._buckets(ids)
     if self.hashed_first_order is None:
-      return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return take_rows(self.hashed_first_order[...], self._buckets(ids))
+      return jnp.zeros(buckets.shape, jnp.float32)
+    return take_rows(self.hashed_first_order[...], buckets)

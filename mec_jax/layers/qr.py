@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
@@ -106,7 +107,8 @@ class QREmbed(nnx.Module):
   """QR embedding; satisfies the `Table` interface of `mec_jax.layers.base`.
 
   Args:
-    vocab_size: V (out-of-range ids map to the OOV id ``V - 1``).
+    vocab_size: V (out-of-range ids map to the OOV id ``V - 1``, the id policy of
+      `mec_jax.layers.base`).
     quotient: float ``[ceil(V / c), dim]`` (trainable, ``quotient_rows``).
     remainder: float ``[c, dim]`` (trainable, ``remainder_rows``).
     first_order: optional float ``[ceil(V / c) + c]`` (trainable, ``qr_first_order``).
@@ -147,8 +149,7 @@ class QREmbed(nnx.Module):
     self.qr_first_order = nnx.data(fo)
 
   def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    ids = jnp.asarray(ids, jnp.int32)
-    ids = jnp.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "QREmbed")
     return ids // self.num_collisions, ids % self.num_collisions
 
   def __call__(self, ids: jax.Array) -> jax.Array:
@@ -159,8 +160,8 @@ class QREmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
-    if self.qr_first_order is None:
-      return jnp.zeros(jnp.shape(ids), jnp.float32)
     q, r = self._split(ids)
+    if self.qr_first_order is None:
+      return jnp.zeros(q.shape, jnp.float32)
     weights = self.qr_first_order[...]
     return take_rows(weights, q) + take_rows(weights, self.quotient_rows.shape[0] + r)

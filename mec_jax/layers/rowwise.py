@@ -22,6 +22,7 @@ from mec_jax.compression.rowwise import (
   round_to,
   rowwise_nbytes,
 )
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 FLOAT_BYTES = 4
@@ -95,7 +96,8 @@ class RowwiseQuantEmbed(nnx.Module):
   """Row-wise quantized table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
   Args:
-    values: uint8 ``[V, dim]`` quantized values.
+    values: uint8 ``[V, dim]`` quantized values (out-of-range ids read the OOV row ``V - 1``,
+      the id policy of `mec_jax.layers.base`).
     scale, offset: float ``[V]`` per-row scale and offset.
     bits: 8 or 4 (checks ``values``).
     scale_dtype: dtype the scale and offset are rounded to in the forward pass.
@@ -133,8 +135,7 @@ class RowwiseQuantEmbed(nnx.Module):
     self.rowwise_first_order = nnx.data(fo)
 
   def _ids(self, ids: jax.Array) -> jax.Array:
-    ids = jnp.asarray(ids, jnp.int32)
-    return jnp.where((ids < 0) | (ids >= self.vocab_size), self.vocab_size - 1, ids)
+    return lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "RowwiseQuantEmbed")
 
   def _stored(self, param: nnx.Param) -> jax.Array:
     x = param[...]
@@ -149,6 +150,7 @@ class RowwiseQuantEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
+    ids = self._ids(ids)
     if self.rowwise_first_order is None:
-      return jnp.zeros(jnp.shape(ids), jnp.float32)
-    return take_rows(self.rowwise_first_order[...], self._ids(ids))
+      return jnp.zeros(ids.shape, jnp.float32)
+    return take_rows(self.rowwise_first_order[...], ids)

@@ -10,6 +10,7 @@ import pytest
 from mec_jax.compression import pq, quantizer, refit, selection
 from mec_jax.compression.quantizer import QuantizeSettings, quantize_table
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
+from mec_jax.compression.settings import check_table
 from mec_jax.compression.table import CompressedTable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,6 +183,8 @@ def test_settings_from_default_config():
     (lambda t, c, s: (np.repeat(t[:5], 10, 0), c[:50], s), "larger than the number of distinct"),
     (lambda t, c, s: (t, c[:-1], s), "counts must have shape"),
     (lambda t, c, s: (t, -c, s), "non-negative"),
+    (lambda t, c, s: (t, c + 0.5, s), r"counts must be whole numbers .*, got .* at row 0"),
+    (lambda t, c, s: (t, np.where(np.arange(100) == 3, np.nan, c), s), r"whole numbers.*row 3"),
   ],
 )
 def test_bad_inputs(change, match):
@@ -204,6 +207,14 @@ def test_bad_settings():
     QuantizeSettings(variant="mecc")
   with pytest.raises(ValueError, match="codebook_size"):
     QuantizeSettings(codebook_size=1)
+  with pytest.raises(
+    ValueError, match=r"codebook_size must be <= 65536 \(codes are stored as uint16\), got 70000"
+  ):
+    QuantizeSettings(codebook_size=70000)
+  assert QuantizeSettings(codebook_size=65536).codebook_size == 65536
+  table, counts = _table(vocab=100)  # whole counts in a float array are accepted as they are
+  _, checked = check_table(table, counts.astype(np.float64), QuantizeSettings(codebook_size=4))
+  np.testing.assert_array_equal(checked, counts)
   with pytest.raises(ValueError, match="latent_dim"):
     QuantizeSettings(latent_dim=10, num_subspaces=4)
   with pytest.raises(ValueError, match="bias"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,8 +136,9 @@ def test_numpy_lookup_equals_codebook_embed():
   ids = np.array([[0, 7, 49], [3, -1, 50], [1000, 12, 12]])
   np.testing.assert_allclose(table.lookup(ids), np.asarray(layer(ids)), rtol=1e-6)
   assert table.lookup(ids).shape == (3, 3, 12)
-  with pytest.raises(ValueError, match="integer ids"):
+  with pytest.raises(ValueError, match=r"table 'big': ids must have an integer dtype"):
     table.lookup(np.array([0.5]))
+  np.testing.assert_array_equal(table.lookup(np.array([2**32], np.int64)), table.lookup([49]))
 
 
 def test_saved_tables_equal_the_model(tmp_path):
@@ -157,3 +159,122 @@ def test_saved_tables_equal_the_model(tmp_path):
   np.testing.assert_allclose(back.lookup(np.arange(60)), np.asarray(layer(np.arange(60))))
   np.testing.assert_array_equal(back.usage_entropy, stage_b.usage_entropy)
   assert back.name == "big" and back.stats == {"source": "test"}
+
+
+def test_served_ids_follow_the_id_policy(exported):
+  """Ids passed as numpy int64 (negative, past the vocabulary, >= 2**31, >= 2**32) score as the
+  field's OOV id, exactly as the in-memory model scores them eagerly."""
+  model, directory = exported
+  served = export.load(directory)
+  wide = [-1, 60, 2**31 - 1, 2**31, 2**32, 2**32 + 1, -(2**32) + 3]
+  ids = np.zeros((len(wide), 3), np.int64)
+  ids[:, 0] = wide
+  ids[:, 1] = wide[::-1]
+  values = np.ones(ids.shape, np.float32)
+  oov = ids.copy()
+  oov[:, 0], oov[:, 1] = 59, 8  # the OOV ids (vocab_size - 1) of the fields
+  got = np.asarray(served(ids, values))
+  np.testing.assert_allclose(got, np.asarray(served(oov.astype(np.int32), values)), rtol=1e-6)
+  model.eval()
+  np.testing.assert_allclose(got, np.asarray(model(ids, values)), rtol=1e-5, atol=1e-6)
+  assert [f["oov_id"] for f in served.manifest["fields"]] == [59, 8, 0]
+
+
+def _same_shape_pair(manifest):
+  """Keys of two arrays of equal shape and dtype but different contents."""
+  seen = {}
+  for spec in manifest["params"]:
+    sig = (tuple(spec["shape"]), spec["dtype"])
+    if sig in seen and seen[sig]["sha256"] != spec["sha256"]:
+      return seen[sig]["key"], spec["key"]
+    seen.setdefault(sig, spec)
+  raise AssertionError("no two same-shape arrays in the export")
+
+
+def _tamper(directory: Path, case: str) -> None:
+  manifest_path, program_path, params_path = (
+    directory / name for name in ("manifest.json", "model.stablehlo", "params.npz")
+  )
+  manifest = json.loads(manifest_path.read_text())
+  if case.startswith("manifest:"):
+    what = case.split(":")[1]
+    if what == "truncated":
+      manifest_path.write_bytes(manifest_path.read_bytes()[:200])
+      return
+    if what == "garbage":
+      manifest_path.write_bytes(os.urandom(300))
+      return
+    if what == "list":
+      manifest = [manifest]
+    elif what == "no-params":
+      del manifest["params"]
+    elif what == "no-digests":
+      del manifest["sha256"]
+    elif what == "vocab_size":
+      manifest["fields"][0]["vocab_size"] = 61
+    elif what == "renamed":
+      manifest["fields"][1]["name"] = "renamed"
+    elif what == "version":
+      manifest["format_version"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+  elif case == "program:flipped":
+    data = bytearray(program_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    program_path.write_bytes(bytes(data))
+  elif case == "program:truncated":
+    program_path.write_bytes(program_path.read_bytes()[:100])
+  elif case == "program:missing":
+    program_path.unlink()
+  elif case in ("params:truncated", "params:garbage"):
+    data = params_path.read_bytes()
+    params_path.write_bytes(data[: len(data) // 2] if "trunc" in case else os.urandom(len(data)))
+  elif case == "params:missing":
+    params_path.unlink()
+  else:
+    with np.load(params_path) as npz:
+      arrays = {key: npz[key] for key in npz.files}
+    if case == "params:swapped":
+      a, b = _same_shape_pair(manifest)
+      arrays[a], arrays[b] = arrays[b], arrays[a]
+    elif case == "params:dropped":
+      del arrays["a0001"]
+    elif case == "params:extra":
+      arrays["z9999"] = np.zeros(3)
+    elif case == "params:one-value":
+      arrays["a0000"] = arrays["a0000"].copy()
+      arrays["a0000"].reshape(-1)[0] += 1
+    np.savez(params_path, **arrays)
+
+
+@pytest.mark.parametrize(
+  "case, match",
+  [
+    ("manifest:truncated", r"manifest\.json: unreadable \(.*export again"),
+    ("manifest:garbage", r"manifest\.json: unreadable"),
+    ("manifest:list", r"manifest\.json: holds a list, expected an object"),
+    ("manifest:no-params", r"manifest\.json: .*lacks keys \['params'\]"),
+    ("manifest:no-digests", r"manifest\.json: .*lacks keys \['sha256'\]"),
+    ("manifest:vocab_size", r"manifest\.json: section 'fields' differs from its recorded SHA"),
+    ("manifest:renamed", r"manifest\.json: section 'fields' differs from its recorded SHA"),
+    ("manifest:version", r"manifest\.json: format_version 1, expected 2"),
+    ("program:flipped", r"model\.stablehlo: SHA-256 differs from the one manifest\.json records"),
+    ("program:truncated", r"model\.stablehlo: SHA-256 differs"),
+    ("program:missing", r"model\.stablehlo: unreadable \(No such file or directory\); export"),
+    ("params:truncated", r"params\.npz: damaged \("),
+    ("params:garbage", r"params\.npz: damaged \("),
+    ("params:missing", r"params\.npz: missing"),
+    ("params:swapped", r"params\.npz: a\d{4} \(.*\): SHA-256 differs .*swapped"),
+    ("params:one-value", r"params\.npz: a0000 \(.*\): SHA-256 differs"),
+    ("params:dropped", r"params\.npz: no array 'a0001'"),
+    ("params:extra", r"params\.npz: arrays \['z9999'\] are not in manifest\.json"),
+  ],
+)
+def test_tampered_exports_are_one_artifact_error(exported, tmp_path, case, match):
+  _, directory = exported
+  copy = tmp_path / "model"
+  shutil.copytree(directory, copy)
+  _tamper(copy, case)
+  with pytest.raises(ArtifactError, match=match) as info:
+    export.load(str(copy))
+  assert str(copy) in str(info.value)  # names the file
+  assert "\n" not in str(info.value)
