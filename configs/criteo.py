@@ -1,20 +1,4 @@
-"""Criteo_x1 (FuxiCTR/BARS CSVs train.csv/valid.csv/test.csv). Set --config.data.dir.
+"""Re-export of `mec_jax/configs/criteo.py` (the source, shipped with the package); kept so that
+`--config=configs/criteo.py` and `from configs import criteo` work in a checkout."""
 
-For the raw Kaggle train.txt use --config.data.name=criteo_kaggle.
-"""
-
-from configs import default
-
-
-def get_config():
-  config = default.get_config()
-  config.data.name = "criteo_x1"
-  config.data.dir = "data/criteo_x1"
-  config.data.min_count = 10  # as in the BARS Criteo_x1 setting
-  config.train.batch_size = 4096
-  config.train.epochs = 3  # Criteo overfits after one epoch; early stopping decides
-  config.quantize.min_vocab = 1000
-  config.quantize.num_subspaces = 4
-  config.quantize.codebook_size = 256
-  config.quantize.epochs = 10
-  return config
+from mec_jax.configs.criteo import get_config as get_config

@@ -1,17 +1,4 @@
-"""Frappe (libFM files). Set --config.data.dir to the folder holding frappe.*.libfm."""
+"""Re-export of `mec_jax/configs/frappe.py` (the source, shipped with the package); kept so that
+`--config=configs/frappe.py` and `from configs import frappe` work in a checkout."""
 
-from configs import default
-
-
-def get_config():
-  config = default.get_config()
-  config.data.name = "frappe"
-  config.data.dir = "../shared/data/frappe"
-  config.train.batch_size = 1024
-  # Tuned backbone (bench/backbones.py: DeepFM test AUC 0.957 on Frappe vs 0.930 without).
-  config.model.dropout = 0.2
-  config.model.batch_norm = True
-  config.quantize.min_vocab = 300  # user (957) and item (4082)
-  config.quantize.num_subspaces = 4
-  config.quantize.codebook_size = 256
-  return config
+from mec_jax.configs.frappe import get_config as get_config

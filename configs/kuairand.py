@@ -1,18 +1,4 @@
-"""KuaiRand (Pure / 1K / 27K). Set --config.data.dir to the unpacked KuaiRand-<variant> folder."""
+"""Re-export of `mec_jax/configs/kuairand.py` (the source, shipped with the package); kept so that
+`--config=configs/kuairand.py` and `from configs import kuairand` work in a checkout."""
 
-from configs import default
-
-
-def get_config():
-  config = default.get_config()
-  config.data.name = "kuairand"
-  config.data.variant = "1k"  # pure | 1k | 27k
-  config.data.dir = "data/KuaiRand-1K"
-  config.data.min_count = 2
-  config.train.batch_size = 4096
-  config.train.epochs = 5
-  config.quantize.min_vocab = 1000  # video_id, author_id, music_id (and user_id on 1K/27K)
-  config.quantize.num_subspaces = 4
-  config.quantize.codebook_size = 256
-  config.quantize.epochs = 10
-  return config
+from mec_jax.configs.kuairand import get_config as get_config

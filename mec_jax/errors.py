@@ -3,7 +3,8 @@
 Bad settings, bad input files and damaged artifacts raise `MecError` (or a subclass) with a
 one-line message that names the offending file, field, config key or value and says what was
 expected. The CLI (`mec_jax.main`) prints such an error as one line on stderr and exits with
-status 2; anything else is a bug and keeps its traceback.
+status 2; anything else is a bug: one line too, naming the log file that holds its traceback
+(`mec_jax.error_log`), and exit status 1.
 
 This module imports nothing, so every part of the package (``data`` and ``compression``
 included) may raise these types without breaking the one-way direction of imports.
@@ -28,6 +29,10 @@ class BudgetError(ConfigError):
 
 class DataError(MecError):
   """An input data file is missing or malformed (names the file, line, field and value)."""
+
+
+class BusyError(MecError):
+  """The work directory is in use by another run (names it and the other process)."""
 
 
 class ArtifactError(MecError):

@@ -1,12 +1,17 @@
-r"""Command line: ``python -m mec_jax.main --config=configs/<name>.py --workdir=DIR``.
+r"""Command line: ``python -m mec_jax.main --config=<name or file.py> --workdir=DIR``.
 
 Runs pretrain -> quantize -> finetune -> report -> export (or one ``--config.stage``) and writes
-``DIR/report.json`` and ``DIR/report.md``. Any config key can be overridden, e.g.
-``--config.quantize.codebook_size=512``.
+``DIR/report.json`` and ``DIR/report.md``. ``--config`` is a built-in name (`mec_jax.configs`:
+``synthetic``, ``frappe``, ``kuairand``, ..., usable from any directory) or a config file. Any
+config key can be overridden, e.g. ``--config.quantize.codebook_size=512``.
 
 Every expected failure (a bad flag or config key, a bad path, a full disk, damaged artifacts,
-bad data, settings that cannot work) ends the run with ONE line ``error: ...`` on stderr and
-exit status 2; a traceback means a bug.
+bad data, settings that cannot work, a work directory in use) ends the run with ONE line
+``error: ...`` on stderr and exit status 2. Tracebacks never reach the terminal: those of
+background threads (Orbax, asyncio) go to ``<workdir>/logs/error-<time>.log`` (`error_log`), and
+the line names that file when it was written; a bug ends in ``error: internal error ...`` naming
+the file with its traceback, exit status 1. Ctrl-C (or SIGTERM) ends in ``error: interrupted;
+rerun the same command to resume``, exit status 130 (143).
 """
 
 from __future__ import annotations
@@ -15,29 +20,50 @@ import importlib.metadata
 import importlib.util
 import logging as py_logging
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mec_jax import configs, error_log
 from mec_jax.errors import one_line
 
+_HELP = ("--help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
 
-def _make_configs_importable(argv: list[str]) -> None:
-  # Dataset configs do `from configs import default`; make that work from any working directory.
+
+def _config_file(value: str) -> str:
+  """``--config``'s value with a built-in name (``kuairand``, optionally ``kuairand:ARG``) turned
+  into the path of the file shipped in `mec_jax.configs`; an existing file stays as it is."""
+  path, sep, arg = value.partition(":")
+  if os.path.isfile(path):
+    return value
+  names = configs.builtin_names()
+  if path in names:
+    return os.path.join(os.path.dirname(configs.__file__), f"{path}.py") + sep + arg
+  raise ValueError(
+    f"--config={value}: no such file and not a built-in config; built-in: {', '.join(names)} "
+    "(or a path to a config file)"
+  )
+
+
+def _resolve_config(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config``'s built-in name resolved (`_config_file`); ValueError when
+  ``--config`` is missing (unless help is asked for)."""
+  argv = list(argv)
   for i, arg in enumerate(argv):
-    path = None
     if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      path = argv[i + 1]
-    if path:
-      root = os.path.dirname(os.path.dirname(os.path.abspath(path.split(":", 1)[0])))
-      if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-_make_configs_importable(sys.argv)
+      argv[i] = "--config=" + _config_file(arg.split("=", 1)[1])
+      return argv
+    if arg == "--config" and i + 1 < len(argv):
+      argv[i + 1] = _config_file(argv[i + 1])
+      return argv
+  if any(arg in _HELP for arg in argv):
+    return argv
+  raise ValueError(
+    f"--config is required: a built-in config ({', '.join(configs.builtin_names())}) "
+    "or a path to a config file, e.g. --config=synthetic --workdir=DIR"
+  )
 
 
 def _quiet_libraries(record) -> bool:
@@ -45,15 +71,6 @@ def _quiet_libraries(record) -> bool:
   # asyncio tracebacks at ERROR that `Checkpointer` re-raises as one ArtifactError: keep only
   # its warnings.
   return "orbax" not in record.pathname or record.levelno == py_logging.WARNING
-
-
-def _drop_closed_loop_noise(kind, value, traceback) -> None:
-  # After a failed Orbax write, TensorStore completes its pending futures on the event loop
-  # Orbax already closed; each prints "RuntimeError: Event loop is closed" through
-  # sys.excepthook. The write error itself comes back as one ArtifactError.
-  if kind is RuntimeError and str(value) == "Event loop is closed":
-    return
-  sys.__excepthook__(kind, value, traceback)
 
 
 def _choose_platforms() -> None:
@@ -74,18 +91,60 @@ def _choose_platforms() -> None:
     os.environ["JAX_PLATFORMS"] = ",".join([*kinds, "cpu"])
 
 
-def _fail(err: BaseException) -> None:
-  print(f"error: {one_line(err)}", file=sys.stderr)
-  sys.exit(2)
+def _fail(err: BaseException, log=None) -> None:
+  """Prints ``error: <err>`` (and where the run's error log is, if it has one); exits 2."""
+  where = f" (tracebacks in {log.path})" if log is not None and log.path else ""
+  _exit(2, f"error: {one_line(err)}{where}")
+
+
+def _exit(status: int, line: str) -> None:
+  """Prints ``line`` on stderr and ends the process with ``status``.
+
+  ``os._exit``, after flushing: the interpreter's shutdown, with Orbax's and TensorStore's
+  threads still alive after a failure, could abort (exit status 134, "Fatal Python error").
+  Everything a run keeps is already on disk (atomic writes; the training loop closed its
+  checkpointer on the way out).
+  """
+  logging.flush()
+  sys.stdout.flush()
+  print(line, file=sys.stderr, flush=True)
+  os._exit(status)
+
+
+class _Terminated(KeyboardInterrupt):
+  """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame) -> None:
+  raise _Terminated
+
+
+def _interrupted(err: KeyboardInterrupt, log) -> None:
+  signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out at once
+  status = 143 if isinstance(err, _Terminated) else 130
+  what = "terminated" if isinstance(err, _Terminated) else "interrupted"
+  where = f" (tracebacks in {log.path})" if log.path else ""
+  _exit(status, f"error: {what}; rerun the same command to resume{where}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config key (ml_collections already suggests the
-  right one) as one line and exit status 2 instead of a traceback."""
+  """absl's flag parsing, with ``--config=<built-in name>`` resolved, and a missing or unknown
+  config, a config file that does not load, or a bad flag or config key (ml_collections already
+  suggests the right one) as one line and exit status 2 instead of a traceback."""
   try:
+    argv = _resolve_config(argv)
     return flags.FLAGS(argv)
   except flags.Error as err:
     _fail(err)
+  except SyntaxError as err:  # the config file itself (absl only wraps ValueError/TypeError)
+    _fail(SyntaxError(f"--config: {err.filename}, line {err.lineno}: {err.msg}"))
+  except ImportError as err:
+    _fail(
+      ImportError(
+        f"--config: {one_line(err)} (a config of your own imports the built-ins as "
+        "`from mec_jax.configs import default`)"
+      )
+    )
   except (AttributeError, KeyError, ValueError, TypeError, OSError) as err:
     while isinstance(err, AttributeError) and err.args and isinstance(err.args[0], KeyError):
       err = err.args[0]  # ml_collections wraps the KeyError that holds "Did you mean ..."
@@ -99,7 +158,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Path to a config file (configs/<name>.py).", lock_config=True
+  "config",
+  None,
+  "A built-in config name (mec_jax/configs/<name>.py: synthetic, frappe, criteo, ...) or the path "
+  "to a config file.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for artifacts, checkpoints and reports.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -112,16 +175,27 @@ def main(argv: list[str]) -> None:
   from mec_jax import pipeline  # Imported late so `--help` stays fast.
   from mec_jax.train import distributed
 
+  log = error_log.ErrorLog(_WORKDIR.value)
+  log.install()
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(log.logging_filter)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  sys.excepthook = _drop_closed_loop_noise
+  signal.signal(signal.SIGTERM, _on_sigterm)
   try:
     distributed.initialize_from_config(_CONFIG.value)  # before anything touches a device
     report = pipeline.run(_CONFIG.value, _WORKDIR.value)
+    if report is not None and distributed.is_writer():
+      print(pipeline.summarize(report))
+    if log.path:  # the run succeeded, but a thread or a library reported an error on the way
+      print(f"warning: errors of background threads were logged to {log.path}", file=sys.stderr)
+  except KeyboardInterrupt as err:
+    _interrupted(err, log)
   except (ValueError, OSError, FloatingPointError) as err:  # MecError is a ValueError
-    _fail(err)
-  if report is not None and distributed.is_writer():
-    print(pipeline.summarize(report))
+    _fail(err, log)
+  except Exception as err:  # noqa: BLE001  (a bug: one line, the traceback in the log)
+    path = log.exception("internal error", err)
+    where = f"traceback in {path}" if path else "no traceback could be written"
+    _exit(1, f"error: internal error {type(err).__name__}: {one_line(err)} ({where}; a bug)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -32,11 +33,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mec_jax import artifacts, external, methods, preflight, workdir_config
+from mec_jax import artifacts, external, methods, preflight, workdir_config, workdir_lock
 from mec_jax import report as report_lib
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
-from mec_jax.data import EncodedDataset, load_dataset
+from mec_jax.data import EncodedDataset, fingerprint, load_dataset
 from mec_jax.errors import ArtifactError
 from mec_jax.export import writer
 from mec_jax.layers.embed import Embed
@@ -372,13 +373,25 @@ def run(config, workdir: str) -> dict | None:
   outputs of the stages before it and never runs them. ``stage=report`` writes nothing in
   ``workdir``: the report goes to ``config.report_dir``, or to ``workdir`` when that is writable,
   or (read-only, no ``report_dir``) is only returned.
+
+  A run that writes holds ``workdir``'s lock (`workdir_lock.hold`) from here to its return: a
+  second run on the same ``workdir`` stops at once with `BusyError`. Stages bind to the input
+  files' fingerprint as to their settings (`workdir_config.check`).
   """
   validate_config(config)
   wd = Workdir(workdir)
   writes = config.stage != "report"
   writer = distributed.is_writer()  # only process 0 writes in a multi-process run
   workdir_config.check_workdir(wd.root, writable=writes and writer)
-  workdir_config.check(config, wd.root)
+  with workdir_lock.hold(wd.root) if writes and writer else contextlib.nullcontext():
+    return _run_stages(config, wd, writes, writer)
+
+
+def _run_stages(config, wd: Workdir, writes: bool, writer: bool) -> dict | None:
+  """`run` past its first checks, with the work directory locked."""
+  cache_dir = config.data.cache_dir or os.path.join(wd.root, "cache")
+  inputs = fingerprint.input_fingerprint(config.data, exclude=(wd.root, cache_dir))
+  workdir_config.check(config, wd.root, inputs)
   timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
 
   def timed(stage, fn, *args):
@@ -389,8 +402,7 @@ def run(config, workdir: str) -> dict | None:
       report_lib.write_json_atomic(wd.timings, timings)
     return out
 
-  cache_dir = config.data.cache_dir or os.path.join(wd.root, "cache")
-  dataset = timed("data", load_dataset, config.data, cache_dir)
+  dataset = timed("data", load_dataset, config.data, cache_dir, (wd.root,))
   note = preflight.preflight(config, dataset, wd)
   logging.info("dataset:\n%s", dataset.summary(config.quantize.min_vocab))
   if not writes:
@@ -403,7 +415,7 @@ def run(config, workdir: str) -> dict | None:
 
   def record(stage_name: str) -> None:  # the settings a stage's outputs are computed with
     if writer:
-      workdir_config.record(config, wd.root, stage_name)
+      workdir_config.record(config, wd.root, stage_name, inputs)
 
   if writer:
     report_lib.write_json_atomic(os.path.join(wd.root, "config.json"), config.to_dict())

@@ -3,9 +3,9 @@
 `preflight` runs once, right after the data loaded (or came from the cache) and before stage A
 trains: everything that can be known up front stops here with one `ConfigError`/`DataError`
 that names the config key, field or split, instead of after an epoch of training or after
-stage A (an empty split, a batch larger than the train split, ``quantize.codebook_size`` above a
-field's ids, ``quantize.min_vocab`` that leaves nothing to compress, ids outside their tables,
-a single stage asked for before the stages it needs).
+stage A (an empty split, a valid or test split of one class, a batch larger than the train
+split, ``quantize.codebook_size`` above a field's ids, ``quantize.min_vocab`` that leaves nothing
+to compress, ids outside their tables, a single stage asked for before the stages it needs).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def preflight(config, dataset: EncodedDataset, workdir) -> str | None:
     is compressed, for the report.
 
   Raises:
-    DataError: an empty split, labels outside [0, 1], ids outside their field's table.
+    DataError: an empty split, labels outside [0, 1], a valid or test split of one class (one
+      row, say), ids outside their field's table.
     ConfigError: naming the key: batch size vs split rows and devices, codebook size vs a
       field's ids, nothing to compress, a stage run before the stages it needs.
   """
@@ -71,7 +72,8 @@ def preflight(config, dataset: EncodedDataset, workdir) -> str | None:
 
 
 def check_splits(config, dataset: EncodedDataset) -> None:
-  """Every split has rows, labels in [0, 1], ids in range; a train batch fits the train split."""
+  """Every split has rows, labels in [0, 1], ids in range; valid and test have both classes;
+  a train batch fits the train split."""
   rows = {split: dataset.num_rows(split) for split in SPLITS}
   for split, count in rows.items():
     if count == 0:
@@ -90,6 +92,12 @@ def check_splits(config, dataset: EncodedDataset) -> None:
     if not (np.isfinite(label).all() and label.min() >= 0 and label.max() <= 1):
       raise DataError(
         f"data split {split!r}: labels must lie in [0, 1], got range [{label.min()}, {label.max()}]"
+      )
+    if split != "train" and label.min() == label.max():  # AUC needs both classes
+      raise DataError(
+        f"data split {split!r} of {config.data.name}: all its labels ({len(label)} rows) are "
+        f"{label[0]:g}, so its AUC (the validation monitor, the test metric) is undefined; "
+        "the valid and test splits need rows of both classes"
       )
   batch_size, devices = config.train.batch_size, jax.device_count()
   if batch_size > rows["train"]:

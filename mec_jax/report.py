@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from mec_jax.compression.table import CompressedTable
+from mec_jax.errors import ArtifactError, one_line
 
 METRIC_KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
 
@@ -40,8 +41,14 @@ def _jsonable(value):
 
 
 def read_json(path: str):
-  with open(path) as fh:
-    return json.load(fh)
+  """The JSON document in ``path``; an `ArtifactError` naming the file if it is damaged."""
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except ValueError as err:  # empty or cut short
+    raise ArtifactError(
+      f"{path}: damaged JSON file ({one_line(err)}); delete it, and rerun to write it again"
+    ) from err
 
 
 def usage_counts(table: CompressedTable) -> np.ndarray:

@@ -10,6 +10,15 @@ stay usable; the few whose default changed what a stage computes (`BEHAVIOUR_BEF
 compared against the value that reproduces the old behaviour. A key a newer version dropped no
 longer means anything and is not compared either.
 
+A stage also binds to the data it was computed from: its record holds the input files'
+fingerprint (``data.files``, `mec_jax.data.fingerprint`: paths relative to ``data.dir``, sizes,
+modification times, content digests). A rerun whose files differ (another ``data.dir`` with other
+content, a file edited, added or removed) stops naming the files and what to delete; the same
+content under another ``data.dir`` (a moved copy) or a file that was only touched (same size and
+digest) is the same data and is reused, with a warning. A generated dataset has no files: its
+settings are config keys. A record written before fingerprints existed lacks ``data.files``: it
+is not compared (as for any key added since) and gets the fingerprint on the next run.
+
 A stage's settings are recorded (`record`) only when the stage starts writing, after the data
 loaded and the preflight checks passed; they bind only while the stage has artifacts on disk
 (checkpoints, tables, results). So a run that fails before (wrong ``data.dir``, an empty split,
@@ -23,8 +32,12 @@ import json
 import os
 import tempfile
 
+from absl import logging
+
+from mec_jax.data import fingerprint
 from mec_jax.errors import ConfigError
 
+_FILES = "data.files"  # a stage record's fingerprint of the input files (not a config key)
 # Keys that change how a run looks, not what it computes.
 _IGNORED = {
   "stage",
@@ -123,32 +136,60 @@ def stage_fingerprints(config) -> dict[str, dict]:
   return json.loads(json.dumps(prints))  # canonical JSON types, as they will be read back
 
 
-def check(config, root: str) -> None:
-  """Raises `ConfigError` if artifacts in ``root`` came from other settings than ``config``."""
+def check(config, root: str, inputs: dict | None = None) -> None:
+  """Raises `ConfigError` if artifacts in ``root`` came from other settings or other data.
+
+  Args:
+    config: the root config.
+    root: the work directory.
+    inputs: `fingerprint.input_fingerprint` of the run's data (None: no files to compare).
+  """
   stored = _stored(root)
   current = stage_fingerprints(config)
-  stale, changes = [], {}
+  stale, changes, files, touched = [], {}, [], []
   for stage, before in stored.items():
+    if stage not in _STAGE_ARTIFACTS or not stage_outputs(root, stage):
+      continue
     now = current.get(stage, {})
     # A key the record lacks was added after the stage ran (see the module docstring).
     before = {k: BEHAVIOUR_BEFORE_KEY[k] for k in now if k in BEHAVIOUR_BEFORE_KEY} | before
     diff = {k: (before[k], now.get(k)) for k in before if k in now and before[k] != now[k]}
-    if diff and stage in _STAGE_ARTIFACTS and stage_outputs(root, stage):
+    data_diff = []
+    if inputs is not None and before.get(_FILES):
+      data_diff, same_but_touched = fingerprint.differences(before[_FILES], inputs)
+      touched += [t for t in same_but_touched if t not in touched]
+      if data_diff and before[_FILES]["dir"] != inputs["dir"]:
+        data_diff.insert(0, f"data.dir: {before[_FILES]['dir']!r} -> {inputs['dir']!r}")
+    if diff or data_diff:
       stale.append(stage)
       changes |= diff
+      files += [d for d in data_diff if d not in files]
   if stale:
-    listed = ", ".join(f"config.{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items()))
+    listed = [f"config.{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())]
+    if len(files) > 4:
+      files = [*files[:4], f"{len(files) - 4} more files differ"]
+    what = (
+      "other settings" if not files else "other data" if not listed else "other settings and data"
+    )
     paths = " ".join(os.path.join(root, d) for s in stale for d in _STAGE_DIRS[s])
     raise ConfigError(
-      f"{root} holds stage(s) {', '.join(stale)} computed with other settings "
-      f"({listed}). Use a new --workdir, or delete {paths} to recompute them."
+      f"{root} holds stage(s) {', '.join(stale)} computed with {what} "
+      f"({'; '.join(listed + files)}). Use a new --workdir, or delete {paths} to recompute them."
     )
+  if touched:
+    logging.warning(
+      "%s: input files touched since the stages ran, same size and content digest; reusing "
+      "the stages: %s", root, ", ".join(touched[:4]),
+    )  # fmt: skip
 
 
-def record(config, root: str, stage: str) -> None:
-  """Records ``stage``'s settings in ``stages.json`` (call when the stage starts writing)."""
+def record(config, root: str, stage: str, inputs: dict | None = None) -> None:
+  """Records ``stage``'s settings and input fingerprint in ``stages.json`` (call when the
+  stage starts writing)."""
   stored = _stored(root)
   stored[stage] = stage_fingerprints(config)[stage]
+  if inputs is not None:
+    stored[stage][_FILES] = inputs
   path = os.path.join(root, "stages.json")
   tmp = path + ".tmp"
   with open(tmp, "w") as fh:
@@ -156,11 +197,11 @@ def record(config, root: str, stage: str) -> None:
   os.replace(tmp, path)
 
 
-def check_and_record(config, root: str) -> None:
+def check_and_record(config, root: str, inputs: dict | None = None) -> None:
   """`check`, then `record` of every stage (for callers that run all stages at once)."""
-  check(config, root)
+  check(config, root, inputs)
   for stage in _STAGE_SECTIONS:
-    record(config, root, stage)
+    record(config, root, stage, inputs)
 
 
 def _stored(root: str) -> dict:

@@ -27,15 +27,22 @@ def _python_blocks(text: str) -> list[str]:
   return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_api_example_runs_and_prints_what_its_comments_say(tmp_path, monkeypatch):
-  block = _python_blocks(_section(API_SECTION))[0]
-  # Each `print(...)  # expected` line documents its output; collect those and compare.
-  expected = [
+def _expected_prints(block: str) -> list[str]:
+  """Each `print(...)  # expected` line documents its output."""
+  return [
     line.split("  # ", 1)[1].split(" click logits")[0]
     for line in block.splitlines()
     if line.startswith("print(") and "  # " in line
   ]
-  assert len(expected) == 3
+
+
+@pytest.mark.parametrize(("index", "prints"), [(0, 3), (1, 2)], ids=["nnx", "linen"])
+def test_api_examples_run_and_print_what_their_comments_say(tmp_path, monkeypatch, index, prints):
+  block = _python_blocks(_section(API_SECTION))[index]
+  if index == 1:
+    assert "mec_linen.CodebookEmbed.from_table(table)" in block
+  expected = _expected_prints(block)
+  assert len(expected) == prints
   monkeypatch.chdir(tmp_path)
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -45,7 +52,7 @@ def test_api_example_runs_and_prints_what_its_comments_say(tmp_path, monkeypatch
 
 def test_two_commands_are_what_ci_runs():
   section = _section("## Two commands")
-  run = "pip install -e . && python -m mec_jax.main --config=configs/synthetic.py"
+  run = "pip install -e . && python -m mec_jax.main --config=synthetic"
   test = 'pip install -e ".[dev]" && python -m pytest -q tests'
   assert run in section and test in section
   assert "python -m pytest -q tests" in (REPO / ".ci" / "run").read_text()

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from mec_jax.data import cache, encode, streamed
+from mec_jax.data import cache, encode, fingerprint, streamed
 from mec_jax.data.encoded import EncodedDataset
 from mec_jax.data.raw import RawData
 from mec_jax.data.registry import dataset_names, get_reader
@@ -38,8 +38,10 @@ __all__ = [
 ]
 
 
-def cache_document(data_config) -> dict:
-  """Everything that determines the encoded arrays of ``data_config`` (hashed into the cache key)."""
+def cache_document(data_config, exclude: tuple[str, ...] = ()) -> dict:
+  """Everything that determines the encoded arrays of ``data_config`` (hashed into the cache key):
+  the options, the code versions and the content of the input files (`fingerprint.content_key`;
+  ``exclude``: directories under ``data.dir`` that are no input, e.g. the cache itself)."""
   reader = get_reader(data_config.name)
   options = encode.EncodeOptions.from_config(data_config)
   config = {}
@@ -55,6 +57,7 @@ def cache_document(data_config) -> dict:
     "encode": {"min_count": options.min_count, "numeric": options.numeric}
     | ({"num_buckets": options.num_buckets} if options.numeric == "bucketize" else {}),
     "config": config,
+    "inputs": fingerprint.content_key(fingerprint.input_fingerprint(data_config, exclude)),
   }
 
 
@@ -68,13 +71,15 @@ def encode_raw(raw: RawData, data_config, release_raw: bool = False) -> EncodedD
   return EncodedDataset(feature_map, splits, stats)
 
 
-def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
+def load_dataset(data_config, cache_dir: str, exclude: tuple[str, ...] = ()) -> EncodedDataset:
   """Reads, encodes and caches the dataset ``data_config.name``.
 
   Args:
     data_config: the ``config.data`` ConfigDict (see ``configs/default.py``).
     cache_dir: directory of encoded-array caches; a second call with the same options loads the
       arrays from there without parsing. ``""`` disables the cache.
+    exclude: directories under ``data.dir`` that hold no input (a work directory); the cache
+      key covers the content of every other file there, so an edited file is encoded again.
 
   Returns:
     The `EncodedDataset` (train/valid/test splits and the feature map).
@@ -88,7 +93,7 @@ def load_dataset(data_config, cache_dir: str) -> EncodedDataset:
       malformed input files (`DataError`, naming the file, line, column and value).
   """
   reader = get_reader(data_config.name)
-  document = cache_document(data_config)
+  document = cache_document(data_config, (*exclude, cache_dir))
   directory = cache.entry_dir(cache_dir, data_config.name, document) if cache_dir else None
   if directory:
     hit = cache.load_entry(directory)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mec_jax.data import text_lines
 from mec_jax.data.schema import SPLITS
 from mec_jax.errors import ConfigError, DataError
 
@@ -99,13 +100,15 @@ def random_split(
 
 
 def require_file(path: str, hint: str) -> str:
-  """Returns ``path`` if it is an existing non-empty file; otherwise a ValueError with ``hint``."""
+  """Returns ``path`` if it is an existing non-empty text file (`text_lines.check_plain_text`:
+  not compressed, no CR-only line ends); otherwise a `DataError` naming it, with ``hint``."""
   if not os.path.isfile(path):
     where = os.path.dirname(path) or "."
     state = "directory does not exist" if not os.path.isdir(where) else "file not found"
     raise DataError(f"{path}: {state}. {hint}")
   if os.path.getsize(path) == 0:
     raise DataError(f"{path}: file is empty. {hint}")
+  text_lines.check_plain_text(path)
   return path
 
 

@@ -2,10 +2,13 @@
 
 Every reader of a text format goes through `iter_chunks`: it reads ``chunk_bytes`` at a time, cuts
 each chunk after its last line end, and knows the line number of every line, so an error found in
-row ``r`` of a chunk names the line an editor shows without rescanning the file. Two rules hold for
+row ``r`` of a chunk names the line an editor shows without rescanning the file. These rules hold for
 every file read this way:
 
-  * line ends are ``\\n`` or ``\\r\\n``; a ``\\r`` elsewhere is refused (parsers would split the line);
+  * the file is plain text: a compressed file (gzip, zip, bzip2, xz, zstd; whatever its name)
+    is refused naming its format, by `check_plain_text` (also run by `raw.require_file`);
+  * line ends are ``\\n`` or ``\\r\\n``; a ``\\r`` elsewhere is refused (parsers would split the line),
+    and a file whose lines end in ``\\r`` alone (old Mac style) is refused as such;
   * the last line ends with a line end. A file cut short (a partial download, a full disk) almost
     always ends inside a line, and a cut right after a delimiter or inside a free-form token leaves
     a line that still parses; so a missing final line end is refused by `require_line_end`, which
@@ -98,6 +101,38 @@ class TextChunk:
     return self.first_line + self.data.count(b"\n") - (1 if self.terminated else 0)
 
 
+# Leading bytes of compressed formats (a download that was not unpacked, whatever its name).
+_COMPRESSED = {
+  b"\x1f\x8b": ("gzip", "gunzip it"),
+  b"PK\x03\x04": ("zip", "unzip it"),
+  b"BZh": ("bzip2", "bunzip2 it"),
+  b"\xfd7zXZ\x00": ("xz", "unxz it"),
+  b"\x28\xb5\x2f\xfd": ("zstd", "unzstd it"),
+}
+_SNIFF_BYTES = 1 << 16
+
+
+def check_plain_text(path: str) -> None:
+  """Refuses a file that is compressed, or whose lines end in ``\\r`` alone (reads 64 KiB).
+
+  Raises:
+    DataError: naming the file and what it is (``gzip-compressed``, ``CR-only line ends``).
+  """
+  with open(path, "rb") as fh:
+    head = fh.read(_SNIFF_BYTES)
+  for magic, (kind, fix) in _COMPRESSED.items():
+    if head.startswith(magic):
+      raise DataError(
+        f"{path}: the file is {kind}-compressed, not plain text (its first bytes are "
+        f"{head[: len(magic)]!r}); {fix} and point data.dir at the result"
+      )
+  if b"\r" in head and b"\n" not in head:
+    raise DataError(
+      f"{path}: lines end in a carriage return alone (CR-only line ends, old Mac style); "
+      "convert them to \\n (e.g. tr '\\r' '\\n')"
+    )
+
+
 def iter_chunks(
   path: str, chunk_bytes: int = CHUNK_BYTES, skip_lines: int = 0
 ) -> Iterator[TextChunk]:
@@ -107,7 +142,11 @@ def iter_chunks(
     path: the file.
     chunk_bytes: bytes read at a time; a line longer than this makes a larger chunk.
     skip_lines: lines to drop at the start (a header the caller has read already).
+
+  Raises:
+    DataError: a compressed file or CR-only line ends (`check_plain_text`).
   """
+  check_plain_text(path)
   lineno = 1
   carry = b""
   with open(path, "rb") as fh:

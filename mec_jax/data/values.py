@@ -60,7 +60,10 @@ class FieldValues:
     rows, fields = (key, slice(None)) if not isinstance(key, tuple) else (key + (slice(None),))[:2]
     if isinstance(key, tuple) and len(key) > 2:
       raise IndexError(f"FieldValues: too many indices {key!r} for a 2-d array")
-    numeric = np.asarray(self.numeric[rows], dtype=np.float32)
+    if isinstance(rows, np.ndarray) and rows.dtype.kind in "iu" and rows.ndim == 1:
+      numeric = np.asarray(np.take(self.numeric, rows, axis=0), np.float32)  # 4x a fancy index
+    else:
+      numeric = np.asarray(self.numeric[rows], dtype=np.float32)
     dense = np.ones(numeric.shape[:-1] + (self.num_fields,), np.float32)
     dense[..., self.columns] = numeric
     return dense[..., fields]

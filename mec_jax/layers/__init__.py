@@ -1,5 +1,6 @@
 """Embedding modules (full tables, CodebookEmbed) and shared blocks."""
 
+from mec_jax.layers import linen  # `linen.CodebookEmbed.from_table(table)`: for Flax linen models
 from mec_jax.layers.blocks import MLP, CrossNetMix, CrossNetV2, GatedCrossNet
 from mec_jax.layers.codebook import CodebookEmbed, Codes
 from mec_jax.layers.embed import Embed
@@ -14,4 +15,5 @@ __all__ = [
   "FieldEmbedding",
   "GatedCrossNet",
   "MLP",
+  "linen",
 ]

@@ -14,21 +14,24 @@ from __future__ import annotations
 import re
 
 _SCATTER = re.compile(
-  r'"stablehlo\.scatter"\(.*?\)\s*<\{(?P<attrs>.*?)\}>\s*\(\{(?P<body>.*?)\}\)', re.S
+  r'"?stablehlo\.scatter"?\(.*?<\{(?P<attrs>.*?)\}>\s*\(\{(?P<body>.*?)\}\)', re.DOTALL
 )
 
 
 def contended_scatter_adds(stablehlo: str) -> int:
   """Number of scatter ops in StableHLO text with an add reduction and ``unique_indices = false``.
 
+  A scatter whose body is not an add (a ``set``) or that declares its indices unique cannot
+  contend.
+
   Args:
     stablehlo: the text of ``jax.jit(f).trace(...).lower(...).as_text()``.
   """
   count = 0
   for match in _SCATTER.finditer(stablehlo):
-    adds = "stablehlo.add" in match["body"]
-    if adds and "unique_indices = true" not in match["attrs"]:
-      count += 1
+    unique = re.search(r"unique_indices\s*=\s*true", match["attrs"]) is not None
+    adds = re.search(r"stablehlo\.add\b", match["body"]) is not None
+    count += adds and not unique
   return count
 
 

@@ -235,13 +235,19 @@ def fit(
   try:
     if os.path.exists(result_path(workdir, name)):
       result = load_result(workdir, name)
+      if result.best_step not in checkpointer.all_steps():  # deleted by hand
+        raise ArtifactError(
+          f"{run_dir}: the checkpoint of the finished run (step {result.best_step}) is missing "
+          f"(steps on disk: {checkpointer.all_steps()}); delete {run_dir} to retrain"
+        )
       try:
         state, _ = _restore(checkpointer, result.best_step, state, fields, mesh)
       except ArtifactError as err:
         # Damaged files, or Orbax's tree mismatch when the model or optimizer changed since.
         raise ArtifactError(
           f"{run_dir}: the finished run's checkpoint (step {result.best_step}) cannot be "
-          f"restored into this model/optimizer ({err}); delete {run_dir} to retrain"
+          f"restored: damaged files, or another model/optimizer ({err}); delete {run_dir} to "
+          "retrain"
         ) from err
       _load_into_model(model, state, fields)
       model.eval()

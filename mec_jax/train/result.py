@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 
+from mec_jax.errors import ArtifactError, one_line
+
 
 @dataclasses.dataclass
 class FitResult:
@@ -50,8 +52,14 @@ def load_result(workdir: str, name: str) -> FitResult:
   path = result_path(workdir, name)
   if not os.path.exists(path):
     raise ValueError(f"{path}: no finished run {name!r} here")
-  with open(path) as fh:
-    return FitResult.from_dict(json.load(fh))
+  try:
+    with open(path) as fh:
+      return FitResult.from_dict(json.load(fh))
+  except (ValueError, KeyError, TypeError) as err:  # empty, cut short, edited by hand
+    raise ArtifactError(
+      f"{path}: damaged result of run {name!r} ({type(err).__name__}: {one_line(err)}); "
+      f"delete {os.path.dirname(path)} to retrain it"
+    ) from err
 
 
 def write_json_atomic(path: str, obj) -> None:

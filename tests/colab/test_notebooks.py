@@ -80,3 +80,17 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path, monkeypatch):
   assert _images(nb) >= PLOTS.get(notebook.name, 0)
   for pattern in ARTIFACTS[notebook.name]:
     assert list((tmp_path / "run").glob(pattern)), f"no {pattern} in the work directory"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_shell_escapes_and_subprocesses_raise(notebook):
+  # `!python ...` is whichever python is first on PATH, not the kernel's, and `|| tail` swallows a
+  # failed run: commands go through subprocess.run with sys.executable and check=True instead.
+  code = [c.source for c in _read(notebook).cells if c.cell_type == "code"]
+  shell = [line for cell in code for line in cell.splitlines() if line.lstrip().startswith("!")]
+  assert not shell, shell
+  for cell in code:
+    calls = cell.count("subprocess.run(")
+    assert cell.count("check=True") >= calls, cell
+  cli = [cell for cell in code if '"mec_jax.main"' in cell]
+  assert all("sys.executable" in cell for cell in cli)

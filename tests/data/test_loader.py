@@ -123,3 +123,20 @@ def test_batches_of_a_cached_split_give_dense_values(tmp_path, data_config):
   np.testing.assert_array_equal(batch["values"][:, 13:], 1.0)
   np.testing.assert_array_equal(batch["values"][:, :13], numeric[rows])
   np.testing.assert_array_equal(batch["ids"], np.asarray(split["ids"])[rows])
+
+
+def test_memory_mapped_batches_follow_the_documented_order(tmp_path):
+  # The order is part of the resume contract: batch b of epoch e holds rows
+  # default_rng([seed, e]).permutation(N)[b * B:(b + 1) * B], read in increasing row order.
+  split = _split(rows=97)
+  for name, array in split.items():
+    np.save(tmp_path / f"{name}.npy", array)
+  mapped = {name: np.load(tmp_path / f"{name}.npy", mmap_mode="r") for name in split}
+  loader = BatchLoader(mapped, 16, shuffle=True, seed=7, drop_remainder=True, prefetch=0)
+  order = np.random.default_rng([7, 3]).permutation(97)
+  for b, batch in enumerate(loader.iterator({"epoch": 3, "next_batch": 0})):
+    rows = np.sort(order[b * 16 : (b + 1) * 16])
+    assert all(type(batch[k]) is np.ndarray for k in batch)  # copies, not views of the map
+    np.testing.assert_array_equal(batch["ids"], split["ids"][rows])
+    np.testing.assert_allclose(batch["values"], split["values"][rows])
+    np.testing.assert_array_equal(batch["label"], split["label"][rows])

@@ -59,6 +59,7 @@ class ParsedChunk:
 
 def header_of(path: str, delimiter: str) -> list[str]:
   """The column names on the first line of ``path``; DataError if the file is empty."""
+  text_lines.check_plain_text(path)
   with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
     first = fh.readline()
   if not first.strip():
