@@ -1,79 +1,64 @@
 """Memory accounting of embedding tables, full vs compressed (DESIGN §4).
 
-Per field: ``full = V * d * 4`` bytes; compressed = codes (bit-packed, or as stored) + float32
-codebooks for PQ, or what the baseline's artifact counts (``nbytes(packed)``: hash rows, QR
-tables, int8/int4 values + per-row scale and offset, see `mec_jax.methods`). Uncompressed fields
-count their full table on both sides. The whole-model figures add first-order (LR) tables and the
-dense layers, which are the same on both sides.
+Per field: ``full = V * d * 4`` bytes; compressed = what the field's artifact counts
+(`mec_jax.methods.base.Artifact`: ``nbytes(packed)``, bit-packed or as stored, e.g. PQ codes +
+float32 codebooks, hash rows, QR tables, int8/int4 values + per-row scale and offset).
+Uncompressed fields count their full table on both sides. The whole-model figures add the
+first-order (LR) tables (when the backbone has them: ``uses_first_order``) and the dense layers,
+which are the same on both sides.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-
-from mec_jax.compression.table import CompressedTable, bits_per_code, code_dtype
 
 FLOAT_BYTES = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldMemory:
-  """Bytes of one field's tables; ``compressed`` is None for a field kept as a full table."""
+  """Bytes of one field's tables; ``method`` is empty for a field kept as a full table.
+
+  Attributes:
+    name, vocab_size, dim: the field and its rows.
+    method: the `compress.method` of its artifact, or "" (full table).
+    packed_bytes, stored_bytes: the artifact's embedding bytes (0 for a full table).
+    compressed_first_order_bytes: the artifact's first-order bytes (0 for a full table).
+  """
 
   name: str
   vocab_size: int
   dim: int
-  num_subspaces: int = 0
-  codebook_size: int = 0
-  method: str = ""  # "" (full table), "pq", or a baseline of mec_jax.methods
-  # Bytes of a baseline (method not "pq"), taken from its artifact.
+  method: str = ""
   packed_bytes: int = 0
   stored_bytes: int = 0
-  baseline_first_order_bytes: int = 0
+  compressed_first_order_bytes: int = 0
 
   @property
   def compressed(self) -> bool:
-    return self.num_subspaces > 0 or bool(self.method)
-
-  @property
-  def baseline(self) -> bool:
-    return bool(self.method) and self.method != "pq"
+    return bool(self.method)
 
   def full_bytes(self) -> int:
     return self.vocab_size * self.dim * FLOAT_BYTES
 
-  def code_bytes(self, packed: bool) -> int:
-    if not self.compressed:
-      return 0
-    if packed:
-      return math.ceil(self.vocab_size * self.num_subspaces * bits_per_code(self.codebook_size) / 8)
-    return self.vocab_size * self.num_subspaces * code_dtype(self.codebook_size).itemsize
-
   def compressed_bytes(self, packed: bool) -> int:
     if not self.compressed:
       return self.full_bytes()
-    if self.baseline:
-      return self.packed_bytes if packed else self.stored_bytes
-    return self.code_bytes(packed) + self.codebook_size * self.dim * FLOAT_BYTES
+    return self.packed_bytes if packed else self.stored_bytes
 
   def first_order_bytes(self, compressed: bool) -> int:
-    """Bytes of the field's first-order (LR) weights; compressed ones share the field's codes."""
-    if compressed and self.baseline:
-      return self.baseline_first_order_bytes
+    """Bytes of the field's first-order (LR) weights, full or as its artifact counts them."""
     if compressed and self.compressed:
-      return self.num_subspaces * self.codebook_size * FLOAT_BYTES
+      return self.compressed_first_order_bytes
     return self.vocab_size * FLOAT_BYTES
 
 
 def field_memories(
   names: list[str], vocab_sizes: list[int], dim: int, tables: dict
 ) -> list[FieldMemory]:
-  """One `FieldMemory` per field; ``tables`` maps compressed fields to their stage-B artifact.
-
-  An artifact is a `CompressedTable` (PQ) or a baseline's (``method``, ``vocab_size``, ``dim``,
-  ``nbytes(packed)``, ``first_order_nbytes()``; `mec_jax.methods`).
-  """
+  """One `FieldMemory` per field; ``tables`` maps compressed fields to their stage-B artifact
+  (anything with ``method``, ``vocab_size``, ``dim``, ``nbytes(packed)`` and
+  ``first_order_nbytes()``, as `mec_jax.methods.base.Artifact` declares)."""
   out = []
   for name, vocab in zip(names, vocab_sizes, strict=True):
     table = tables.get(name)
@@ -85,20 +70,17 @@ def field_memories(
         f"field {name!r}: compressed table is [{table.vocab_size}, {table.dim}], "
         f"but the model expects [{vocab}, {dim}]"
       )
-    if isinstance(table, CompressedTable):
-      out.append(FieldMemory(name, vocab, dim, table.num_subspaces, table.codebook_size, "pq"))
-    else:
-      out.append(
-        FieldMemory(
-          name,
-          vocab,
-          dim,
-          method=table.method,
-          packed_bytes=table.nbytes(packed=True),
-          stored_bytes=table.nbytes(packed=False),
-          baseline_first_order_bytes=table.first_order_nbytes(),
-        )
+    out.append(
+      FieldMemory(
+        name,
+        vocab,
+        dim,
+        method=table.method,
+        packed_bytes=table.nbytes(packed=True),
+        stored_bytes=table.nbytes(packed=False),
+        compressed_first_order_bytes=table.first_order_nbytes(),
       )
+    )
   return out
 
 

@@ -8,10 +8,10 @@ Layout of ``workdir``::
   pretrain/  finetune/         checkpoints, metrics.jsonl, result of `train.fit`
   pretrain/tables/<field>.npz  stage-A output: embedding [V, d], bias [V] (if any), counts [V]
                                (or the validated tables of pretrain.external_tables)
-  quantize/<field>.npz         stage-B output: one `CompressedTable` per compressed field
-  quantize/<field>.<m>.npz     stage-B output of baseline compress.method m (mec_jax.methods)
+  quantize/<field>.npz         stage-B output of compress.method pq: a `CompressedTable` per field
+  quantize/<field>.<m>.npz     stage-B output of compress.method m (its `methods.Artifact`)
   swap/result.json             stage-A weights with compressed tables, evaluated without training
-  finetune/tables/<field>.npz  the kept compressed model's tables (`CompressedTable`), stage C's product
+  finetune/tables/<field>.npz  the kept compressed model's tables (`methods.Artifact`), stage C's product
   export/  export/full/        the kept compressed model and stage A's, servable (`mec_jax.export`)
   report.json  report.md  code_usage.png  auc_vs_bytes.png
 
@@ -28,7 +28,6 @@ import os
 import shutil
 import time
 
-import jax
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -36,7 +35,7 @@ from flax import nnx
 from mec_jax import artifacts, external, methods, preflight, workdir_config, workdir_lock
 from mec_jax import report as report_lib
 from mec_jax.compression import quantizer
-from mec_jax.compression.table import CompressedTable
+from mec_jax.compression.settings import VARIANTS
 from mec_jax.data import EncodedDataset, fingerprint, load_dataset
 from mec_jax.errors import ArtifactError
 from mec_jax.export import writer
@@ -47,8 +46,6 @@ from mec_jax.models import registry
 from mec_jax.train import distributed, loop
 
 STAGES = ("all", "pretrain", "quantize", "finetune", "report", "export")
-VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
-FIRST_ORDER_MODELS = ("lr", "fm", "deepfm", "widedeep")
 
 
 def validate_config(config) -> None:
@@ -124,7 +121,7 @@ def full_model(name: str, dataset: EncodedDataset, config, seed: int):
 
 
 def compressed_model(
-  name: str, dataset: EncodedDataset, compressed: dict[str, CompressedTable], config, seed: int
+  name: str, dataset: EncodedDataset, compressed: dict[str, methods.Artifact], config, seed: int
 ):
   """Backbone with the compressed fields as `methods.make_layer` layers, full tables elsewhere."""
   rngs = nnx.Rngs(seed)
@@ -193,75 +190,53 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   return model, result
 
 
-def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict[str, CompressedTable]:
-  """Stage B: one `CompressedTable` per field with vocab >= quantize.min_vocab."""
-  settings = quantizer.QuantizeSettings.from_config(config.quantize)
-  fm = dataset.feature_map
-  out = {}
-  for index in fm.fields_to_compress(config.quantize.min_vocab):
-    spec = fm.fields[index]
-    path = wd.compressed(spec.name)
-    if os.path.exists(path):
-      out[spec.name] = artifacts.load_compressed_table(path, spec, config.model.embed_dim)
-      continue
-    table, bias = artifacts.load_stage_a_table(wd.table(spec.name), spec, config.model.embed_dim)
-    counts = artifacts.load_stage_a_counts(wd.table(spec.name), spec)  # external tables: theirs
-    logging.info("quantize: field %s, vocab %d", spec.name, spec.vocab_size)
-    start = time.time()
-    key = jax.random.fold_in(jax.random.key(config.quantize.seed), index)
-    compressed = quantizer.quantize_table(
-      key,
-      table,
-      counts,
-      settings,
-      bias=bias,
-      progress=_progress(config, spec.name, settings),
-      name=spec.name,
-      mesh=distributed.local_mesh(),  # None (all devices) unless multi-process
-    )
-    compressed.name = spec.name
-    compressed.stats["seconds"] = time.time() - start
-    if distributed.is_writer():  # every process computed the same tables
-      compressed.save(path)
-    out[spec.name] = compressed
-  return out
+def stage_b(config, wd: Workdir) -> methods.StageB:
+  """Where stage B reads (stage A's tables) and writes (``quantize/``), and how."""
+  return methods.StageB(
+    table_path=wd.table,
+    quantize_dir=wd.quantize,
+    writes=distributed.is_writer(),  # every process computes the same tables
+    mesh=distributed.local_mesh(),  # None (all devices) unless multi-process
+    progress=_progress(config),
+  )
 
 
-def _progress(config, field: str, settings):
+def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict:
+  """Stage B of MEC at ``config.quantize`` as given: one `PQTable` per field with vocab >=
+  quantize.min_vocab (`run_compress` sizes it for ``compress.target_ratio`` first)."""
+  return methods.pq.build_tables(config, dataset.feature_map, stage_b(config, wd))
+
+
+def _progress(config):
+  """``(field, epochs) -> tqdm callback`` when ``train.progress``, else None."""
   if not config.train.progress:
     return None
   from tqdm.auto import tqdm
 
-  bar = tqdm(total=settings.epochs, desc=f"quantize {field}", leave=False)
+  def bar_for(field: str, epochs: int):
+    bar = tqdm(total=epochs, desc=f"quantize {field}", leave=False)
 
-  def update(epoch, metrics):
-    bar.update(1)
-    bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float)})
-    if epoch + 1 >= settings.epochs:
-      bar.close()
+    def update(epoch, metrics):
+      bar.update(1)
+      bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float)})
+      if epoch + 1 >= epochs:
+        bar.close()
 
-  return update
+    return update
+
+  return bar_for
 
 
 def run_compress(config, dataset: EncodedDataset, wd: Workdir) -> dict:
-  """Stage B of ``compress.method``: PQ (`run_quantize`, sized by the budget) or a baseline."""
-  if config.compress.method == "pq":
-    return run_quantize(methods.pq_config(config, dataset.feature_map), dataset, wd)
-  return methods.build_tables(config, dataset.feature_map, wd.table, wd.quantize)
+  """Stage B of ``compress.method``: ``{field: methods.Artifact}``, saved artifacts reused."""
+  method = methods.get(config.compress.method)
+  return method.build(config, dataset.feature_map, stage_b(config, wd))
 
 
 def load_compressed(config, dataset: EncodedDataset, wd: Workdir) -> dict:
-  if config.compress.method != "pq":
-    return methods.load_tables(config, dataset.feature_map, wd.table, wd.quantize)
-  out = {}
-  for index in dataset.feature_map.fields_to_compress(config.quantize.min_vocab):
-    spec = dataset.feature_map.fields[index]
-    if not os.path.exists(wd.compressed(spec.name)):
-      raise ValueError(f"{wd.compressed(spec.name)} is missing; run --config.stage=quantize first")
-    out[spec.name] = artifacts.load_compressed_table(
-      wd.compressed(spec.name), spec, config.model.embed_dim
-    )
-  return out
+  """The saved stage-B artifacts of ``compress.method`` (ArtifactError when one is missing)."""
+  method = methods.get(config.compress.method)
+  return methods.load_each(method, config, dataset.feature_map, stage_b(config, wd))
 
 
 def run_swap(config, dataset, wd: Workdir, pretrained, compressed) -> dict | None:
@@ -289,7 +264,7 @@ def finetune_learning_rates(config, warm: bool) -> tuple[float, dict[str, float]
   if warm:
     base = ft.learning_rate  # 0 freezes them (no update, no optimizer state)
   codebook = ft.codebook_learning_rate if ft.codebook_learning_rate > 0 else base
-  return base, dict.fromkeys(methods.TRAINABLE_PARAMS[config.compress.method], codebook)
+  return base, dict.fromkeys(methods.get(config.compress.method).trainable_params, codebook)
 
 
 def run_finetune(config, dataset, wd: Workdir, pretrained, compressed):
@@ -329,12 +304,12 @@ def kept_model(config, dataset, pretrained, compressed, finetuned, source: str):
 def ship(config, dataset, wd, report, kept, pretrained, compressed, with_export) -> dict:
   """Writes the products of a finished run; returns their paths (relative to the workdir).
 
-  ``finetune/tables/<field>.npz``: the kept compressed model's tables as `CompressedTable`s
-  (stage C's codebooks, or stage B's for the swap-in); with ``with_export``, `run_export`.
+  ``finetune/tables/<field>.npz``: the kept compressed model's tables as artifacts of their
+  method (stage C's weights, or stage B's for the swap-in); with ``with_export``, `run_export`.
   """
   source = report["compressed"]["source"]
   names = dataset.feature_map.names
-  writer.save_compressed_tables(kept, names, wd.finetuned, compressed, source=source)
+  writer.save_tables(kept, names, wd.finetuned, compressed, source=source)
   artifacts = {"finetuned_tables": os.path.relpath(wd.finetuned_tables, wd.root)}
   if with_export:
     run_export(config, dataset, wd, kept, pretrained, report)
@@ -476,11 +451,8 @@ def run_report(config, dataset, wd: Workdir, timings: dict, note: str | None) ->
     names[i] for i in dataset.feature_map.fields_to_compress(config.quantize.min_vocab)
   ]
   compressed, swap, finetune_result = {}, None, None
-  method = config.compress.method
-  stored = [
-    methods.artifact_path(wd.quantize, os.path.basename(wd.compressed(n)), method)
-    for n in to_compress
-  ]
+  method = methods.get(config.compress.method)
+  stored = [method.artifact_path(wd.quantize, os.path.basename(wd.table(n))) for n in to_compress]
   if not note and all(os.path.exists(path) for path in stored):
     compressed = load_compressed(config, dataset, wd)
     if os.path.exists(wd.swap):
@@ -519,7 +491,7 @@ def _finish(
     "full": _metrics(full_result),
     "memory": memory_report(
       fields,
-      first_order=config.model.name in FIRST_ORDER_MODELS,
+      first_order=probe.uses_first_order,  # the backbone says whether it has LR terms
       dense_param_count=dense_param_count(probe),
     ),
     "compressed_fields": report_lib.compressed_fields_section(compressed),

@@ -15,6 +15,7 @@ import os
 import jax
 import numpy as np
 
+from mec_jax import methods
 from mec_jax.data import SPLITS, EncodedDataset
 from mec_jax.data.registry import get_reader
 from mec_jax.errors import ConfigError, DataError
@@ -131,12 +132,15 @@ def check_stage_inputs(config, dataset: EncodedDataset, workdir, *, compress: bo
   needed = _NEEDS.get(config.stage, ())
   fm = dataset.feature_map
   names = [fm.fields[i].name for i in fm.fields_to_compress(config.quantize.min_vocab)]
-  # External tables stand in for stage A's run; baseline methods check their own artifacts.
+  # External tables stand in for stage A's run.
   external = bool(config.pretrain.external_tables)
-  pq = config.compress.method == "pq"
+  method = methods.get(config.compress.method)
+  stage_b = [
+    method.artifact_path(workdir.quantize, os.path.basename(workdir.table(n))) for n in names
+  ]
   outputs = {
     "pretrain": [] if external else [result_path(workdir.root, "pretrain")],
-    "quantize": [workdir.compressed(n) for n in names] if compress and pq else [],
+    "quantize": stage_b if compress else [],
   }
   outputs["pretrain"] += [workdir.table(n) for n in names]
   missing = [

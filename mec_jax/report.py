@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 
-from mec_jax.compression.table import CompressedTable
+from mec_jax.compression.table import normalized_entropy
 from mec_jax.errors import ArtifactError, one_line
 
 METRIC_KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
@@ -21,7 +20,7 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def write_report(directory: str, report: dict, tables: dict[str, CompressedTable]) -> None:
+def write_report(directory: str, report: dict, tables: dict) -> None:
   """Writes ``report.json``, ``report.md`` and the plots into ``directory`` (created if missing)."""
   os.makedirs(directory, exist_ok=True)
   write_json_atomic(os.path.join(directory, "report.json"), report)
@@ -51,40 +50,13 @@ def read_json(path: str):
     ) from err
 
 
-def usage_counts(table: CompressedTable) -> np.ndarray:
-  """int ``[M, K]``: how many ids use each code in each sub-space."""
-  codes = table.codes.astype(np.int64)
-  return np.stack(
-    [np.bincount(codes[:, m], minlength=table.codebook_size) for m in range(table.num_subspaces)]
-  )
-
-
-def usage_entropy(table: CompressedTable) -> np.ndarray:
-  """float ``[M]``: entropy of the code usage over all ids, divided by ln K (1 = perfectly even)."""
-  counts = usage_counts(table).astype(np.float64)
-  p = counts / counts.sum(axis=1, keepdims=True)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-  return h / math.log(table.codebook_size)
-
-
 def compressed_fields_section(tables: dict) -> dict:
-  """Per compressed field: ``method`` and its knobs (PQ: M, K, usage entropy, variant, stats)."""
-  out = {}
-  for name, t in tables.items():
-    if not isinstance(t, CompressedTable):  # a baseline of mec_jax.methods
-      out[name] = {"vocab_size": t.vocab_size, "method": t.method, **t.knobs()}
-      continue
-    out[name] = {
-      "vocab_size": t.vocab_size,
-      "method": "pq",
-      "num_subspaces": t.num_subspaces,
-      "codebook_size": t.codebook_size,
-      "code_usage_entropy": float(np.mean(usage_entropy(t))),
-      "variant": t.variant,
-      **{k: v for k, v in t.stats.items() if isinstance(v, (int, float, str))},
-    }
-  return out
+  """Per compressed field: ``vocab_size``, ``method`` and the artifact's `knobs` (PQ: M, K,
+  usage entropy, variant, stats; `mec_jax.methods.base.Artifact`)."""
+  return {
+    name: {"vocab_size": t.vocab_size, "method": t.method, **t.knobs()}
+    for name, t in tables.items()
+  }
 
 
 def _fmt_bytes(n: float) -> str:
@@ -205,21 +177,21 @@ def to_markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_plots(workdir: str, report: dict, tables: dict[str, CompressedTable]) -> list[str]:
-  """Writes ``code_usage.png`` and ``auc_vs_bytes.png``; returns the paths written."""
+def write_plots(workdir: str, report: dict, tables: dict) -> list[str]:
+  """Writes ``code_usage.png`` (artifacts with codes: ``code_usage() [M, K]``) and
+  ``auc_vs_bytes.png``; returns the paths written."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   paths = []
-  tables = {k: t for k, t in tables.items() if isinstance(t, CompressedTable)}  # codes to plot
-  if tables:
-    fig, axes = plt.subplots(len(tables), 1, figsize=(8, 2.2 * len(tables)), squeeze=False)
-    for ax, (name, table) in zip(axes[:, 0], tables.items(), strict=True):
-      counts = usage_counts(table)
-      ent = usage_entropy(table)
-      for m in range(table.num_subspaces):
+  usage = {k: t.code_usage() for k, t in tables.items() if hasattr(t, "code_usage")}
+  if usage:
+    fig, axes = plt.subplots(len(usage), 1, figsize=(8, 2.2 * len(usage)), squeeze=False)
+    for ax, (name, counts) in zip(axes[:, 0], usage.items(), strict=True):
+      ent = normalized_entropy(counts)
+      for m in range(counts.shape[0]):
         ax.plot(np.sort(counts[m])[::-1], label=f"sub-space {m} (H/lnK={ent[m]:.2f})")
       ax.set_yscale("symlog")
       ax.set_title(f"{name}: ids per code, sorted")

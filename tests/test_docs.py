@@ -19,8 +19,9 @@ from configs import default
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# The README's API examples run in tests/test_readme.py, which also checks what they print.
-CHECKED_ELSEWHERE = {("README.md", 0), ("README.md", 1)}
+# The README's API examples run in tests/test_readme.py, which also checks what they print;
+# docs/methods.md's example method runs end to end in tests/test_methods_docs.py.
+CHECKED_ELSEWHERE = {("README.md", 0), ("README.md", 1), ("docs/methods.md", 0)}
 WORKDIR_PLACEHOLDERS = ("/tmp/mec_synthetic", "/tmp/mec_smoke")
 NOT_RUN = re.compile(r"<!-- not run: (.*?) -->\s*$")
 MAX_NOT_RUN = 3  # sparingly: a block that does not run is a block that can go stale

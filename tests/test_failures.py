@@ -95,5 +95,5 @@ def test_a_deleted_checkpoint_is_called_missing(finished_copy, monkeypatch):
   with pytest.raises(ArtifactError) as err:
     pipeline.run(config, workdir)
   text = str(err.value)
-  assert f"checkpoint of the finished run (step {step}) is missing" in text
+  assert f"checkpoint of the finished run's best epoch (step {step}) is missing" in text
   assert "model/optimizer" not in text

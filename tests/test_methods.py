@@ -2,11 +2,14 @@
 
 import math
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import smoke
 from mec_jax import methods
+from mec_jax.compression.table import CompressedTable
 from mec_jax.errors import ArtifactError, ConfigError
 from mec_jax.layers.hashed import HashedTable
 from mec_jax.layers.qr import QRTable
@@ -64,10 +67,12 @@ def _artifacts(rng):
 
 
 def test_artifacts_round_trip(tmp_path):
-  for art in _artifacts(np.random.default_rng(0)):
+  for plain in _artifacts(np.random.default_rng(0)):
+    art = methods.as_artifact(plain)
+    assert isinstance(art, methods.Artifact) and isinstance(art, type(plain))
     path = str(tmp_path / f"f.{art.method}.npz")
-    methods.save_artifact(path, art)
-    back = methods.load_artifact(path, art.method)
+    art.save(path)
+    back = methods.get(art.method).artifact.load(path)
     assert type(back) is type(art) and back.knobs() == art.knobs()
     for a, b in zip(
       [getattr(art, f) for f in art.__dataclass_fields__],
@@ -79,7 +84,44 @@ def test_artifacts_round_trip(tmp_path):
       else:
         assert a == b
   with pytest.raises(ArtifactError, match="expected 'qr'"):
-    methods.load_artifact(str(tmp_path / "f.hash.npz"), "qr")
+    methods.get("qr").artifact.load(str(tmp_path / "f.hash.npz"))
+
+
+def _pq_table(rng):
+  return CompressedTable(
+    codes=rng.integers(0, 8, (20, 2)),
+    codebooks=rng.normal(size=(2, 8, 2)),
+    first_order=rng.normal(size=(2, 8)),
+    name="f",
+  )
+
+
+def test_with_layer_reads_the_trained_weights_back():
+  # What finetune/tables/ holds must embed like the trained layer, for every method.
+  rng = np.random.default_rng(1)
+  ids = np.array([0, 3, 19, 7, 25, -1])
+  for plain in [*_artifacts(rng), _pq_table(rng)]:
+    art = methods.as_artifact(plain)
+    layer = art.to_layer(rngs=nnx.Rngs(0))
+    params = nnx.state(layer, nnx.Param)
+    trained = jax.tree.map(lambda x: x * 1.5 + 0.25, params)  # as if stage C had trained them
+    nnx.update(layer, trained)
+    back = art.with_layer(layer, source="test").to_layer(rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(np.asarray(back(ids)), np.asarray(layer(ids)), rtol=1e-6)
+    np.testing.assert_allclose(
+      np.asarray(back.first_order(ids)), np.asarray(layer.first_order(ids)), rtol=1e-6
+    )
+    trained_paths = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(params)}
+    assert all(any(t in p for t in art.trainable_params) for p in trained_paths), art.method
+
+
+def test_every_registered_method_declares_the_protocol():
+  for name, method in methods.REGISTRY.items():
+    assert method.name == name
+    assert method.trainable_params and all(isinstance(p, str) for p in method.trainable_params)
+    for member in ("nbytes", "first_order_nbytes", "knobs", "to_layer", "with_layer", "save"):
+      assert callable(getattr(method.artifact, member)), (name, member)
+    assert callable(method.artifact.load) and callable(method.build)
 
 
 def test_bad_method_is_a_clear_error():
@@ -87,3 +129,5 @@ def test_bad_method_is_a_clear_error():
   config.compress.method = "bloom"
   with pytest.raises(ConfigError, match="compress.method='bloom'"):
     methods.validate(config)
+  with pytest.raises(ConfigError, match="compress.method='bloom'"):
+    methods.get("bloom")

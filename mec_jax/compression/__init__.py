@@ -7,19 +7,17 @@ from mec_jax.compression.autoencoder import MECQuantizer
 from mec_jax.compression.kmeans import KMeansResult, kmeans_plus_plus, weighted_kmeans
 from mec_jax.compression.losses import popularity_weights
 from mec_jax.compression.mesh import data_mesh
-from mec_jax.compression.pq import (
-  decode,
-  encode,
-  pack_codes,
-  packed_nbytes,
-  train_pq,
-  unpack_codes,
-  usage_entropy,
-)
+from mec_jax.compression.pq import decode, encode, train_pq
 from mec_jax.compression.quantizer import quantize_table
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
 from mec_jax.compression.settings import VARIANTS, QuantizeSettings
-from mec_jax.compression.table import CompressedTable, bits_per_code, code_dtype
+from mec_jax.compression.table import (
+  CompressedTable,
+  bits_per_code,
+  code_dtype,
+  packed_nbytes,
+  usage_entropy,
+)
 
 __all__ = [
   "VARIANTS",
@@ -34,13 +32,11 @@ __all__ = [
   "encode",
   "fit_first_order",
   "kmeans_plus_plus",
-  "pack_codes",
   "packed_nbytes",
   "popularity_weights",
   "quantize_table",
   "refit_codebooks",
   "train_pq",
-  "unpack_codes",
   "usage_entropy",
   "weighted_kmeans",
 ]

@@ -5,8 +5,8 @@ A ``[num_rows, dim]`` array is viewed as ``[num_rows, num_subspaces, subspace_di
 A row's code is the nearest codeword per sub-space; decoding concatenates the codewords.
 
 Codes are computed as int32 in JAX and stored as the smallest unsigned dtype holding K
-(`table.code_dtype`); `pack_codes` / `unpack_codes` give the bit-packed form that
-``ceil(log2 K)`` bits per code implies.
+(`table.code_dtype`); `table.packed_nbytes` is the size of the bit-packed form that
+``ceil(log2 K)`` bits per code implies (what `mec_jax.memory` reports).
 
 References:
   Jégou, Douze & Schmid, "Product Quantization for Nearest Neighbor Search", TPAMI 2011.
@@ -15,7 +15,6 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +28,14 @@ from mec_jax.compression.kmeans import (
   DEFAULT_REFINE_ITERS,
   batched_kmeans,
 )
-from mec_jax.compression.streaming import NEAREST_TILE, nearest, to_tiles
-from mec_jax.compression.table import bits_per_code, code_dtype
+from mec_jax.compression.streaming import NEAREST_TILE, PRECISION, nearest, to_tiles
+from mec_jax.compression.table import (  # noqa: F401  (re-exported: pq.usage_entropy, ...)
+  code_dtype,
+  code_usage,
+  packed_nbytes,
+  usage_entropy,
+)
 from mec_jax.ops import take_rows
-
-_PRECISION = lax.Precision.HIGHEST
 
 
 def split_subspaces(x: jax.Array, num_subspaces: int) -> jax.Array:
@@ -45,7 +47,7 @@ def split_subspaces(x: jax.Array, num_subspaces: int) -> jax.Array:
 
 
 def _nearest_tile(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
-  cross = jnp.einsum("nms,mks->mnk", sub, codebooks, precision=_PRECISION)
+  cross = jnp.einsum("nms,mks->mnk", sub, codebooks, precision=PRECISION)
   d2 = jnp.sum(codebooks * codebooks, -1)[:, None] - 2.0 * cross  # ||sub||^2 is constant per row
   return nearest(d2)[0].T
 
@@ -152,66 +154,3 @@ def train_pq(
 def as_stored_codes(codes, codebook_size: int) -> np.ndarray:
   """Codes as the smallest unsigned numpy dtype holding ``codebook_size`` (uint8 for K <= 256)."""
   return np.asarray(codes).astype(code_dtype(codebook_size))
-
-
-def packed_nbytes(num_rows: int, num_subspaces: int, codebook_size: int) -> int:
-  """Bytes of ``num_rows * num_subspaces`` codes at ``ceil(log2 K)`` bits each."""
-  return math.ceil(num_rows * num_subspaces * bits_per_code(codebook_size) / 8)
-
-
-_PACK_CHUNK = 1 << 20  # codes per block; a multiple of 8 so blocks pack to whole bytes
-
-
-def pack_codes(codes: np.ndarray, codebook_size: int) -> np.ndarray:
-  """Bit-packs ``codes [num_rows, M]`` into uint8 ``[packed_nbytes]`` (little-endian bit order)."""
-  codes = np.asarray(codes)
-  if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
-    raise ValueError(f"codes must lie in [0, {codebook_size}), got [{codes.min()}, {codes.max()}]")
-  bits = bits_per_code(codebook_size)
-  flat = codes.reshape(-1).astype("<u4")
-  pieces = []
-  for start in range(0, flat.size, _PACK_CHUNK):
-    block = flat[start : start + _PACK_CHUNK]
-    code_bits = np.unpackbits(block.view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
-    pieces.append(np.packbits(code_bits[:, :bits].reshape(-1), bitorder="little"))
-  # Every block but the last holds a multiple of 8 codes, so blocks end on byte boundaries.
-  return np.concatenate(pieces) if pieces else np.zeros((0,), np.uint8)
-
-
-def unpack_codes(
-  packed: np.ndarray, num_rows: int, num_subspaces: int, codebook_size: int
-) -> np.ndarray:
-  """Inverse of `pack_codes`: ``[num_rows, num_subspaces]`` codes in `code_dtype(codebook_size)`."""
-  bits = bits_per_code(codebook_size)
-  total = num_rows * num_subspaces
-  expected = math.ceil(total * bits / 8)
-  packed = np.asarray(packed, np.uint8)
-  if packed.shape != (expected,):
-    raise ValueError(f"packed codes must have shape ({expected},), got {packed.shape}")
-  out = np.empty((total,), np.uint32)
-  byte_block = _PACK_CHUNK * bits // 8
-  for i, start in enumerate(range(0, total, _PACK_CHUNK)):
-    count = min(_PACK_CHUNK, total - start)
-    chunk = packed[i * byte_block : i * byte_block + math.ceil(count * bits / 8)]
-    code_bits = np.unpackbits(chunk, bitorder="little")[: count * bits].reshape(count, bits)
-    full = np.zeros((count, 32), np.uint8)
-    full[:, :bits] = code_bits
-    out[start : start + count] = np.packbits(full, axis=1, bitorder="little").view("<u4")[:, 0]
-  return out.reshape(num_rows, num_subspaces).astype(code_dtype(codebook_size))
-
-
-def usage_entropy(codes, codebook_size: int, weights=None) -> np.ndarray:
-  """float ``[M]``: entropy of each sub-space's code usage divided by ``ln K`` (1 = uniform).
-
-  Args:
-    codes: ``[num_rows, M]`` integer codes.
-    codebook_size: K.
-    weights: optional ``[num_rows]`` row weights (usage counted with these weights).
-  """
-  codes = np.asarray(codes)
-  out = np.empty(codes.shape[1])
-  for m in range(codes.shape[1]):  # one column at a time: no [V, M] int64 copy
-    usage = np.bincount(codes[:, m], weights=weights, minlength=codebook_size)
-    p = usage[usage > 0] / usage.sum()
-    out[m] = -np.sum(p * np.log(p)) / math.log(codebook_size)
-  return out

@@ -33,6 +33,42 @@ def bits_per_code(codebook_size: int) -> int:
   return max(1, math.ceil(math.log2(codebook_size)))
 
 
+def packed_nbytes(num_rows: int, num_subspaces: int, codebook_size: int) -> int:
+  """Bytes of ``num_rows * num_subspaces`` codes at ``ceil(log2 K)`` bits each (DESIGN §4)."""
+  return math.ceil(num_rows * num_subspaces * bits_per_code(codebook_size) / 8)
+
+
+def code_usage(codes, codebook_size: int, weights=None) -> np.ndarray:
+  """float64 ``[M, K]``: how many rows (or how much ``weights [num_rows]``) use each code."""
+  codes = np.asarray(codes)
+  return np.stack(  # one column at a time: no [V, M] int64 copy
+    [
+      np.bincount(codes[:, m], weights=weights, minlength=codebook_size).astype(np.float64)
+      for m in range(codes.shape[1])
+    ]
+  ).reshape(codes.shape[1], codebook_size)
+
+
+def usage_entropy(codes, codebook_size: int, weights=None) -> np.ndarray:
+  """float ``[M]``: entropy of each sub-space's code usage divided by ``ln K`` (1 = uniform).
+
+  Args:
+    codes: ``[num_rows, M]`` integer codes.
+    codebook_size: K.
+    weights: optional ``[num_rows]`` row weights (usage counted with these weights).
+  """
+  return normalized_entropy(code_usage(codes, codebook_size, weights))
+
+
+def normalized_entropy(usage: np.ndarray) -> np.ndarray:
+  """float ``[M]``: entropy of each row of ``usage [M, K]`` (counts or weights) divided by ln K."""
+  out = np.empty(usage.shape[0])
+  for m, row in enumerate(usage):
+    p = row[row > 0] / row.sum()
+    out[m] = -np.sum(p * np.log(p)) / math.log(usage.shape[1])
+  return out
+
+
 @dataclasses.dataclass
 class CompressedTable:
   """Product-quantized replacement for one ``[vocab_size, dim]`` embedding table.
@@ -59,6 +95,7 @@ class CompressedTable:
   variant: str = "mec"
   usage_entropy: np.ndarray | None = None
   stats: dict = dataclasses.field(default_factory=dict)
+  method = "pq"  # the `compress.method` that makes it (mec_jax.methods)
 
   def __post_init__(self):
     self.codebooks = np.asarray(self.codebooks, np.float32)
@@ -139,15 +176,31 @@ class CompressedTable:
     return self.first_order[m, self.codes].sum(axis=1)
 
   def nbytes(self, packed: bool = True) -> int:
-    """Bytes of codes (bit-packed or as stored) plus float32 codebooks (and first-order)."""
-    if packed:
-      code_bytes = math.ceil(
-        self.vocab_size * self.num_subspaces * bits_per_code(self.codebook_size) / 8
-      )
-    else:
-      code_bytes = self.codes.nbytes
-    extra = self.first_order.nbytes if self.first_order is not None else 0
-    return int(code_bytes + self.codebooks.nbytes + extra)
+    """Embedding bytes: codes (bit-packed or as stored) plus float32 codebooks.
+
+    The first-order codebook is counted apart (`first_order_nbytes`), as for every method.
+    """
+    codes = packed_nbytes(self.vocab_size, self.num_subspaces, self.codebook_size)
+    return int((codes if packed else self.codes.nbytes) + self.codebooks.nbytes)
+
+  def first_order_nbytes(self) -> int:
+    """Bytes of the first-order weights a backbone with first-order terms gives this field:
+    one float32 per code per sub-space (``[M, K]``), whether or not stage B fit them."""
+    return self.num_subspaces * self.codebook_size * 4
+
+  def code_usage(self) -> np.ndarray:
+    """float64 ``[M, K]``: how many ids use each code in each sub-space."""
+    return code_usage(self.codes, self.codebook_size)
+
+  def knobs(self) -> dict:
+    """The report's entries for this field (DESIGN §7 ``compressed_fields``)."""
+    return {
+      "num_subspaces": self.num_subspaces,
+      "codebook_size": self.codebook_size,
+      "code_usage_entropy": float(np.mean(usage_entropy(self.codes, self.codebook_size))),
+      "variant": self.variant,
+      **{k: v for k, v in self.stats.items() if isinstance(v, (int, float, str))},
+    }
 
   def _arrays(self) -> dict[str, np.ndarray]:
     arrays = {"codes": self.codes, "codebooks": self.codebooks}

@@ -134,7 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
   q.num_negatives = 8
   q.seed = 0
 
-  # --- compression method (stage B) and byte budget: mec_jax/methods.py -------------------------
+  # --- compression method (stage B) and byte budget: mec_jax/methods/ ---------------------------
   config.compress = comp = ml_collections.ConfigDict()
   comp.method = "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 (baselines)
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ

@@ -2,7 +2,7 @@
 
 * `export_model`: the eval-mode forward pass of any backbone, exported with `jax.export` for a
   symbolic batch size, plus its arrays, into a directory `mec_jax.export.load` reads.
-* `save_compressed_tables`: the `CodebookEmbed` tables of a model as `CompressedTable` files
+* `save_tables`: the compressed tables of a model as files of their method's artifact
   (``finetune/tables/<field>.npz``), the product of stage C.
 """
 
@@ -19,8 +19,7 @@ import numpy as np
 from flax import nnx
 from jax import export
 
-from mec_jax import digest
-from mec_jax.compression.table import CompressedTable
+from mec_jax import digest, methods
 from mec_jax.export import program, serving
 from mec_jax.layers import CodebookEmbed
 from mec_jax.layers.embed import Embed
@@ -122,37 +121,36 @@ def export_model(
   return directory
 
 
-def save_compressed_tables(
+def save_tables(
   model: nnx.Module,
   field_names: Sequence[str],
   path_of: Callable[[str], str],
-  stage_b: Mapping[str, CompressedTable] | None = None,
-  **meta,
-) -> dict[str, CompressedTable]:
-  """Writes every `CodebookEmbed` of ``model`` as a `CompressedTable` file (atomically each).
+  stage_b: Mapping[str, methods.Artifact],
+  **stats,
+) -> dict[str, methods.Artifact]:
+  """Writes the compressed tables of ``model`` as artifacts of their method (atomically each).
 
   Args:
-    model: a backbone over a `FieldEmbedding`.
+    model: a backbone over a `FieldEmbedding` whose compressed fields are the layers of
+      ``stage_b``'s artifacts (``to_layer``), trained or not.
     field_names: the F fields, in table order.
     path_of: field name -> file to write (e.g. ``Workdir.finetuned``).
-    stage_b: stage B's tables by field; their variant and usage entropy are carried over (the
-      codes are frozen in stage C, so the entropy is unchanged).
-    **meta: JSON-able entries added to every table's ``stats`` (e.g. ``source="finetune"``).
+    stage_b: stage B's artifacts by field; fields not in it (full tables) are not written.
+      Each one's ``with_layer`` reads the layer's weights (PQ carries its variant and usage
+      entropy over: the codes are frozen in stage C, so the entropy is unchanged).
+    **stats: JSON-able entries for the written artifacts' stats (PQ; e.g. ``source="finetune"``).
 
   Returns:
-    ``{field: CompressedTable}`` as written.
+    ``{field: Artifact}`` as written.
   """
   out = {}
-  for name, table in zip(field_names, model.embedding.tables, strict=True):
-    if not isinstance(table, CodebookEmbed):
+  for name, layer in zip(field_names, model.embedding.tables, strict=True):
+    if name not in stage_b:
       continue
-    before = (stage_b or {}).get(name)
-    compressed = table.to_table(
-      name=name,
-      variant=before.variant if before is not None else "mec",
-      usage_entropy=before.usage_entropy if before is not None else None,
-      stats=dict(meta),
-    )
-    compressed.save(path_of(name))
-    out[name] = compressed
+    art = methods.as_artifact(stage_b[name]).with_layer(layer, **stats)
+    art.save(path_of(name))
+    out[name] = art
   return out
+
+
+save_compressed_tables = save_tables  # the name before every method wrote its tables

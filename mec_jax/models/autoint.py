@@ -26,6 +26,8 @@ class AutoInt(nnx.Module):
     Networks", CIKM 2019.
   """
 
+  uses_first_order = False  # set from use_wide; memory counts the first-order tables when True
+
   def __init__(
     self,
     embedding: FieldEmbedder,
@@ -72,6 +74,7 @@ class AutoInt(nnx.Module):
       else None
     )
     self.use_wide = use_wide
+    self.uses_first_order = use_wide
 
   def __call__(self, ids: jax.Array, values: jax.Array) -> jax.Array:
     """``ids``/``values`` ``[batch, num_fields]`` -> logits float32 ``[batch]``."""

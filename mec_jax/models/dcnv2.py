@@ -28,6 +28,8 @@ class DCNv2(nnx.Module):
     Learning to Rank Systems", WWW 2021.
   """
 
+  uses_first_order = False  # no first-order (LR) terms
+
   def __init__(
     self,
     embedding: FieldEmbedder,

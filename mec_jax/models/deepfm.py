@@ -22,6 +22,8 @@ class DeepFM(nnx.Module):
     IJCAI 2017.
   """
 
+  uses_first_order = True  # the logit sums embedding.first_order (memory counts those tables)
+
   def __init__(
     self,
     embedding: FieldEmbedder,

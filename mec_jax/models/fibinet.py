@@ -27,6 +27,8 @@ class FiBiNET(nnx.Module):
     Click-Through Rate Prediction", RecSys 2019.
   """
 
+  uses_first_order = True  # the logit sums embedding.first_order (memory counts those tables)
+
   def __init__(
     self,
     embedding: FieldEmbedder,

@@ -42,6 +42,8 @@ class FinalMLP(nnx.Module):
     Mao et al., "FinalMLP: An Enhanced Two-Stream MLP Model for CTR Prediction", AAAI 2023.
   """
 
+  uses_first_order = False  # no first-order (LR) terms
+
   def __init__(
     self,
     embedding: FieldEmbedder,

@@ -18,6 +18,8 @@ class FM(nnx.Module):
     Rendle, "Factorization Machines", ICDM 2010.
   """
 
+  uses_first_order = True  # the logit sums embedding.first_order (memory counts those tables)
+
   def __init__(self, embedding: FieldEmbedder, *, rngs: nnx.Rngs):
     del rngs
     check_field_embedder(embedding, "FM")

@@ -26,6 +26,8 @@ class GDCN(nnx.Module):
     CIKM 2023.
   """
 
+  uses_first_order = False  # no first-order (LR) terms
+
   def __init__(
     self,
     embedding: FieldEmbedder,

@@ -16,6 +16,8 @@ class LR(nnx.Module):
   Uses only ``embedding.first_order``; the embedding vectors are unused (and get no gradient).
   """
 
+  uses_first_order = True  # the logit sums embedding.first_order (memory counts those tables)
+
   def __init__(self, embedding: FieldEmbedder, *, rngs: nnx.Rngs):
     del rngs  # no random init: the bias starts at 0
     check_field_embedder(embedding, "LR")

@@ -24,6 +24,8 @@ class PNN(nnx.Module):
     Qu et al., "Product-based Neural Networks for User Response Prediction", ICDM 2016.
   """
 
+  uses_first_order = False  # no first-order (LR) terms
+
   def __init__(
     self,
     embedding: FieldEmbedder,

@@ -20,6 +20,8 @@ class WideDeep(nnx.Module):
     Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
   """
 
+  uses_first_order = True  # the logit sums embedding.first_order (memory counts those tables)
+
   def __init__(
     self,
     embedding: FieldEmbedder,

@@ -7,8 +7,14 @@ One ``CheckpointManager`` per run directory. Each checkpoint has two items:
 * ``loop``: JSON-able loop state (epoch, data-iterator position, best score, lr scale,
   patience counter, history, ...).
 
-Retention: the latest ``keep_last`` checkpoints, plus the checkpoint saved with a ``score``
-(only epoch ends that improved the validation score pass one) that has the highest score.
+Retention: the latest ``keep_last`` checkpoints, plus every step that one of them names in its
+loop state under ``preserve_key`` (``"best_step"``: the step a run resumed from that checkpoint
+will restore at its end). The name is read from the checkpoint itself, so it is recorded
+atomically with it and survives a restart: a reopened manager keeps the same steps as the one
+that wrote them. (Orbax's ``BestN`` keeps its scores in memory only when a preservation policy
+is given, so a rerun after a kill or a failed save deleted the best step.) The previous latest
+checkpoint stays among the kept ones until the next save is complete, so the step it names is
+never deleted before a newer checkpoint names its own.
 
 Failures: Orbax writes in background threads and reports a failed write (disk full, read-only
 mount) as a chain of asyncio/TensorStore errors at the next wait; every save, restore and close
@@ -26,11 +32,11 @@ import functools
 import os
 import pathlib
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
 
 from mec_jax.errors import ArtifactError, one_line, root_cause
 
@@ -42,30 +48,49 @@ def abstract_like(tree: Any) -> Any:
   )
 
 
+@dataclasses.dataclass
+class _LatestAndWhatTheyName:
+  """Orbax preservation policy: the latest ``keep_last`` steps and the steps they name.
+
+  ``named(step)`` is the step that checkpoint ``step`` names (or None).
+  """
+
+  keep_last: int
+  named: Callable[[int], int | None]
+
+  def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+    del context
+    latest = sorted(info.step for info in checkpoints)[-self.keep_last :]
+    keep = set(latest) | {self.named(step) for step in latest}
+    return [info.step in keep for info in checkpoints]
+
+
 class Checkpointer:
   """Saves and restores ``(state, loop_state)`` under ``directory/<step>/``.
 
   Args:
     directory: checkpoint directory (created if missing).
-    keep_last: number of most recent checkpoints to keep (besides the best one).
+    keep_last: number of most recent checkpoints to keep (>= 2; besides the steps they name).
     async_save: write in a background thread (device-to-host copies still happen in `save`).
+    preserve_key: loop-state key whose value (a step, or None) names a checkpoint to keep for
+      as long as the checkpoint naming it is among the latest ``keep_last``.
   """
 
-  def __init__(self, directory: str, *, keep_last: int = 2, async_save: bool = True):
+  def __init__(
+    self,
+    directory: str,
+    *,
+    keep_last: int = 2,
+    async_save: bool = True,
+    preserve_key: str = "best_step",
+  ):
+    if keep_last < 2:
+      raise ValueError(f"Checkpointer: keep_last must be >= 2, got {keep_last}")
     self.directory = os.path.abspath(directory)
-    preservation = policies.AnyPreservationPolicy(
-      [
-        policies.LatestN(keep_last),
-        policies.BestN(
-          get_metric_fn=lambda metrics: metrics["score"],
-          reverse=False,
-          n=1,
-          keep_checkpoints_without_metrics=False,
-        ),
-      ]
-    )
+    self._preserve_key = preserve_key
+    self._named: dict[int, int | None] = {}  # step -> the step its loop state names
     options = ocp.CheckpointManagerOptions(
-      preservation_policy=preservation,
+      preservation_policy=_LatestAndWhatTheyName(keep_last, self._named_by),
       enable_async_checkpointing=async_save,
       create=True,
     )
@@ -81,6 +106,22 @@ class Checkpointer:
           "loop": ocp.JsonCheckpointHandler(),
         },
       )
+    for step in self.all_steps():  # written by an earlier process: read what each one names
+      self._named[step] = self._read_named(step)
+
+  def _read_named(self, step: int) -> int | None:
+    try:
+      return self.loop_state(step).get(self._preserve_key)
+    except ArtifactError:  # unreadable: the restore of that step will say so
+      self._failed = False
+      return None
+
+  def _named_by(self, step: int) -> int | None:
+    return self._named.get(step)
+
+  def named_step(self, step: int) -> int | None:
+    """The step that checkpoint ``step`` names under ``preserve_key`` (kept while it is)."""
+    return self._named_by(step)
 
   @contextlib.contextmanager
   def _errors(self, action: str, step: int | None = None):
@@ -107,27 +148,26 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, loop_state: dict, *, score: float | None = None) -> None:
+  def save(self, step: int, state: Any, loop_state: dict) -> None:
     """Saves a checkpoint at ``step`` (replacing one already there).
 
     Args:
       step: global train step.
       state: pytree of arrays (the `TrainState`).
-      loop_state: JSON-able dict.
-      score: validation score, only for checkpoints that may be kept as the best one.
+      loop_state: JSON-able dict; ``loop_state[preserve_key]`` (if any) names a step to keep.
     """
     self.wait()  # a failure of the previous (async) save surfaces here
     self._pending_step = step
     with self._errors("save", step):
       if step in self._manager.all_steps():
         self._manager.delete(step)
+      self._named[step] = loop_state.get(self._preserve_key)
       # The loop keeps mutating its state dict while the async save runs: save a snapshot.
       self._manager.save(
         step,
         args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(copy.deepcopy(loop_state))
         ),
-        metrics=None if score is None else {"score": float(score)},
         force=True,
       )
 

@@ -235,11 +235,7 @@ def fit(
   try:
     if os.path.exists(result_path(workdir, name)):
       result = load_result(workdir, name)
-      if result.best_step not in checkpointer.all_steps():  # deleted by hand
-        raise ArtifactError(
-          f"{run_dir}: the checkpoint of the finished run (step {result.best_step}) is missing "
-          f"(steps on disk: {checkpointer.all_steps()}); delete {run_dir} to retrain"
-        )
+      _check_kept(checkpointer, result.best_step, run_dir, "the finished run's best epoch")
       try:
         state, _ = _restore(checkpointer, result.best_step, state, fields, mesh)
       except ArtifactError as err:
@@ -299,6 +295,20 @@ def _restore(checkpointer, step: int, state: steps.TrainState, fields, mesh):
   return checkpointer.restore(step, state, strict=False)
 
 
+def _check_kept(checkpointer, step: int, run_dir: str, what: str) -> None:
+  """Raises `ArtifactError` if checkpoint ``step`` (the one a run will restore) is gone.
+
+  `Checkpointer` keeps it; only a run directory written by an older mec_jax (which could
+  delete the best step on a rerun after a kill) or edited by hand lacks it.
+  """
+  if step not in checkpointer.all_steps():
+    raise ArtifactError(
+      f"{checkpointer.directory}: the checkpoint of {what} (step {step}) is missing "
+      f"(available {checkpointer.all_steps()}), so this run cannot end on its best state; "
+      f"delete {run_dir} to train it again"
+    )
+
+
 def _shapes(tree) -> list:
   return sorted(np.shape(x) for x in jax.tree.leaves(tree))
 
@@ -328,6 +338,8 @@ def _train(
   if latest is not None:
     state, loop_state = _restore(checkpointer, latest, state, fields, mesh)
     loop_state["row_shards"] = sparse.row_shards(mesh)  # the arrays are now padded for this mesh
+    if loop_state["best_step"] is not None:
+      _check_kept(checkpointer, loop_state["best_step"], run_dir, f"step {latest}'s best epoch")
     logging.info(
       "%s: resuming from step %d (epoch %d, batch %d)",
       name,
@@ -469,7 +481,7 @@ def _train(
       "" if improved else " (no improvement)",
     )
     loop_state.update(epoch=epoch + 1, next_batch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
-    checkpointer.save(loop_state["step"], state, loop_state, score=score if improved else None)
+    checkpointer.save(loop_state["step"], state, loop_state)
 
   best_state, _ = _restore(checkpointer, loop_state["best_step"], state, fields, mesh)
   del state  # its tables are released before the model takes the best state's

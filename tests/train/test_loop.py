@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
+from mec_jax.errors import ArtifactError
 from mec_jax.layers import FieldEmbedding
 from mec_jax.models import registry
 from mec_jax.train import loop
@@ -104,6 +106,41 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
   assert resumed.metrics() == pytest.approx(reference.metrics(), abs=1e-6)
   for a, b in zip(resumed.history, reference.history, strict=True):
     assert a["valid_auc"] == pytest.approx(b["valid_auc"], abs=1e-6)
+
+
+def test_kills_after_the_best_epoch_resume_to_the_uninterrupted_run(tmp_path):
+  # lr 0.1: epoch 1 (step 12) is the best, epochs 2-4 do not improve. Each rerun reopens the
+  # checkpoints; the best step must survive the saves after it (Orbax's BestN forgot it).
+  splits, config = _splits(), _config(learning_rate=0.1, epochs=4, patience=3)
+  reference = loop.fit(_model(), splits, train_config=config, workdir=str(tmp_path / "a"))
+  assert reference.best_step == 12 and reference.steps == 48
+  for kill in (26, 41):  # resumes from 25, then from 40
+    with pytest.raises(Kill):
+      loop.fit(
+        _model(), splits, train_config=config, workdir=str(tmp_path / "b"), on_step=_kill_at(kill)
+      )
+  resumed = loop.fit(_model(), splits, train_config=config, workdir=str(tmp_path / "b"))
+  assert resumed.best_step == 12 and resumed.steps == reference.steps
+  assert resumed.metrics() == pytest.approx(reference.metrics(), abs=1e-6)
+  kept = sorted(
+    int(d) for d in os.listdir(tmp_path / "b" / "pretrain" / "checkpoints") if d.isdigit()
+  )
+  assert kept == [12, 45, 48]
+
+
+def test_missing_best_checkpoint_is_named(tmp_path):
+  """A run directory whose best step is gone (deleted by an older mec_jax) says so, by name."""
+  splits, config = _splits(), _config(learning_rate=0.1, epochs=2)
+  assert loop.fit(_model(), splits, train_config=config, workdir=str(tmp_path)).best_step == 12
+  run = tmp_path / "pretrain"
+  shutil.rmtree(run / "checkpoints" / "12")
+  with pytest.raises(
+    ArtifactError, match=r"finished run's best epoch \(step 12\) is missing.*delete"
+  ):
+    loop.fit(_model(), splits, train_config=config, workdir=str(tmp_path))
+  os.remove(run / "result.json")  # killed before the end: resumes from step 24
+  with pytest.raises(ArtifactError, match=r"step 24's best epoch \(step 12\) is missing \(avail"):
+    loop.fit(_model(), splits, train_config=config, workdir=str(tmp_path))
 
 
 def test_finished_run_is_restored_not_retrained(tmp_path):

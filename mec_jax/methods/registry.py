@@ -1,0 +1,59 @@
+"""The `compress.method` values: one `Method` each, and the checks of the ``compress.*`` keys."""
+
+from __future__ import annotations
+
+from mec_jax.compression.rowwise import SCALE_DTYPES
+from mec_jax.errors import ConfigError
+from mec_jax.layers.hashed import HASH_FUNCTIONS
+from mec_jax.layers.qr import COMBINES
+from mec_jax.methods import hash as hashing
+from mec_jax.methods import pq, qr, rowwise
+from mec_jax.methods.base import Artifact, Method
+
+REGISTRY: dict[str, Method] = {
+  "pq": pq.METHOD,
+  "hash": hashing.METHOD,
+  "qr": qr.METHOD,
+  "int8": rowwise.METHODS[8],
+  "int4": rowwise.METHODS[4],
+}
+INIT_TABLES = ("stage_a", "random")
+
+
+def names() -> tuple[str, ...]:
+  """The registered `compress.method` values."""
+  return tuple(REGISTRY)
+
+
+def get(name: str) -> Method:
+  """The method registered as ``name`` (ConfigError naming the choices otherwise)."""
+  try:
+    return REGISTRY[name]
+  except KeyError:
+    raise ConfigError(f"config.compress.method={name!r}; expected one of {names()}") from None
+
+
+def as_artifact(table) -> Artifact:
+  """``table`` as its method's `Artifact` class (e.g. a bare `CompressedTable` as a `PQTable`)."""
+  return get(table.method).artifact.of(table)
+
+
+def make_layer(table, *, rngs):
+  """The `Table` layer of a stage-B artifact of any method."""
+  return as_artifact(table).to_layer(rngs=rngs)
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the ``compress.*`` key that is out of range."""
+  c = config.compress
+  for key, value, choices in (
+    ("method", c.method, names()),
+    ("init_tables", c.init_tables, INIT_TABLES),
+    ("hash_function", c.hash_function, HASH_FUNCTIONS),
+    ("qr_combine", c.qr_combine, COMBINES),
+    ("scale_dtype", c.scale_dtype, SCALE_DTYPES),
+  ):
+    if value not in choices:
+      raise ConfigError(f"config.compress.{key}={value!r}; expected one of {choices}")
+  if not c.target_ratio >= 0:
+    raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")
