@@ -33,7 +33,6 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -65,10 +64,6 @@ SIZES = {
 
 # --------------------------------------------------------------------------- lowering counter
 
-_SCATTER = re.compile(
-  r'"?stablehlo\.scatter"?\(.*?<\{(?P<attrs>.*?)\}>\s*\(\{(?P<body>.*?)\}\)', re.DOTALL
-)
-
 
 def count_contended(stablehlo_text: str) -> int:
   """Scatters with an add reduction and ``unique_indices = false`` in StableHLO text.
@@ -83,12 +78,9 @@ def count_contended(stablehlo_text: str) -> int:
   Returns:
     The number of such scatter ops in the text.
   """
-  count = 0
-  for match in _SCATTER.finditer(stablehlo_text):
-    unique = re.search(r"unique_indices\s*=\s*true", match["attrs"]) is not None
-    adds = re.search(r"stablehlo\.add\b", match["body"]) is not None
-    count += adds and not unique
-  return count
+  from mec_jax.ops.lowering import contended_scatter_adds  # the one definition
+
+  return contended_scatter_adds(stablehlo_text)
 
 
 def _bench_module(name: str):

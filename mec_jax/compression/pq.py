@@ -35,6 +35,7 @@ from mec_jax.compression.table import (  # noqa: F401  (re-exported: pq.usage_en
   packed_nbytes,
   usage_entropy,
 )
+from mec_jax.ops import take_rows
 
 
 def split_subspaces(x: jax.Array, num_subspaces: int) -> jax.Array:
@@ -65,9 +66,14 @@ def nearest_codes(sub: jax.Array, codebooks: jax.Array) -> jax.Array:
 
 
 def lookup(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
-  """``[..., M, s]`` codewords for ``codes [..., M]``."""
-  num_subspaces = codebooks.shape[0]
-  return codebooks[jnp.arange(num_subspaces), codes]
+  """``[..., M, s]`` codewords for ``codes [..., M]``.
+
+  One lookup in the codebooks flattened to ``[M * K, s]`` (row ``m * K + code``), so the gradient
+  w.r.t. the codebooks is one contention-free segment sum (`mec_jax.ops.take_rows`).
+  """
+  num_subspaces, codebook_size, sub_dim = codebooks.shape
+  rows = jnp.asarray(codes, jnp.int32) + codebook_size * jnp.arange(num_subspaces, dtype=jnp.int32)
+  return take_rows(codebooks.reshape(-1, sub_dim), rows)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))

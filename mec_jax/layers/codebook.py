@@ -18,6 +18,7 @@ from flax import nnx
 
 from mec_jax.compression.table import CompressedTable, code_dtype
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 
 class Codes(nnx.Variable):
@@ -135,10 +136,19 @@ class CodebookEmbed(nnx.Module):
     ids = lookup_ids(ids, self.vocab_size, self.oov_id, "CodebookEmbed")
     return self.codes[...][ids].astype(jnp.int32)
 
+  def _rows(self, codes: jax.Array) -> jax.Array:
+    """``codes [..., M]`` -> rows ``m * K + code`` of the codebooks flattened to ``[M * K, ...]``.
+
+    One flat lookup per call, so the backward pass is one contention-free segment sum over all
+    M sub-spaces (`mec_jax.ops.take_rows`): K rows get the whole batch, the worst collisions.
+    """
+    return codes + self.codebook_size * jnp.arange(self.num_subspaces, dtype=codes.dtype)
+
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., M * s]``: concatenation of the selected codewords."""
     codes = self._codes(ids)
-    vectors = self.codebooks[...][jnp.arange(self.num_subspaces), codes]  # [..., M, s]
+    flat = self.codebooks[...].reshape(-1, self.subspace_dim)  # [M * K, s]
+    vectors = take_rows(flat, self._rows(codes))  # [..., M, s]
     return vectors.reshape(*codes.shape[:-1], self.dim)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
@@ -146,7 +156,7 @@ class CodebookEmbed(nnx.Module):
     codes = self._codes(ids)
     if self.first_order_codebook is None:
       return jnp.zeros(codes.shape[:-1], jnp.float32)
-    return self.first_order_codebook[...][jnp.arange(self.num_subspaces), codes].sum(-1)
+    return take_rows(self.first_order_codebook[...].reshape(-1), self._rows(codes)).sum(-1)
 
   def to_table(self, **meta) -> CompressedTable:
     """The current codes and (trained) codebooks as a `CompressedTable`."""

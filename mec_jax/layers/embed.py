@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 CHUNKED_INIT_ROWS = 1 << 20  # tables above this many rows are drawn chunk by chunk ...
 INIT_CHUNK_ROWS = 1 << 16  # ... of this many rows
@@ -45,7 +46,8 @@ class Embed(nnx.Module):
   FuxiCTR default of 1e-4 keeps the initial FM/cross terms tiny); first-order weights start at 0.
 
   Ids outside ``[0, vocab_size)`` read the row of ``oov_id`` (the id policy of
-  `mec_jax.layers.base`, shared with `CodebookEmbed`).
+  `mec_jax.layers.base`, shared with `CodebookEmbed`). Lookups are `mec_jax.ops.take_rows`: their
+  gradient is a segment sum without contended atomic adds on accelerators.
 
   Attributes:
     vocab_size: number of ids.
@@ -87,7 +89,7 @@ class Embed(nnx.Module):
     Returns:
       float32 ``[..., dim]``.
     """
-    return jnp.take(self.embedding[...], self._ids(ids), axis=0)
+    return take_rows(self.embedding[...], self._ids(ids))
 
   def _ids(self, ids) -> jax.Array:
     return lookup_ids(ids, self.vocab_size, self.oov_id, "Embed")
@@ -97,7 +99,7 @@ class Embed(nnx.Module):
     ids = self._ids(ids)
     if self.bias is None:
       return jnp.zeros(ids.shape, jnp.float32)
-    return jnp.take(self.bias[...], ids, axis=0)
+    return take_rows(self.bias[...], ids)
 
   def as_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Host copies: (embedding ``[vocab_size, dim]``, bias ``[vocab_size]`` or None)."""

@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 HASH_FUNCTIONS = ("universal", "mod")
 FLOAT_BYTES = 4
@@ -159,11 +160,11 @@ class HashedEmbed(nnx.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
-    return jnp.take(self.hashed_rows[...], self._buckets(ids), axis=0)
+    return take_rows(self.hashed_rows[...], self._buckets(ids))
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
     buckets = self._buckets(ids)
     if self.hashed_first_order is None:
       return jnp.zeros(buckets.shape, jnp.float32)
-    return jnp.take(self.hashed_first_order[...], buckets, axis=0)
+    return take_rows(self.hashed_first_order[...], buckets)

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
 FLOAT_BYTES = 4
@@ -154,7 +155,8 @@ class QREmbed(nnx.Module):
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
     q, r = self._split(ids)
-    return combine_rows(self.quotient_rows[...][q], self.remainder_rows[...][r], self.combine)
+    quotient = take_rows(self.quotient_rows[...], q)
+    return combine_rows(quotient, take_rows(self.remainder_rows[...], r), self.combine)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
@@ -162,4 +164,4 @@ class QREmbed(nnx.Module):
     if self.qr_first_order is None:
       return jnp.zeros(q.shape, jnp.float32)
     weights = self.qr_first_order[...]
-    return weights[q] + weights[self.quotient_rows.shape[0] + r]
+    return take_rows(weights, q) + take_rows(weights, self.quotient_rows.shape[0] + r)

@@ -23,6 +23,7 @@ from mec_jax.compression.rowwise import (
   rowwise_nbytes,
 )
 from mec_jax.layers.base import lookup_ids
+from mec_jax.ops import take_rows
 
 FLOAT_BYTES = 4
 
@@ -143,8 +144,8 @@ class RowwiseQuantEmbed(nnx.Module):
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``: ``offset + scale * values`` of each id's row."""
     ids = self._ids(ids)
-    scale = self._stored(self.row_scale)[ids]
-    offset = self._stored(self.row_offset)[ids]
+    scale = take_rows(self._stored(self.row_scale), ids)
+    offset = take_rows(self._stored(self.row_offset), ids)
     return dequantize_rows(self.values[...][ids], scale, offset)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
@@ -152,4 +153,4 @@ class RowwiseQuantEmbed(nnx.Module):
     ids = self._ids(ids)
     if self.rowwise_first_order is None:
       return jnp.zeros(ids.shape, jnp.float32)
-    return self.rowwise_first_order[...][ids]
+    return take_rows(self.rowwise_first_order[...], ids)

@@ -8,7 +8,8 @@ kept in ``TrainState.sparse`` together with their row-wise optimizer state
 1. ``uniq, inv = unique(ids[:, f])`` (static size = batch; padding id = the table's row count);
 2. gathers the touched rows ``[U, d]`` (and ``[U]`` biases);
 3. runs the unchanged backbone on a model whose table *is* that block, with ``ids[:, f]``
-   replaced by ``inv`` — so the gradient w.r.t. the block is the segment-summed row gradient;
+   replaced by ``inv`` — so the gradient w.r.t. the block is the segment-summed row gradient
+   (`mec_jax.ops.take_rows`: no contended atomic adds on accelerators);
 4. writes the updated rows and their optimizer state back with a scatter on donated buffers.
 
 Nothing of size V is read, written or copied per step beyond the touched rows.
@@ -33,6 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mec_jax.layers.embed import Embed
+from mec_jax.ops import unique_with_inverse
 from mec_jax.train import row_optimizers
 
 
@@ -197,7 +199,8 @@ def gather_rows(tables: Mapping[str, dict], ids: jax.Array, fields):
     arrays = tables[field.name]
     column = ids[:, field.field]
     fill = arrays["embedding"].shape[0]
-    uniq, inverse = jnp.unique(column, size=column.shape[0], fill_value=fill, return_inverse=True)
+    # Not jnp.unique: its inverse is an integer scatter-add (contended atomics on GPU).
+    uniq, inverse = unique_with_inverse(column, fill)
     ids = ids.at[:, field.field].set(inverse.reshape(column.shape).astype(ids.dtype))
     uniqs[field.name] = uniq
     blocks[field.name] = {k: jnp.take(v, uniq, axis=0, mode="clip") for k, v in arrays.items()}
