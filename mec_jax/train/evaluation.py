@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from mec_jax import mesh as meshes
 from mec_jax.data.loader import BatchLoader
 from mec_jax.layers.base import check_ids
 from mec_jax.train import metrics as metrics_lib
-from mec_jax.train import steps
 
 
 def check_split(split: Mapping[str, np.ndarray], model, name: str) -> None:
@@ -73,7 +73,7 @@ def predict(
   """
   size = eval_batch_size(batch_size, len(split["label"]), mesh)
   loader = BatchLoader(split, size, shuffle=False, pad_to_batch=True, prefetch=2)
-  outputs = [eval_step(params, other, steps.shard_batch(b, mesh)) for b in loader.iterator()]
+  outputs = [eval_step(params, other, meshes.shard_batch(b, mesh)) for b in loader.iterator()]
   probs, labels, masks = (np.concatenate([_to_host(out[i]) for out in outputs]) for i in range(3))
   keep = masks > 0
   return probs[keep], labels[keep]

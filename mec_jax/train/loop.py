@@ -31,10 +31,12 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
+from mec_jax import mesh as meshes
 from mec_jax.data.loader import BatchLoader
 from mec_jax.errors import ArtifactError, ConfigError
 from mec_jax.train import distributed, sparse, steps
 from mec_jax.train import metrics as metrics_lib
+from mec_jax.train import optimizer as optim
 from mec_jax.train.checkpoint import Checkpointer
 from mec_jax.train.evaluation import check_split, evaluate_split
 from mec_jax.train.result import FitResult, load_result, result_path, write_json_atomic
@@ -207,11 +209,11 @@ def fit(
 
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
-  steps.log_lr_overrides(params, lr_overrides)
+  optim.log_lr_overrides(params, lr_overrides)
   fields = sparse.find_sparse_fields(
     model,
     min_rows=cfg.sparse_min_rows,
-    rate_of_path=lambda path: steps.learning_rate_of(path, cfg.learning_rate, lr_overrides),
+    rate_of_path=lambda path: optim.learning_rate_of(path, cfg.learning_rate, lr_overrides),
     sparse_learning_rate=cfg.sparse_learning_rate,
   )
   if fields:
@@ -221,11 +223,8 @@ def fit(
       cfg.sparse_optimizer,
       ", ".join(f"field {f.field} ({f.vocab_size:,} rows, lr {f.learning_rate:g})" for f in fields),
     )
-  tx = steps.make_optimizer(
-    cfg.learning_rate,
-    grad_clip_norm=cfg.grad_clip_norm,
-    weight_decay=cfg.weight_decay,
-    lr_overrides=lr_overrides,
+  tx = optim.make_optimizer(
+    cfg.learning_rate, weight_decay=cfg.weight_decay, lr_overrides=lr_overrides
   )
   state, shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=cfg.sparse_optimizer
@@ -333,7 +332,7 @@ def _train(
 ) -> FitResult:
   graphdef, rng_state, tx, fields, shardings = compiled
   log = _MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-  loop_state = _fresh_loop_state(steps.lr_scale(state.opt_state), sparse.row_shards(mesh))
+  loop_state = _fresh_loop_state(optim.lr_scale(state.opt_state), sparse.row_shards(mesh))
   latest = checkpointer.latest_step()
   if latest is not None:
     state, loop_state = _restore(checkpointer, latest, state, fields, mesh)
@@ -409,7 +408,7 @@ def _train(
     epoch_start = tick = time.time()
     tick_step = loop_state["step"]
     for batch in iterator:
-      state, loss = train_step(state, steps.shard_batch(batch, mesh))
+      state, loss = train_step(state, meshes.shard_batch(batch, mesh))
       loop_state["step"] += 1
       step = loop_state["step"]
       pending.append(loss)
@@ -456,7 +455,7 @@ def _train(
     else:
       loop_state["patience_counter"] += 1
       loop_state["lr_scale"] *= cfg.lr_decay
-      state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, loop_state["lr_scale"]))
+      state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, loop_state["lr_scale"]))
       loop_state["stopped"] = loop_state["patience_counter"] >= cfg.patience
     count = max(loop_state["epoch_loss_count"], 1)
     record = {
@@ -535,11 +534,11 @@ def evaluate_splits(
     ``{"<split>_auc", "<split>_logloss"}`` for every name.
   """
   batch_size = int(getattr(train_config, "eval_batch_size", TrainConfig.eval_batch_size))
-  mesh = mesh or steps.data_mesh()
+  mesh = mesh or meshes.data_mesh()
   model.eval()
   graphdef, params, rng_state, other = steps.split_model(model)
   eval_step = steps.make_eval_step(graphdef, rng_state, mesh)
-  state = jax.device_put({"params": params, "other": other}, steps.replicated(mesh))
+  state = jax.device_put({"params": params, "other": other}, meshes.replicated(mesh))
   out = {}
   for split in names:
     if split not in splits:
