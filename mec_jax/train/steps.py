@@ -75,7 +75,7 @@ def init_sharded_state(
 
   Args:
     params, other: from `split_model`.
-    tx: optimizer from `make_optimizer` (it sees only the non-sparse parameters).
+    tx: optimizer from `optimizer.make_optimizer` (it sees only the non-sparse parameters).
     mesh: device mesh.
     fields: `sparse.SparseField`s (from `sparse.find_sparse_fields`).
     sparse_optimizer: row-wise optimizer of the sparse tables.
@@ -83,11 +83,10 @@ def init_sharded_state(
   Returns:
     ``(state, shardings)``: sparse arrays row-sharded, everything else replicated.
   """
-  params, tables = sparse.split_tables(params, fields, sparse.row_shards(mesh))
-  state = init_train_state(
-    params, other, tx, sparse.init_sparse_state(tables, fields, sparse_optimizer)
-  )
-  shardings = sparse.state_shardings(state, mesh)
+  tables = sparse.SparseTables(tuple(fields), sparse_optimizer, mesh)
+  params, sparse_state = tables.split(params)
+  state = init_train_state(params, other, tx, sparse_state)
+  shardings = tables.shardings(state)
   return jax.device_put(state, shardings), shardings
 
 
@@ -163,12 +162,11 @@ def make_train_step(
   Returns:
     The jitted step; ``loss`` is the un-regularized mean BCE of the batch (float32 scalar).
   """
-  sparse_fields = tuple(sparse_fields)
-  trainable = tuple(f for f in sparse_fields if not f.frozen)
+  tables = sparse.SparseTables(tuple(sparse_fields), sparse_optimizer, mesh)
+  trainable = tuple(f.name for f in tables.fields if not f.frozen)
 
   def loss_fn(params, blocks, frozen_blocks, state: TrainState, batch):
-    if sparse_fields:
-      params = sparse.merge_tables(params, blocks | frozen_blocks, sparse_fields)
+    params = tables.merge(params, blocks | frozen_blocks)
     # copy=True: fresh Variables of this trace, which reseed and batch norm may mutate.
     model = nnx.merge(graphdef, params, rng_state, state.other, copy=True)
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, state.step))
@@ -182,29 +180,18 @@ def make_train_step(
     return total, (loss, other)
 
   def step(state: TrainState, batch):
-    uniqs, blocks = {}, {}
-    if sparse_fields:
-      uniqs, ids, blocks = sparse.gather_rows(
-        sparse.tables_of(state.sparse), batch["ids"], sparse_fields
-      )
-      batch = {**batch, "ids": ids}
-    train_blocks = {f.name: blocks[f.name] for f in trainable}
-    frozen_blocks = {f.name: blocks[f.name] for f in sparse_fields if f.frozen}
+    uniqs, ids, blocks = tables.gather(sparse.tables_of(state.sparse), batch["ids"])
+    batch = {**batch, "ids": ids}
+    train_blocks = {name: block for name, block in blocks.items() if name in trainable}
+    frozen_blocks = {name: block for name, block in blocks.items() if name not in trainable}
     (grads, block_grads), (loss, other) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
       state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch
     )
     grads, block_grads = clip_by_global_norm((grads, block_grads), grad_clip_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    sparse_state = sparse.apply_row_updates(
-      state.sparse,
-      uniqs,
-      block_grads,
-      trainable,
-      sparse_optimizer,
-      lr_scale_array(state.opt_state),
-      weight_decay=weight_decay,
-    )
+    scale = lr_scale_array(state.opt_state)
+    sparse_state = tables.update(state.sparse, uniqs, block_grads, scale, weight_decay)
     new_state = state.replace(
       step=state.step + 1, params=params, other=other, opt_state=opt_state, sparse=sparse_state
     )
@@ -228,13 +215,12 @@ def make_eval_step(graphdef, rng_state: nnx.State, mesh, *, sparse_fields=()):
   gathered. Outputs stay sharded on ``data``; ``mask`` is all ones when the batch has none.
   """
   sparse_fields = tuple(sparse_fields)
+  tables = sparse.SparseTables(sparse_fields, row_optimizers.DEFAULT_SPARSE_OPTIMIZER, mesh)
 
   def eval_step(params, other, batch):
-    ids = batch["ids"]
-    if sparse_fields:
-      params, tables = sparse.split_tables(params, sparse_fields)
-      _, ids, blocks = sparse.gather_rows(tables, ids, sparse_fields)
-      params = sparse.merge_tables(params, blocks, sparse_fields)
+    params, full_tables = tables.take_out(params)
+    _, ids, blocks = tables.gather(full_tables, batch["ids"])
+    params = tables.merge(params, blocks)
     model = nnx.merge(graphdef, params, rng_state, other, copy=True)
     probs = jax.nn.sigmoid(model(ids, batch["values"]).astype(jnp.float32))
     mask = batch.get("mask", jnp.ones_like(batch["label"]))
