@@ -78,5 +78,5 @@ def dense_param_count(model) -> int:
   total = 0
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     if "embedding" not in path:
-      total += int(np.prod(var[...].shape))
+      total += int(np.prod(var.get_value().shape))  # a ShapeDtypeStruct in an abstract model
   return total

@@ -182,7 +182,7 @@ def run_export(config, dataset, wd: Workdir, kept, pretrained, report: dict) -> 
   names = dataset.feature_map.names
   platforms = tuple(config.export.platforms)
   meta = {"dataset": report["dataset"], "source": report["compressed"]["source"]}
-  staging = wd.export + ".new"
+  staging = wd.export_staging
   writer.export_model(
     kept, staging, field_names=names, platforms=platforms,
     meta=meta | {"model": report["model"], "metrics": report["compressed"]},

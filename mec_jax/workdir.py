@@ -114,6 +114,7 @@ class Workdir:
     self.swap = os.path.join(self.root, "swap", "result.json")
     self.finetuned_tables = os.path.join(self.root, "finetune", "tables")
     self.export = os.path.join(self.root, "export")
+    self.export_staging = self.export + ".new"  # written in full, then renamed to export/
 
   def table(self, field: str) -> str:
     """``pretrain/tables/<field>.npz``: stage A's table of ``field``."""

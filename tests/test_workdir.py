@@ -165,3 +165,18 @@ def test_a_key_added_with_a_new_behaviour_binds_at_its_old_value(tmp_path, key, 
   config[section][name] = new_value
   with pytest.raises(ConfigError, match=rf"config.{key}: {old_value!r} -> {new_value!r}"):
     workdir_lib.check(config, root)
+
+
+def test_workdir_layout_names_every_artifact(tmp_path):
+  from mec_jax import methods
+
+  wd = workdir_lib.Workdir(str(tmp_path))
+  root = str(tmp_path)
+  assert wd.table("cat 0/x") == os.path.join(root, "pretrain", "tables", "cat_0_x.npz")
+  assert wd.compressed("cat0") == os.path.join(root, "quantize", "cat0.npz")
+  assert wd.artifact(methods.get("pq"), "cat0") == wd.compressed("cat0")
+  assert wd.artifact(methods.get("hash"), "cat0") == os.path.join(root, "quantize", "cat0.hash.npz")
+  assert wd.finetuned("cat0") == os.path.join(root, "finetune", "tables", "cat0.npz")
+  assert wd.swap == os.path.join(root, "swap", "result.json")
+  assert wd.stages == os.path.join(root, "stages.json")
+  assert os.path.dirname(wd.export_staging) == root
