@@ -128,7 +128,7 @@ def build_random(workdir: str, vocab_sizes: list[int], dim: int, num_subspaces: 
   from flax import nnx
 
   from configs import default
-  from mec_jax import pipeline
+  from mec_jax import model_factory
   from mec_jax.export import writer
   from mec_jax.layers import CodebookEmbed
   from mec_jax.layers.embed import Embed
@@ -143,10 +143,10 @@ def build_random(workdir: str, vocab_sizes: list[int], dim: int, num_subspaces: 
   names = [f"f{i}" for i in range(len(vocab_sizes))]
   export_dir = os.path.join(workdir, "export")
   writer.export_model(
-    pipeline.build_model("deepfm", compressed, config, 0), export_dir, field_names=names
+    model_factory.build_model("deepfm", compressed, config, 0), export_dir, field_names=names
   )
   writer.export_model(
-    pipeline.build_model("deepfm", full, config, 0),
+    model_factory.build_model("deepfm", full, config, 0),
     os.path.join(export_dir, "full"),
     field_names=names,
   )
