@@ -20,21 +20,22 @@ mec_jax's OOV id, as they would in mec_jax. ``id_order.json`` lets the folder be
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 
 import ml_collections
 import numpy as np
-from absl import app, flags
 from flax import nnx
 
 from mec_jax import external, methods
 from mec_jax.compression.table import CompressedTable
-from mec_jax.methods.base import compressed_fields
-from mec_jax.pipeline import Workdir
 from mec_jax.data import load_dataset
 from mec_jax.data.datasets import fuxictr
 from mec_jax.errors import ArtifactError, ConfigError
+from mec_jax.methods.base import compressed_fields
+from mec_jax.pipeline import Workdir
 
 BLOCK_ROWS = 65_536  # rows decoded at a time
 
@@ -117,24 +118,21 @@ def write_fuxictr_tables(workdir: str, out: str) -> dict:
   return record
 
 
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "A finished run's work directory (data.name=fuxictr)."
-)
-_OUT = flags.DEFINE_string("out", None, "Directory to write the tables in FuxiCTR's id order.")
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not _WORKDIR.value or not _OUT.value:
-    raise app.UsageError("--workdir and --out are required")
+def main(argv: list[str] | None = None) -> int:
+  """``python -m mec_jax.fuxictr_export --workdir=DIR --out=OUT``; a failure is one line, exit 1."""
+  parser = argparse.ArgumentParser(prog="python -m mec_jax.fuxictr_export", description=__doc__)
+  parser.add_argument("--workdir", required=True, help="a finished run on data.name=fuxictr")
+  parser.add_argument("--out", required=True, help="directory to write, FuxiCTR's id order")
+  args = parser.parse_args(argv)
   try:
-    record = write_fuxictr_tables(_WORKDIR.value, _OUT.value)
-  except (ValueError, OSError) as err:  # MecError is a ValueError: one line, no traceback
-    raise SystemExit(f"mec_jax.fuxictr_export: {err}") from None
-  print(f"{_OUT.value}: {len(record['fields'])} field(s) in FuxiCTR's id order: ", end="")
-  print(", ".join(f"{n} [{f['vocab_size']}]" for n, f in record["fields"].items()))
+    record = write_fuxictr_tables(args.workdir, args.out)
+  except (ValueError, OSError) as err:  # MecError is a ValueError
+    print(f"mec_jax.fuxictr_export: {err}", file=sys.stderr)
+    return 1
+  fields = ", ".join(f"{n} [{f['vocab_size']}]" for n, f in record["fields"].items())
+  print(f"{args.out}: {len(record['fields'])} field(s) in FuxiCTR's id order: {fields}")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())
