@@ -80,3 +80,14 @@ def test_recorded_order_is_read_and_checked(tmp_path):
   (tmp_path / "id_order.json").write_text('{"id_order": "shuffled"}')
   with pytest.raises(DataError, match=r"id_order\.json: id_order is 'shuffled'"):
     external.recorded_order(str(tmp_path))
+
+
+def test_external_index_binds_a_workdir_only_with_external_tables():
+  """Its default changed (dataset -> auto): work directories without external tables stay usable."""
+  from mec_jax import workdir_config
+  from mec_jax.configs import default
+
+  config = default.get_config()
+  assert "pretrain.external_index" not in workdir_config.stage_fingerprints(config)["pretrain"]
+  config.pretrain.external_tables = "/tables"
+  assert workdir_config.stage_fingerprints(config)["pretrain"]["pretrain.external_index"] == "auto"
