@@ -10,6 +10,8 @@ dataset folder the run read (``data.dir``, `mec_jax.data.datasets.fuxictr.id_map
   <field>_codes.npy       uint [V, M]     (compress.method=pq) the codes of each FuxiCTR id (PAD:
                                           those of the OOV id); decoded row =
   <field>_codebooks.npy   float32 [M, K, d/M]   concat_m codebooks[m, codes[id, m]]
+  <field>_first_order.npy float32 [V]     (pq, when the table has first-order weights) each id's
+                                          first-order (LR) weight, PAD 0: FuxiCTR's lr_layer table
   id_order.json           {"id_order": "fuxictr", "dataset_id", "method", "fields": {...}}
 
 ``V`` is FuxiCTR's ``vocab_size`` of the field in ``feature_map.json``. FuxiCTR ids that never
@@ -110,6 +112,12 @@ def write_fuxictr_tables(workdir: str, out: str) -> dict:
       files |= {"codes": f"{spec.name}_codes.npy", "codebooks": f"{spec.name}_codebooks.npy"}
       _save(os.path.join(out, files["codes"]), art.codes[mapping])
       _save(os.path.join(out, files["codebooks"]), np.asarray(art.codebooks, np.float32))
+      weights = art.first_order_weights()
+      if weights is not None:  # FM-family first-order (LR) weights, compressed the same way
+        files["first_order"] = f"{spec.name}_first_order.npy"
+        weights = weights[mapping].astype(np.float32)
+        weights[0] = 0.0
+        _save(os.path.join(out, files["first_order"]), weights)
     record["fields"][spec.name] = {"vocab_size": len(mapping), "pad_id": 0, "files": files}
   tmp = os.path.join(out, external.ORDER_FILE + ".tmp")
   with open(tmp, "w") as fh:

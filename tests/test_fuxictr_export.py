@@ -43,7 +43,12 @@ def round_trip(tmp_path_factory):
   for name in FIELDS:
     fx_tables[name] = rng.normal(size=(len(written["vocabs"][name]), 4)).astype(np.float32)
     fx_tables[name][0] = 0.0  # FuxiCTR's PAD row
-    np.save(root / "dumps" / f"{name}_embedding.npy", fx_tables[name])
+    if name == "user":  # with a FuxiCTR LR table's first-order weights, PAD row 0 too
+      bias = rng.normal(size=len(fx_tables[name])).astype(np.float32)
+      bias[0] = 0.0
+      np.savez(root / "dumps" / f"{name}.npz", embedding=fx_tables[name], bias=bias)
+    else:
+      np.save(root / "dumps" / f"{name}_embedding.npy", fx_tables[name])
   config.pretrain.external_tables = str(root / "dumps")
   workdir, out = str(root / "run"), str(root / "back")
   pipeline.run(config, workdir)
@@ -73,6 +78,12 @@ def test_written_rows_are_the_compressed_rows_in_fuxictr_id_order(round_trip):
     np.testing.assert_array_equal(codes, table.codes[fx_to_ours])
     by_codes = np.concatenate([codebooks[m, codes[:, m]] for m in range(codes.shape[1])], axis=1)
     np.testing.assert_allclose(by_codes[1:], decoded[1:], rtol=1e-5, atol=1e-6)
+    weights = table.first_order_weights()
+    # DeepFM has first-order terms: compressed too, written beside the rows.
+    assert weights is not None and "first_order" in record["fields"][name]["files"]
+    first_order = np.load(os.path.join(out, f"{name}_first_order.npy"))
+    np.testing.assert_allclose(first_order[1:], weights[fx_to_ours[1:]], rtol=1e-5, atol=1e-6)
+    assert first_order[0] == 0.0
     # Aligned with the FuxiCTR table that went in: each id's row is nearer its own original row
     # than the rows one id over (what a shift by one would give).
     error = np.mean((decoded[1:] - fx_tables[name][1:]) ** 2)
