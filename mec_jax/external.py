@@ -262,7 +262,12 @@ def write_stage_a_tables(config, dataset: EncodedDataset, table_path: Callable[[
       if checked:
         raise DataError(f"{message}: {_FIX[kind]}")
       logging.warning("%s (pretrain.external_index=%s is kept as set)", message, kind)
-    arrays = _validate(source, spec.name, arrays, rows, config.model.embed_dim)
+    try:
+      arrays = _validate(source, spec.name, arrays, rows, config.model.embed_dim)
+    except DataError as err:
+      if problem:  # the shape error of an explicit external_index: say which key fixes it
+        raise DataError(f"{err}; it {problem}: {_FIX[kind]}") from None
+      raise
     if maps is not None:
       arrays = reindex_rows(arrays, maps[spec.name], spec.vocab_size)
     if "counts" not in arrays and spec.counts is not None:

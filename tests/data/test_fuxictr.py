@@ -194,7 +194,9 @@ def test_fuxictr_indexed_tables_are_reindexed_for_stage_b(fuxictr_config, tmp_pa
       np.testing.assert_array_equal(arrays["embedding"][oov], fx_tables[name][vocab["__OOV__"]])
   config.pretrain.external_index = "dataset"  # FuxiCTR-sized rows, read as mec_jax ids: no
   np.save(tables / "user_embedding.npy", np.zeros((len(written["vocabs"]["user"]) + 1, 4)))
-  with pytest.raises(DataError, match=r"user_embedding\.npy: embedding of field 'user'"):
+  with pytest.raises(
+    DataError, match=r"user_embedding\.npy: embedding of field 'user'.*external_index=fuxictr"
+  ):
     external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "again" / f"{f}.npz"))
 
 
