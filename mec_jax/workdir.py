@@ -189,6 +189,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def stage_fingerprints(config) -> dict[str, dict]:
   flat = _flatten(config.to_dict())
+  if not flat.get("pretrain.external_tables"):  # no external tables: their row order means nothing
+    flat.pop("pretrain.external_index", None)  # (and its default changed from "dataset" to "auto")
   prints = {}
   for stage, (sections, excluded) in _STAGE_SECTIONS.items():
     prints[stage] = {

@@ -99,7 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Directory of tables trained elsewhere (<field>_embedding.npy or <field>.npz with embedding
   # [, counts, bias]): stage B compresses them instead of stage A's (mec_jax/external.py).
   pretrain.external_tables = ""
-  pretrain.external_index = "dataset"  # rows of external tables: "dataset" ids | "fuxictr" ids
+  # Row order of those tables: auto (id_order.json, else fuxictr on data.name=fuxictr, else
+  # dataset; checked) | dataset (mec_jax's ids) | fuxictr (FuxiCTR's ids, PAD row 0)
+  pretrain.external_index = "auto"
 
   # --- stage B ------------------------------------------------------------------------------------
   config.quantize = q = ml_collections.ConfigDict()
