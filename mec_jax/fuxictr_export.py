@@ -37,7 +37,7 @@ from mec_jax.data import load_dataset
 from mec_jax.data.datasets import fuxictr
 from mec_jax.errors import ArtifactError, ConfigError
 from mec_jax.methods.base import compressed_fields
-from mec_jax.pipeline import Workdir
+from mec_jax.workdir import Workdir
 
 BLOCK_ROWS = 65_536  # rows decoded at a time
 

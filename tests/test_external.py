@@ -84,7 +84,7 @@ def test_recorded_order_is_read_and_checked(tmp_path):
 
 def test_external_index_binds_a_workdir_only_with_external_tables():
   """Its default changed (dataset -> auto): work directories without external tables stay usable."""
-  from mec_jax import workdir_config
+  from mec_jax import workdir as workdir_config
   from mec_jax.configs import default
 
   config = default.get_config()
