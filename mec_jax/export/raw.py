@@ -31,9 +31,14 @@ def _missing(column: np.ndarray) -> np.ndarray:
 
 def _numbers(name: str, column: np.ndarray, dtype: str) -> np.ndarray:
   """float64 ``[rows]``, NaN where missing (blank strings too), rounded through ``dtype``."""
-  if column.dtype.kind in "US":
-    column = column.astype(object)
-  if column.dtype.kind == "O":
+  if column.dtype.kind in "US":  # numpy parses the strings itself: no Python loop
+    blank = np.char.strip(column.astype(str)) == ""
+    out = np.full(len(column), np.nan)
+    try:
+      out[~blank] = column[~blank].astype(np.float64)
+    except ValueError as err:
+      raise ValueError(f"column {name!r}: expected numbers or blanks ({err})") from None
+  elif column.dtype.kind == "O":
     blank = _missing(column) | np.fromiter(
       (isinstance(v, str) and not v.strip() for v in column), bool, len(column)
     )

@@ -37,7 +37,8 @@ def criteo_run(tmp_path_factory):
   config = smoke.get_config()
   config.data.name, config.data.dir = "criteo_kaggle", str(SAMPLE)
   config.data.min_count = 2  # rare values share the OOV id
-  config.quantize.min_vocab = 100
+  config.quantize.min_vocab = 250  # 4 fields compressed
+  config.quantize.variant = "kmeans"  # stage B without training: this test is about serving
   config.train.epochs = 1
   config.quantize.epochs = 1
   workdir = tmp_path_factory.mktemp("criteo") / "run"
