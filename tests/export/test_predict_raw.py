@@ -118,3 +118,29 @@ def test_tampered_vocabularies_are_one_artifact_error(criteo_run, tmp_path, case
   with pytest.raises(ArtifactError, match=match) as info:
     export.load(str(copy))
   assert "\n" not in str(info.value)
+
+
+def test_frappe_raw_libfm_rows_encode_to_the_training_ids():
+  """libFM layout: a field's raw value is its global index (int or numeric string)."""
+  from mec_jax.data import preprocess
+  from mec_jax.export.raw import RawEncoder
+
+  directory = REPO / ".." / "shared" / "data" / "frappe"
+  if not directory.exists():
+    pytest.skip(f"{directory} not present")
+  config = smoke.get_config()
+  config.data.name, config.data.dir, config.data.min_count = "frappe", str(directory), 2
+  dataset = load_dataset(config.data, "")
+  encoder = RawEncoder(*preprocess.build(config.data, dataset.feature_map, dataset.stats))
+  lines = []
+  for name in ("frappe.validation.libfm", "frappe.test.libfm"):  # the reader's pooling order
+    lines += [line.split() for line in (directory / name).read_text().splitlines() if line.strip()]
+  rows = split_indices(len(lines), tuple(config.data.split_fractions), int(config.data.split_seed))
+  test = [lines[i] for i in rows["test"]]
+  names = dataset.feature_map.names
+  raw = {name: [line[j + 1].split(":")[0] for line in test] for j, name in enumerate(names)}
+  raw["user"] = [int(v) for v in raw["user"]]  # ints and numeric strings alike
+  ids, values = encoder(raw)
+  np.testing.assert_array_equal(ids, dataset.splits["test"]["ids"])
+  np.testing.assert_array_equal(values, 1.0)
+  assert (ids == np.array(dataset.feature_map.vocab_sizes) - 1).any()  # some OOV (min_count 2)
