@@ -21,7 +21,7 @@ from mec_jax import artifacts, external, methods, preflight, workdir_lock
 from mec_jax import report as report_lib
 from mec_jax import workdir as workdir_lib
 from mec_jax.config_checks import validate_config
-from mec_jax.data import EncodedDataset, fingerprint, load_dataset
+from mec_jax.data import EncodedDataset, fingerprint, load_dataset, preprocess
 from mec_jax.errors import ArtifactError
 from mec_jax.export import writer
 from mec_jax.model_factory import compressed_model, copy_matching_params, full_model
@@ -182,15 +182,17 @@ def run_export(config, dataset, wd: Workdir, kept, pretrained, report: dict) -> 
   names = dataset.feature_map.names
   platforms = tuple(config.export.platforms)
   meta = {"dataset": report["dataset"], "source": report["compressed"]["source"]}
+  raw = preprocess.build(config.data, dataset.feature_map, dataset.stats)  # re-reads train
   staging = wd.export_staging
   writer.export_model(
-    kept, staging, field_names=names, platforms=platforms,
+    kept, staging, field_names=names, platforms=platforms, preprocess=raw,
     meta=meta | {"model": report["model"], "metrics": report["compressed"]},
   )  # fmt: skip
   if config.export.full and pretrained is not None:
     writer.export_model(
       pretrained, os.path.join(staging, "full"), field_names=names, platforms=platforms,
       meta={"dataset": report["dataset"], "model": config.pretrain.model, "metrics": report["full"]},
+      preprocess=raw,
     )  # fmt: skip
   if os.path.exists(wd.export):
     shutil.rmtree(wd.export)

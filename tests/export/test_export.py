@@ -256,7 +256,7 @@ def _tamper(directory: Path, case: str) -> None:
     ("manifest:no-digests", r"manifest\.json: .*lacks keys \['sha256'\]"),
     ("manifest:vocab_size", r"manifest\.json: section 'fields' differs from its recorded SHA"),
     ("manifest:renamed", r"manifest\.json: section 'fields' differs from its recorded SHA"),
-    ("manifest:version", r"manifest\.json: format_version 1, expected 2"),
+    ("manifest:version", r"manifest\.json: format_version 1, expected 3"),
     ("program:flipped", r"model\.stablehlo: SHA-256 differs from the one manifest\.json records"),
     ("program:truncated", r"model\.stablehlo: SHA-256 differs"),
     ("program:missing", r"model\.stablehlo: unreadable \(No such file or directory\); export"),
