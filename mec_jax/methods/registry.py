@@ -57,5 +57,9 @@ def validate(config) -> None:
   ):
     if value not in choices:
       raise ConfigError(f"config.compress.{key}={value!r}; expected one of {choices}")
+  dim = config.model.embed_dim
+  for key in ("cce_columns", "robez_blocks"):
+    if not (1 <= c[key] <= dim and dim % c[key] == 0):
+      raise ConfigError(f"config.compress.{key}={c[key]}; expected a divisor of embed_dim={dim}")
   if not c.target_ratio >= 0:
     raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from mec_jax.compression import group_fit
-from mec_jax.errors import ConfigError
 from mec_jax.layers.hashed import hash_ids
 from mec_jax.layers.robez import RobeTable, first_order_size
 from mec_jax.methods import base, budget, files
@@ -59,11 +58,6 @@ def build_field(spec, table, bias, counts, config, size: int, seed: int) -> Robe
 def build(config, feature_map, ctx: base.StageB) -> dict[str, RobeArtifact]:
   """Stage B: the fields share the byte budget in proportion to their vocabularies."""
   fields = base.compressed_fields(config, feature_map)
-  dim, blocks = config.model.embed_dim, config.compress.robez_blocks
-  if blocks < 1 or dim % blocks:
-    raise ConfigError(
-      f"config.compress.robez_blocks={blocks}; expected a divisor of model.embed_dim={dim}"
-    )
   sizes = budget.plan_robez(
     [f.vocab_size for f in fields], budget.budget_bytes(config, feature_map)
   )
