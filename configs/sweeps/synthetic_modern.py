@@ -1,0 +1,20 @@
+"""CCE and ROBE-Z at 25x on the synthetic default, warm-started, with stage C (issue 23).
+
+Run: ``python -m mec_jax.experiments --config=configs/sweeps/synthetic_modern.py --workdir=DIR``.
+The settings of ``synthetic_stage_c.py`` (whose table holds full, PQ, hash and QR at 25x): warm
+start from stage A, stage-A weights frozen, the compressed tables trained at
+``finetune.codebook_learning_rate``; the swap-in is kept when it validates better.
+"""
+
+from configs import synthetic
+from configs.sweeps import SEEDS as SEEDS
+
+BUDGET = 25.0
+SWEEP = [
+  {"compress.method": method, "compress.target_ratio": BUDGET} for method in ("cce", "robez")
+]
+FINETUNE = True
+
+
+def get_config():
+  return synthetic.get_config()
