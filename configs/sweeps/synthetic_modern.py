@@ -3,7 +3,8 @@
 Run: ``python -m mec_jax.experiments --config=configs/sweeps/synthetic_modern.py --workdir=DIR``.
 The settings of ``synthetic_stage_c.py`` (whose table holds full, PQ, hash and QR at 25x): warm
 start from stage A, stage-A weights frozen, the compressed tables trained at
-``finetune.codebook_learning_rate``; the swap-in is kept when it validates better.
+``finetune.codebook_learning_rate``; the swap-in is kept when it validates better. Then both from
+scratch, as ``synthetic_stage_c.py``'s from-scratch hash cell.
 """
 
 from configs import synthetic
