@@ -13,6 +13,15 @@ from configs.sweeps import SEEDS as SEEDS
 BUDGET = 25.0
 SWEEP = [
   {"compress.method": method, "compress.target_ratio": BUDGET} for method in ("cce", "robez")
+] + [  # as their users train them: random tables, a fresh backbone, every weight trained
+  {
+    "compress.method": method,
+    "compress.target_ratio": BUDGET,
+    "compress.init_tables": "random",
+    "finetune.init_from_pretrain": False,
+    "finetune.codebook_learning_rate": 0.0,
+  }
+  for method in ("cce", "robez")
 ]
 FINETUNE = True
 
