@@ -39,9 +39,10 @@ import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from mec_jax import pipeline
+from mec_jax import model_factory, pipeline, report
 from mec_jax.data import load_dataset
 from mec_jax.train import loop
+from mec_jax.workdir import Workdir
 
 DATA_ROOT = _common.DATA_ROOT
 DATA_DIRS = {"frappe": "frappe", "movielens": "movielens_100k", "synthetic": None}
@@ -90,7 +91,7 @@ def cell_config(base, setting: str, variant: str):
   return config
 
 
-def run_cell(base, dataset, pretrained, stage_a: pipeline.Workdir, root: Path, cell: str, args):
+def run_cell(base, dataset, pretrained, stage_a: Workdir, root: Path, cell: str, args):
   setting, variant = cell.split("_", 1)
   summary_path = root / cell / "cell.json"
   finetune = variant in args.finetune_variants.split(",")
@@ -99,7 +100,7 @@ def run_cell(base, dataset, pretrained, stage_a: pipeline.Workdir, root: Path, c
     if not finetune or summary.get("finetune"):
       return summary
   config = cell_config(base, setting, variant)
-  wd = pipeline.Workdir(str(root / cell))
+  wd = Workdir(str(root / cell))
   wd.tables = stage_a.tables  # stage A is shared by every cell of this (dataset, seed)
   start = time.time()
   compressed = pipeline.run_quantize(config, dataset, wd)
@@ -111,13 +112,13 @@ def run_cell(base, dataset, pretrained, stage_a: pipeline.Workdir, root: Path, c
     "load": os.getloadavg()[0],
     "fields": {
       name: {k: v for k, v in fields.items() if k in FIELD_STATS}
-      for name, fields in pipeline.report_lib.compressed_fields_section(compressed).items()
+      for name, fields in report.compressed_fields_section(compressed).items()
     },
   }
   if finetune:
     _, result = pipeline.run_finetune(config, dataset, wd, pretrained, compressed)
-    summary["finetune"] = pipeline._metrics(result)
-  pipeline.report_lib.write_json_atomic(str(summary_path), summary)
+    summary["finetune"] = report.metrics_of(result)
+  report.write_json_atomic(str(summary_path), summary)
   return summary
 
 
@@ -131,7 +132,7 @@ def run_cold_full(base, dataset, pretrained, root: Path) -> dict:
   path = root / "cold_full" / "summary.json"
   if path.exists():
     return json.loads(path.read_text())
-  model = pipeline.full_model(base.pretrain.model, dataset, base, base.train.seed + 1)
+  model = model_factory.full_model(base.pretrain.model, dataset, base, base.train.seed + 1)
   frozen = {}
   for index in dataset.feature_map.fields_to_compress(base.quantize.min_vocab):
     source, target = pretrained.embedding.tables[index], model.embedding.tables[index]
@@ -147,19 +148,19 @@ def run_cold_full(base, dataset, pretrained, root: Path) -> dict:
     name="cold_full",
     lr_overrides=frozen,
   )
-  summary = pipeline._metrics(result)
-  pipeline.report_lib.write_json_atomic(str(path), summary)
+  summary = report.metrics_of(result)
+  report.write_json_atomic(str(path), summary)
   return summary
 
 
 def run_dataset_seed(dataset_name: str, seed: int, args) -> None:
   base = make_config(dataset_name, seed)
   root = Path(args.out) / f"{dataset_name}_s{seed}"
-  stage_a = pipeline.Workdir(str(root))
+  stage_a = Workdir(str(root))
   dataset = load_dataset(base.data, str(root / "cache"))
   start = time.time()
   pretrained, full = pipeline.run_pretrain(base, dataset, stage_a)
-  pipeline.report_lib.write_json_atomic(str(root / "full.json"), pipeline._metrics(full))
+  report.write_json_atomic(str(root / "full.json"), report.metrics_of(full))
   print(f"{dataset_name} seed {seed}: stage A {time.time() - start:.0f}s", flush=True)
   if args.cold_full:
     cold = run_cold_full(base, dataset, pretrained, root)

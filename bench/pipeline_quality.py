@@ -34,6 +34,7 @@ import _common
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mec_jax import pipeline
+from mec_jax.models import registry
 
 DATA_ROOT = _common.DATA_ROOT
 DATASETS = {"frappe": "frappe", "movielens": "movielens_100k"}  # config name -> data folder
@@ -154,7 +155,7 @@ def main() -> None:
       print(f"skipping {dataset}: {folder.resolve()} does not exist")
       continue
     for backbone in args.models.split(","):
-      if backbone not in pipeline.registry.MODEL_NAMES:
+      if backbone not in registry.MODEL_NAMES:
         parser.error(f"--models: unknown {backbone!r}; expected some of {MODELS}")
       rows.append((dataset, backbone, run_pair(dataset, backbone, args)))
   if not rows:

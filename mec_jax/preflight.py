@@ -37,7 +37,7 @@ def preflight(config, dataset: EncodedDataset, workdir) -> str | None:
   Args:
     config: the root config.
     dataset: the loaded dataset.
-    workdir: the run's `pipeline.Workdir` (paths of stage outputs).
+    workdir: the run's `mec_jax.workdir.Workdir` (paths of stage outputs).
 
   Returns:
     None, or (with ``quantize.allow_nothing_to_compress``) the sentence saying why no field
@@ -135,9 +135,7 @@ def check_stage_inputs(config, dataset: EncodedDataset, workdir, *, compress: bo
   # External tables stand in for stage A's run.
   external = bool(config.pretrain.external_tables)
   method = methods.get(config.compress.method)
-  stage_b = [
-    method.artifact_path(workdir.quantize, os.path.basename(workdir.table(n))) for n in names
-  ]
+  stage_b = [workdir.artifact(method, n) for n in names]
   outputs = {
     "pretrain": [] if external else [result_path(workdir.root, "pretrain")],
     "quantize": stage_b if compress else [],

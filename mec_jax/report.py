@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 
+from mec_jax import model_factory
 from mec_jax.compression.table import normalized_entropy
 from mec_jax.errors import ArtifactError, one_line
+from mec_jax.memory import field_memories, memory_report
 
 METRIC_KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
 
@@ -222,3 +225,90 @@ def write_plots(workdir: str, report: dict, tables: dict) -> list[str]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
   return paths
+
+
+# --- assembly -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunResults:
+  """What the stages of one run produced, for `assemble` (each None/empty when not run or absent).
+
+  Attributes:
+    full: stage A's `train.fit` result (or its metrics dict).
+    compressed: ``{field: methods.Artifact}`` of stage B.
+    finetune: stage C's `train.fit` result (or its metrics dict).
+    swap: the swap-in model's metrics (stage A's weights with stage B's tables, no training).
+    note: why nothing was compressed, if so.
+  """
+
+  full: object = None
+  compressed: dict = dataclasses.field(default_factory=dict)
+  finetune: object = None
+  swap: dict | None = None
+  note: str | None = None
+
+
+def metrics_of(result) -> dict | None:
+  """The `METRIC_KEYS` of a `train.fit` result or a metrics dict, as floats (None for None)."""
+  if result is None:
+    return None
+  values = result if isinstance(result, dict) else result.metrics()
+  return {k: float(v) for k, v in values.items() if k in METRIC_KEYS}
+
+
+def assemble(config, dataset, results: RunResults, timings: dict) -> dict:
+  """The ``report.json`` document of a run (DESIGN §7).
+
+  The backbone is built as shapes only (`model_factory.abstract_compressed_model`): it says
+  whether it has first-order terms and how many dense parameters it holds, allocating no table.
+  The compressed model kept is the candidate (stage C, swap-in) with the best validation
+  ``auc - logloss``, the monitor of the training loop.
+  """
+  fm, compressed = dataset.feature_map, results.compressed
+  probe = model_factory.abstract_compressed_model(config.model.name, dataset, compressed, config)
+  fields = field_memories(fm.names, fm.vocab_sizes, config.model.embed_dim, compressed)
+  report = {
+    "dataset": fm.dataset,
+    "model": config.model.name,
+    "pretrain_model": config.pretrain.model,
+    "full": metrics_of(results.full),
+    "memory": memory_report(
+      fields,
+      first_order=probe.uses_first_order,  # the backbone says whether it has LR terms
+      dense_param_count=model_factory.dense_param_count(probe),
+    ),
+    "compressed_fields": compressed_fields_section(compressed),
+    "timings": dict(timings),
+  }
+  candidates = {}
+  if results.finetune is not None:
+    report["compressed_finetune"] = candidates["finetune"] = metrics_of(results.finetune)
+  if results.swap is not None:
+    report["compressed_swap"] = candidates["swap"] = metrics_of(results.swap)
+  if candidates:
+    score = lambda m: m["valid_auc"] - m["valid_logloss"]  # noqa: E731
+    source = max(candidates, key=lambda k: score(candidates[k]))
+    report["compressed"] = {**candidates[source], "source": source}
+  if results.note:
+    report["nothing_compressed"] = results.note
+  return report
+
+
+def summarize(report: dict) -> str:
+  """A few lines for the terminal."""
+  lines = [f"dataset {report['dataset']}, model {report['model']}"]
+  if report.get("full"):
+    lines.append(f"  full:       test AUC {report['full']['test_auc']:.4f}")
+  if report.get("compressed"):
+    c = report["compressed"]
+    lines.append(f"  compressed: test AUC {c['test_auc']:.4f} ({c['source']})")
+  if report.get("nothing_compressed"):
+    lines.append(f"  {report['nothing_compressed']}")
+  mem = report.get("memory", {})
+  if mem:
+    lines.append(
+      f"  embedding bytes {mem['full_bytes']:,} -> {mem['compressed_bytes_packed']:,} "
+      f"({mem['ratio_packed']:.1f}x bit-packed)"
+    )
+  return "\n".join(lines)

@@ -55,3 +55,39 @@ def test_missing_table_names_the_files_looked_for(tmp_path):
   ):
     external.read_external_table(str(tmp_path), "user", vocab_size=7, dim=4)
   assert not os.listdir(tmp_path)
+
+
+def test_layout_problem_tells_fuxictr_rows_from_mec_jax_rows():
+  """FuxiCTR's table: PAD row 0 of zeros, and one row more unless its OOV id occurs in train."""
+  rng = np.random.default_rng(0)
+  trained = rng.normal(size=(5, 3))
+  fuxictr_same_size = np.concatenate([np.zeros((1, 3)), trained[1:]])
+  fuxictr_plus_one = np.concatenate([np.zeros((1, 3)), trained])
+  problem = external.layout_problem
+  assert problem(trained, "dataset", 5) is None
+  assert "one more" in problem(fuxictr_plus_one, "dataset", 5)
+  assert "row 0 all zeros" in problem(fuxictr_same_size, "dataset", 5)
+  assert problem(fuxictr_same_size, "fuxictr", 5, fuxictr_rows=5) is None
+  assert problem(fuxictr_plus_one, "fuxictr", 5, fuxictr_rows=6) is None
+  assert "not all zeros" in problem(trained, "fuxictr", 5, fuxictr_rows=5)
+  assert "mec_jax ids as rows" in problem(trained, "fuxictr", 5, fuxictr_rows=6)
+
+
+def test_recorded_order_is_read_and_checked(tmp_path):
+  assert external.recorded_order(str(tmp_path)) is None
+  (tmp_path / "id_order.json").write_text('{"id_order": "fuxictr"}')
+  assert external.recorded_order(str(tmp_path)) == "fuxictr"
+  (tmp_path / "id_order.json").write_text('{"id_order": "shuffled"}')
+  with pytest.raises(DataError, match=r"id_order\.json: id_order is 'shuffled'"):
+    external.recorded_order(str(tmp_path))
+
+
+def test_external_index_binds_a_workdir_only_with_external_tables():
+  """Its default changed (dataset -> auto): work directories without external tables stay usable."""
+  from mec_jax import workdir as workdir_config
+  from mec_jax.configs import default
+
+  config = default.get_config()
+  assert "pretrain.external_index" not in workdir_config.stage_fingerprints(config)["pretrain"]
+  config.pretrain.external_tables = "/tables"
+  assert workdir_config.stage_fingerprints(config)["pretrain"]["pretrain.external_index"] == "auto"

@@ -12,7 +12,8 @@ import pytest
 
 from configs import kuairand as kuairand_config
 from configs import smoke
-from mec_jax import pipeline
+from mec_jax import model_factory, pipeline
+from mec_jax import workdir as workdir_lib
 from mec_jax.compression import quantizer
 from mec_jax.compression.table import CompressedTable
 from mec_jax.data.datasets.kuairand_fixture import write_tiny_kuairand
@@ -123,7 +124,7 @@ def test_single_stages_in_order(tmp_path):
   config.train.epochs = 1
   workdir = str(tmp_path)
   with pytest.raises(ValueError, match="stage=quantize"):
-    pipeline.load_compressed(config, _dataset(config, workdir), pipeline.Workdir(workdir))
+    pipeline.load_compressed(config, _dataset(config, workdir), workdir_lib.Workdir(workdir))
   config.stage = "pretrain"
   report = pipeline.run(config, workdir)
   assert report["full"] and "compressed" not in report
@@ -225,7 +226,7 @@ def test_changed_settings_on_finished_stages_are_a_clear_error(finished, tmp_pat
   # Cosmetic keys never invalidate anything.
   changed = smoke.get_config()
   changed.train.log_every_steps = 7
-  pipeline.workdir_config.check_and_record(changed, copy)
+  workdir_lib.check_and_record(changed, copy)
 
 
 def test_copy_matching_params_takes_batch_norm_statistics():
@@ -237,7 +238,7 @@ def test_copy_matching_params_takes_batch_norm_statistics():
 
   def model(seed):
     tables = [Embed(v, 8, rngs=nnx.Rngs(seed)) for v in (5, 7)]
-    return pipeline.build_model("deepfm", tables, config, seed)
+    return model_factory.build_model("deepfm", tables, config, seed)
 
   source, target = model(0), model(1)
   stats = nnx.state(source, nnx.BatchStat)
@@ -245,7 +246,7 @@ def test_copy_matching_params_takes_batch_norm_statistics():
   for _, var in nnx.to_flat_state(stats):
     var[...] = var[...] + 3.0
   nnx.update(source, stats)
-  copied = pipeline.copy_matching_params(source, target)
+  copied = model_factory.copy_matching_params(source, target)
   assert copied > 0
   for (path, a), (_, b) in zip(
     nnx.to_flat_state(nnx.state(source, nnx.BatchStat)),
@@ -262,7 +263,7 @@ def test_finetuned_tables_and_export_are_the_kept_model(finished, tmp_path):
   config, workdir, report = finished
   copy = str(tmp_path / "copy")
   shutil.copytree(workdir, copy)
-  wd = pipeline.Workdir(copy)
+  wd = workdir_lib.Workdir(copy)
   dataset = _dataset(config, copy)
   assert report["artifacts"] == {"finetuned_tables": "finetune/tables", "export": "export"}
   assert "finetune/tables/" in Path(copy, "report.md").read_text()

@@ -11,6 +11,7 @@ from mec_jax import pipeline, preflight
 from mec_jax.data import load_dataset
 from mec_jax.errors import ConfigError, DataError
 from mec_jax.train import loop
+from mec_jax.workdir import Workdir
 from tests.conftest import quick_config
 
 
@@ -21,7 +22,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture
 def wd(tmp_path):
-  return pipeline.Workdir(str(tmp_path))
+  return Workdir(str(tmp_path))
 
 
 def test_a_valid_config_passes(dataset, wd):

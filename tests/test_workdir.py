@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from mec_jax import pipeline, workdir_config
+from mec_jax import pipeline
+from mec_jax import workdir as workdir_lib
 from mec_jax.errors import ConfigError, DataError
 from mec_jax.train import loop
 from tests.conftest import quick_config
@@ -55,13 +56,13 @@ def test_settings_bind_only_stages_with_outputs(tmp_path):
   root = str(tmp_path)
   first, second = quick_config(), quick_config()
   second.train.learning_rate = 0.5
-  workdir_config.record(first, root, "pretrain")  # a stage that started and wrote nothing
-  workdir_config.check(second, root)
+  workdir_lib.record(first, root, "pretrain")  # a stage that started and wrote nothing
+  workdir_lib.check(second, root)
   os.makedirs(tmp_path / "pretrain" / "checkpoints" / "5")  # a killed stage A's checkpoint
   with pytest.raises(
     ConfigError, match=r"stage\(s\) pretrain .*train.learning_rate: 0.001 -> 0.5"
   ) as err:
-    workdir_config.check(second, root)
+    workdir_lib.check(second, root)
   assert f"delete {root}/pretrain to recompute" in str(err.value)
 
 
@@ -76,9 +77,9 @@ def test_workdir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
 
   monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
   with pytest.raises(ConfigError, match=r"cannot be written \(Read-only file system\)"):
-    workdir_config.check_workdir(str(tmp_path / "new"), writable=True)
+    workdir_lib.check_workdir(str(tmp_path / "new"), writable=True)
   with pytest.raises(ConfigError, match=r"does not exist; nothing to report"):
-    workdir_config.check_workdir(str(tmp_path / "absent"), writable=False)
+    workdir_lib.check_workdir(str(tmp_path / "absent"), writable=False)
 
 
 def test_single_stage_never_runs_the_stages_before_it(finished_quick, tmp_path, monkeypatch):
@@ -106,7 +107,7 @@ def test_report_on_a_read_only_workdir_writes_nothing(finished_quick, tmp_path, 
   _, workdir, report = finished_quick
   _forbid_training(monkeypatch)
   monkeypatch.setattr(pipeline.loop, "fit", lambda *a, **k: pytest.fail("report read a checkpoint"))
-  monkeypatch.setattr(workdir_config, "is_writable", lambda directory: False)
+  monkeypatch.setattr(workdir_lib, "is_writable", lambda directory: False)
   config = quick_config()
   config.stage = "report"
   before = _snapshot(workdir)
@@ -123,7 +124,7 @@ def test_report_on_a_read_only_workdir_writes_nothing(finished_quick, tmp_path, 
 def test_keys_missing_from_an_older_record_are_not_changes(tmp_path):
   root = str(tmp_path)
   config = quick_config()
-  workdir_config.record(config, root, "pretrain")
+  workdir_lib.record(config, root, "pretrain")
   os.makedirs(tmp_path / "pretrain" / "checkpoints" / "5")
   stored = os.path.join(root, "stages.json")
   with open(stored) as fh:
@@ -131,10 +132,10 @@ def test_keys_missing_from_an_older_record_are_not_changes(tmp_path):
   del records["pretrain"]["train.sparse_optimizer"]  # written before that key existed
   with open(stored, "w") as fh:
     json.dump(records, fh)
-  workdir_config.check(config, root)  # the older workdir is still usable
+  workdir_lib.check(config, root)  # the older workdir is still usable
   config.train.learning_rate = 0.5  # a recorded key that changed still binds
   with pytest.raises(ConfigError, match=r"train.learning_rate: 0.001 -> 0.5"):
-    workdir_config.check(config, root)
+    workdir_lib.check(config, root)
 
 
 @pytest.mark.parametrize(
@@ -146,11 +147,11 @@ def test_a_key_added_with_a_new_behaviour_binds_at_its_old_value(tmp_path, key, 
   root = str(tmp_path)
   config = quick_config()
   section, name = key.split(".")
-  old_value = workdir_config.BEHAVIOUR_BEFORE_KEY[key]
+  old_value = workdir_lib.BEHAVIOUR_BEFORE_KEY[key]
   stage = "pretrain" if section == "train" else "quantize"
   artifact = "pretrain/checkpoints/5" if stage == "pretrain" else "quantize"
   config[section][name] = old_value
-  workdir_config.record(config, root, stage)
+  workdir_lib.record(config, root, stage)
   os.makedirs(tmp_path / artifact)
   if stage == "quantize":
     (tmp_path / "quantize" / "cat0.npz").write_bytes(b"")
@@ -160,7 +161,22 @@ def test_a_key_added_with_a_new_behaviour_binds_at_its_old_value(tmp_path, key, 
   del records[stage][key]  # written before the key existed
   with open(stored, "w") as fh:
     json.dump(records, fh)
-  workdir_config.check(config, root)  # the old behaviour, asked for explicitly: reusable
+  workdir_lib.check(config, root)  # the old behaviour, asked for explicitly: reusable
   config[section][name] = new_value
   with pytest.raises(ConfigError, match=rf"config.{key}: {old_value!r} -> {new_value!r}"):
-    workdir_config.check(config, root)
+    workdir_lib.check(config, root)
+
+
+def test_workdir_layout_names_every_artifact(tmp_path):
+  from mec_jax import methods
+
+  wd = workdir_lib.Workdir(str(tmp_path))
+  root = str(tmp_path)
+  assert wd.table("cat 0/x") == os.path.join(root, "pretrain", "tables", "cat_0_x.npz")
+  assert wd.compressed("cat0") == os.path.join(root, "quantize", "cat0.npz")
+  assert wd.artifact(methods.get("pq"), "cat0") == wd.compressed("cat0")
+  assert wd.artifact(methods.get("hash"), "cat0") == os.path.join(root, "quantize", "cat0.hash.npz")
+  assert wd.finetuned("cat0") == os.path.join(root, "finetune", "tables", "cat0.npz")
+  assert wd.swap == os.path.join(root, "swap", "result.json")
+  assert wd.stages == os.path.join(root, "stages.json")
+  assert os.path.dirname(wd.export_staging) == root

@@ -99,7 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Directory of tables trained elsewhere (<field>_embedding.npy or <field>.npz with embedding
   # [, counts, bias]): stage B compresses them instead of stage A's (mec_jax/external.py).
   pretrain.external_tables = ""
-  pretrain.external_index = "dataset"  # rows of external tables: "dataset" ids | "fuxictr" ids
+  # Row order of those tables: auto (id_order.json, else fuxictr on data.name=fuxictr, else
+  # dataset; checked) | dataset (mec_jax's ids) | fuxictr (FuxiCTR's ids, PAD row 0)
+  pretrain.external_index = "auto"
 
   # --- stage B ------------------------------------------------------------------------------------
   config.quantize = q = ml_collections.ConfigDict()
@@ -136,15 +138,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- compression method (stage B) and byte budget: mec_jax/methods/ ---------------------------
   config.compress = comp = ml_collections.ConfigDict()
-  comp.method = "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 (baselines)
+  comp.method = "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 | cce | robez
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
   comp.init_tables = (
-    "stage_a"  # hash/qr start: stage_a (count-weighted fit of stage-A rows) | random
+    "stage_a"  # hash/qr/cce/robez start: stage_a (fit of the stage-A rows) | random
   )
   comp.hash_function = "universal"  # hash: universal (seeded mix) | mod (id mod B)
   comp.hash_seed = 0  # hash: seed of the universal hash
   comp.qr_combine = "mult"  # qr: mult | sum of the quotient and remainder rows
   comp.qr_init_iters = 10  # qr: alternating least-squares passes of the stage_a warm start
+  comp.cce_columns = 4  # cce: columns c (divides model.embed_dim), each k clusters + k hashed rows
+  comp.robez_blocks = (
+    4  # robez: blocks Z per row (divides model.embed_dim), each at a hashed offset
+  )
   comp.scale_dtype = "float16"  # int8/int4: per-row scale and offset dtype, float16 | float32
 
   # --- stage C ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A fingerprint of a dataset's input files, so that results bind to the data they came from.
 
 The encoded-data cache keys on it (a changed file gives a new entry instead of stale arrays) and
-a work directory's stage records keep it (`mec_jax.workdir_config`: a changed file stops a rerun
+a work directory's stage records keep it (`mec_jax.workdir`: a changed file stops a rerun
 that would reuse stages computed from the old one).
 
 For a dataset read from ``data.dir`` the fingerprint lists every file under it (or ``data.dir``

@@ -10,6 +10,9 @@ An export directory (written by `mec_jax.export.writer.export_model`)::
                    a `jax.export` serialization (StableHLO + signature) with a symbolic
                    batch dimension ``b``
   params.npz       every array of the model in program order (codes, codebooks, dense layers)
+  vocab.npz        (when the manifest's ``preprocess`` section is not null) each categorical
+                   field's kept raw values and their ids, for `ServedModel.predict_raw`
+                   (`mec_jax.export.raw`); the section records each array's SHA-256
 
 Nothing here imports flax or the training code, so a serving process holds only the program,
 the arrays and jax.
@@ -30,16 +33,18 @@ import numpy as np
 from mec_jax import digest
 from mec_jax.errors import ArtifactError, one_line
 from mec_jax.export import program
+from mec_jax.export.raw import RawEncoder
 from mec_jax.ids import host_ids
 
 REDO = "export again with --config.stage=export"
 
-FORMAT_VERSION = 2  # 2: digests of every array, of the program and of each manifest section
+FORMAT_VERSION = 3  # 2: digests of every array, program, manifest section; 3: ``preprocess``
 MANIFEST = "manifest.json"
 PROGRAM = "model.stablehlo"
 PARAMS = "params.npz"
+VOCAB = "vocab.npz"
 DIGESTS = "sha256"  # manifest key: {PROGRAM: file digest, "manifest": {section: digest}}
-SECTIONS = ("format_version", "fields", "params", "param_bytes", "program", "meta")
+SECTIONS = ("format_version", "fields", "params", "param_bytes", "program", "preprocess", "meta")
 FIELD_KEYS = {"name": str, "vocab_size": int, "oov_id": int, "table": str}
 PARAM_KEYS = {"key": str, "path": str, "shape": list, "dtype": str, "sha256": str}
 
@@ -56,7 +61,9 @@ class ServedModel:
       read it too instead of wrapping onto a real row).
   """
 
-  def __init__(self, exported, params: list[jax.Array], manifest: dict):
+  def __init__(
+    self, exported, params: list[jax.Array], manifest: dict, raw: RawEncoder | None = None
+  ):
     self._exported = exported
     self._call = jax.jit(exported.call)  # one compiled program per batch size, cheap dispatch
     self._params = params
@@ -64,6 +71,7 @@ class ServedModel:
     self.field_names = [f["name"] for f in manifest["fields"]]
     self.vocab_sizes = [int(f["vocab_size"]) for f in manifest["fields"]]
     self.oov_ids = [int(f["oov_id"]) for f in manifest["fields"]]
+    self._raw = raw
 
   @property
   def num_fields(self) -> int:
@@ -96,6 +104,38 @@ class ServedModel:
       raise ValueError(f"values has shape {values.shape}, expected ids' shape {ids.shape}")
     ids = host_ids(ids, np.array(self.vocab_sizes), np.array(self.oov_ids), "served ids")
     return self._call(*self._params, jnp.asarray(ids), jnp.asarray(values, jnp.float32))
+
+  def encode_raw(self, rows) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, values)`` of raw rows, exactly as training encoded them (`mec_jax.export.raw`).
+
+    Raises:
+      ValueError: the export has no vocabularies, or a column is missing (named) or malformed.
+    """
+    if self._raw is None:
+      raise ValueError(
+        "predict_raw: this export holds no vocabularies (written by export_model without "
+        "preprocess); export again with --config.stage=export"
+      )
+    return self._raw(rows)
+
+  def predict_raw(self, rows) -> np.ndarray:
+    """Click probabilities of raw rows.
+
+    Args:
+      rows: a dict of columns (lists or arrays) or a pandas DataFrame in the dataset's raw
+        layout, one column per field name (``field_names``; extra columns are ignored). Criteo:
+        ``I1..I13`` numbers or numeric strings, ``C1..C26`` hex strings; blanks (``""``, None,
+        NaN) are missing values, encoded as training encoded a blank cell.
+
+    Returns:
+      float32 ``[rows]`` probabilities (sigmoid of the logits).
+
+    Raises:
+      ValueError: a missing column (named), unparseable values, or an export without
+        vocabularies.
+    """
+    ids, values = self.encode_raw(rows)
+    return np.asarray(jax.nn.sigmoid(self(ids, values)))
 
 
 def seal_manifest(manifest: dict, program_bytes: bytes) -> dict:
@@ -144,6 +184,15 @@ def read_manifest(directory: str) -> dict:
       )
   _check_entries(path, manifest["fields"], FIELD_KEYS, "fields")
   _check_entries(path, manifest["params"], PARAM_KEYS, "params")
+  preprocess = manifest["preprocess"]
+  if preprocess is not None and not (
+    isinstance(preprocess, dict)
+    and isinstance(preprocess.get("fields"), list)
+    and isinstance(preprocess.get("sha256"), dict)
+    and [f.get("name") for f in preprocess["fields"] if isinstance(f, dict)]
+    == [f["name"] for f in manifest["fields"]]
+  ):
+    raise ArtifactError(f"{path}: 'preprocess' does not describe the fields; {REDO}")
   return manifest
 
 
@@ -235,4 +284,34 @@ def load(directory: str) -> ServedModel:
   manifest = read_manifest(directory)
   exported = _read_program(directory, manifest)
   params = _read_params(directory, manifest, exported.in_avals[:-2])  # the last two: ids, values
-  return ServedModel(exported, params, manifest)
+  raw = None
+  if manifest["preprocess"] is not None:
+    raw = RawEncoder(manifest["preprocess"], _read_vocab(directory, manifest["preprocess"]))
+  return ServedModel(exported, params, manifest, raw)
+
+
+def _read_vocab(directory: str, preprocess: dict) -> dict[str, np.ndarray]:
+  """The arrays of ``vocab.npz``, each checked against the digest ``preprocess`` records."""
+  path = os.path.join(directory, VOCAB)
+  if not os.path.isfile(path):
+    raise ArtifactError(f"{path}: missing (the vocabularies of predict_raw); {REDO}")
+  digests = preprocess["sha256"]
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      if sorted(arrays.files) != sorted(digests):
+        raise ArtifactError(
+          f"{path}: holds arrays {sorted(arrays.files)[:5]}, {MANIFEST} lists "
+          f"{sorted(digests)[:5]}; {REDO}"
+        )
+      out = {key: arrays[key] for key in arrays.files}
+  except ArtifactError:
+    raise
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, struct.error) as err:
+    raise ArtifactError(f"{path}: damaged ({_reason(err)}); {REDO}") from err
+  for key, array in out.items():
+    if digest.array_sha256(array) != digests[key]:
+      raise ArtifactError(
+        f"{path}: {key}: SHA-256 differs from the one {MANIFEST} records (vocabulary edited or "
+        f"damaged after export); {REDO}"
+      )
+  return out

@@ -38,6 +38,7 @@ def export_model(
   field_names: Sequence[str],
   platforms: Sequence[str] = ("cpu",),
   meta: Mapping | None = None,
+  preprocess: tuple[dict, Mapping[str, np.ndarray]] | None = None,
 ) -> str:
   """Exports ``model(ids, values) -> logits`` (eval mode) into ``directory``, atomically.
 
@@ -54,6 +55,10 @@ def export_model(
     field_names: the F fields, in column order of ``ids``.
     platforms: `jax.export` lowering platforms (``"cpu"``, ``"cuda"``, ``"tpu"``).
     meta: JSON-able provenance stored in the manifest (run, source, metrics, ...).
+    preprocess: ``(spec, arrays)`` of `mec_jax.data.preprocess.build` (the raw-value
+      vocabularies and numeric transforms), written as the manifest's ``preprocess`` section
+      and ``vocab.npz`` so the export serves raw rows (`ServedModel.predict_raw`); ``None``:
+      ids only.
 
   Returns:
     ``directory``.
@@ -109,6 +114,7 @@ def export_model(
     ],
     "param_bytes": int(sum(x.nbytes for x in host)),
     "program": header,
+    "preprocess": _write_preprocess(tmp, field_names, preprocess),
     "meta": dict(meta or {}),
   }
   with open(os.path.join(tmp, serving.PROGRAM), "rb") as fh:
@@ -119,6 +125,19 @@ def export_model(
     shutil.rmtree(directory)
   os.replace(tmp, directory)
   return directory
+
+
+def _write_preprocess(directory: str, field_names, preprocess) -> dict | None:
+  """Writes ``vocab.npz``; returns the manifest's ``preprocess`` section (with the digests)."""
+  if preprocess is None:
+    return None
+  spec, arrays = preprocess
+  names = [f["name"] for f in spec["fields"]]
+  if names != list(field_names):
+    raise ValueError(f"export_model: preprocess describes fields {names}, the model {field_names}")
+  arrays = {key: np.asarray(a) for key, a in arrays.items()}
+  np.savez(os.path.join(directory, serving.VOCAB), **arrays)
+  return dict(spec) | {"sha256": {key: digest.array_sha256(a) for key, a in arrays.items()}}
 
 
 def save_tables(

@@ -4,7 +4,8 @@ With ``compress.target_ratio = r`` the embedding bytes of the compressed fields 
 ``full / r`` (bit-packed, as `mec_jax.memory` counts them): hash gives every field ``V_f / r``
 rows; QR fills each field's share (fields whose ``2 sqrt(V)`` floor exceeds it get the floor, the
 rest is shared out again); PQ takes the (M, K) with the most bytes within the budget (see
-`plan_pq`). With ``r = 0`` PQ keeps ``quantize.*`` and hash/QR take the bytes that PQ setting uses.
+`plan_pq`); CCE and ROBE-Z split the bytes in proportion to ``V_f`` and take the most clusters
+(`plan_cce`) or array floats (`plan_robez`) within each share. With ``r = 0`` PQ keeps ``quantize.*`` and the others take the bytes that PQ setting uses.
 int8/int4 have fixed ratios and ignore ``r``.
 """
 
@@ -109,3 +110,47 @@ def plan_qr(vocab_sizes: list[int], budget_rows: int) -> list[int]:
       low, high = (low, mid) if math.ceil(vocab / mid) + mid <= share else (mid + 1, high)
     out.append(low)
   return out
+
+
+def _shares(vocab_sizes: list[int], budget: int) -> list[int]:
+  """Bytes of each field: ``budget`` split in proportion to the vocabularies (rounded down)."""
+  total = sum(vocab_sizes)
+  return [budget * v // total for v in vocab_sizes]
+
+
+def cce_bytes(vocab: int, dim: int, num_columns: int, num_clusters: int) -> int:
+  """Bit-packed bytes of CCE: two ``[c, k, d/c]`` float32 tables and ``V c`` pointers."""
+  return 2 * num_clusters * dim * FLOAT_BYTES + packed_nbytes(vocab, num_columns, num_clusters)
+
+
+def plan_cce(vocab_sizes: list[int], dim: int, num_columns: int, budget: int) -> list[int]:
+  """Clusters ``k_f`` per field: the most (``<= V_f``) whose CCE bytes fit the field's share.
+
+  Raises:
+    BudgetError: a share below one cluster per column.
+  """
+  out = []
+  for vocab, share in zip(vocab_sizes, _shares(vocab_sizes, budget), strict=True):
+    low, high = 0, vocab  # cce_bytes grows with k: the largest k within the share
+    while low < high:
+      mid = (low + high + 1) // 2
+      low, high = (
+        (mid, high) if cce_bytes(vocab, dim, num_columns, mid) <= share else (low, mid - 1)
+      )
+    if low < 1:
+      raise BudgetError(
+        f"config.compress.target_ratio: a share of {share} bytes for a field of {vocab} ids is "
+        f"below CCE's smallest ({cce_bytes(vocab, dim, num_columns, 1)} bytes at dim {dim})"
+      )
+    out.append(low)
+  return out
+
+
+def plan_robez(vocab_sizes: list[int], budget: int) -> list[int]:
+  """Shared-array floats ``B_f`` per field: the field's share of ``budget`` (``>= 1``)."""
+  sizes = [share // FLOAT_BYTES for share in _shares(vocab_sizes, budget)]
+  if min(sizes, default=1) < 1:
+    raise BudgetError(
+      f"config.compress.target_ratio: a budget of {budget} bytes leaves a ROBE array of 0 floats"
+    )
+  return sizes

@@ -6,8 +6,8 @@ from mec_jax.compression.rowwise import SCALE_DTYPES
 from mec_jax.errors import ConfigError
 from mec_jax.layers.hashed import HASH_FUNCTIONS
 from mec_jax.layers.qr import COMBINES
+from mec_jax.methods import cce, pq, qr, robez, rowwise
 from mec_jax.methods import hash as hashing
-from mec_jax.methods import pq, qr, rowwise
 from mec_jax.methods.base import Artifact, Method
 
 REGISTRY: dict[str, Method] = {
@@ -16,6 +16,8 @@ REGISTRY: dict[str, Method] = {
   "qr": qr.METHOD,
   "int8": rowwise.METHODS[8],
   "int4": rowwise.METHODS[4],
+  "cce": cce.METHOD,
+  "robez": robez.METHOD,
 }
 INIT_TABLES = ("stage_a", "random")
 
@@ -55,5 +57,9 @@ def validate(config) -> None:
   ):
     if value not in choices:
       raise ConfigError(f"config.compress.{key}={value!r}; expected one of {choices}")
+  dim = config.model.embed_dim
+  for key in ("cce_columns", "robez_blocks"):
+    if not (1 <= c[key] <= dim and dim % c[key] == 0):
+      raise ConfigError(f"config.compress.{key}={c[key]}; expected a divisor of embed_dim={dim}")
   if not c.target_ratio >= 0:
     raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")

@@ -177,6 +177,7 @@ def test_fuxictr_indexed_tables_are_reindexed_for_stage_b(fuxictr_config, tmp_pa
   fx_tables = {}
   for name, vocab in written["vocabs"].items():
     fx_tables[name] = rng.normal(size=(len(vocab), 4)).astype(np.float32)
+    fx_tables[name][0] = 0.0  # FuxiCTR's PAD row (nn.Embedding padding_idx=0)
     np.save(tables / f"{name}_embedding.npy", fx_tables[name])
   config.pretrain.external_tables = str(tables)
   config.pretrain.external_index = "fuxictr"
@@ -193,7 +194,9 @@ def test_fuxictr_indexed_tables_are_reindexed_for_stage_b(fuxictr_config, tmp_pa
       np.testing.assert_array_equal(arrays["embedding"][oov], fx_tables[name][vocab["__OOV__"]])
   config.pretrain.external_index = "dataset"  # FuxiCTR-sized rows, read as mec_jax ids: no
   np.save(tables / "user_embedding.npy", np.zeros((len(written["vocabs"]["user"]) + 1, 4)))
-  with pytest.raises(DataError, match=r"user_embedding\.npy: embedding of field 'user'"):
+  with pytest.raises(
+    DataError, match=r"user_embedding\.npy: embedding of field 'user'.*external_index=fuxictr"
+  ):
     external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "again" / f"{f}.npz"))
 
 
@@ -209,3 +212,87 @@ def test_negative_numeric_values_need_bucketize(tmp_path, data_config):
   data_config.numeric = "bucketize"
   dataset = load_dataset(data_config, "")
   assert dataset.feature_map.fields[2].kind == CATEGORICAL
+
+
+def _stage_a_config(data_config, tables_dir):
+  from configs import default
+
+  config = default.get_config()
+  config.data = data_config
+  config.model.embed_dim = 4
+  config.quantize.min_vocab = 2
+  config.pretrain.external_tables = str(tables_dir)
+  return config
+
+
+def _fuxictr_ids(written, name, split="train"):
+  vocab = written["vocabs"][name]
+  return written["raw"][split][name].map(lambda x, v=vocab: v.get(x, v["__OOV__"])).to_numpy()
+
+
+def test_fuxictr_tables_without_the_flag_are_used_in_fuxictr_order_or_refused(
+  fuxictr_config, tmp_path
+):
+  """The vocab sizes coincide (FuxiCTR's OOV id occurs in train): the row count cannot tell the
+  orders apart, row 0 (FuxiCTR's PAD, all zeros) does. Never read shifted."""
+  from mec_jax import external
+
+  data_config, written = fuxictr_config
+  dataset = load_dataset(data_config, "")
+  fm = dataset.feature_map
+  rng = np.random.default_rng(2)
+  fx_dir, ours_dir = tmp_path / "fx", tmp_path / "ours"
+  fx_dir.mkdir()
+  ours_dir.mkdir()
+  fx_tables = {}
+  for j, name in enumerate(("user", "item")):
+    assert fm.fields[j].vocab_size == len(written["vocabs"][name])  # the sizes coincide
+    fx_tables[name] = rng.normal(size=(len(written["vocabs"][name]), 4)).astype(np.float32)
+    fx_tables[name][0] = 0.0
+    np.save(fx_dir / f"{name}_embedding.npy", fx_tables[name])
+    np.save(ours_dir / f"{name}_embedding.npy", rng.normal(size=(fm.fields[j].vocab_size, 4)))
+  config = _stage_a_config(data_config, fx_dir)
+  assert config.pretrain.external_index == "auto"  # the flag is not given
+  out = tmp_path / "stage_a"
+  external.write_stage_a_tables(config, dataset, lambda f: str(out / f"{f}.npz"))
+  for j, name in enumerate(("user", "item")):  # used in FuxiCTR's order: each value its own row
+    ours = dataset.splits["train"]["ids"][:, j]
+    with np.load(out / f"{name}.npz") as arrays:
+      np.testing.assert_array_equal(
+        arrays["embedding"][ours], fx_tables[name][_fuxictr_ids(written, name)]
+      )
+  # Tables in mec_jax's order on data.name=fuxictr: same row count, row 0 not FuxiCTR's PAD.
+  config = _stage_a_config(data_config, ours_dir)
+  with pytest.raises(
+    DataError, match=r"user_embedding\.npy: .*row 0 not all zeros.*pretrain\.external_index=dataset"
+  ):
+    external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "a2" / f"{f}.npz"))
+  config.pretrain.external_index = "dataset"  # said explicitly: read as mec_jax ids
+  external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "a3" / f"{f}.npz"))
+  with np.load(tmp_path / "a3" / "user.npz") as arrays:
+    np.testing.assert_allclose(
+      arrays["embedding"], np.load(ours_dir / "user_embedding.npy"), rtol=1e-6
+    )
+  # A recorded order wins over the dataset's default, and is checked too.
+  (fx_dir / "id_order.json").write_text(json.dumps({"id_order": "dataset"}))
+  config = _stage_a_config(data_config, fx_dir)
+  with pytest.raises(
+    DataError, match=r"row 0 all zeros, as FuxiCTR's PAD row.*pretrain\.external_index=fuxictr"
+  ):
+    external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "a4" / f"{f}.npz"))
+  config.pretrain.external_index = "fuxictr"
+  with pytest.raises(DataError, match=r"id_order\.json: the tables are in dataset id order"):
+    external.write_stage_a_tables(config, dataset, lambda f: str(tmp_path / "a5" / f"{f}.npz"))
+
+
+def test_fuxictr_ids_on_another_dataset_are_refused(tmp_path, data_config):
+  from configs import smoke
+  from mec_jax import external
+
+  config = smoke.get_config()
+  config.pretrain.external_tables = str(tmp_path)
+  config.pretrain.external_index = "fuxictr"
+  with pytest.raises(DataError, match=r"external_index=fuxictr .* needs data\.name=fuxictr"):
+    external.resolve_index(config, str(tmp_path))
+  config.pretrain.external_index = "auto"
+  assert external.resolve_index(config, str(tmp_path)) == ("dataset", True)

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from configs import smoke
-from mec_jax import export, pipeline
+from mec_jax import export, model_factory
 from mec_jax.compression.table import CompressedTable
 from mec_jax.errors import ArtifactError
 from mec_jax.export import program, writer
@@ -52,7 +52,7 @@ def exported(tmp_path_factory):
     Embed(9, 8, rngs=rngs),
     Embed(1, 8, rngs=rngs),
   ]
-  model = pipeline.build_model("deepfm", tables, config, 0)
+  model = model_factory.build_model("deepfm", tables, config, 0)
   for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):  # non-trivial weights everywhere
     var[...] = var[...] + 0.05 * np.random.default_rng(1).normal(size=var[...].shape)
   directory = str(tmp_path_factory.mktemp("export") / "model")
@@ -147,7 +147,7 @@ def test_saved_tables_equal_the_model(tmp_path):
   rngs = nnx.Rngs(0)
   layer = CodebookEmbed.from_table(stage_b, rngs=rngs)
   layer.codebooks[...] = layer.codebooks[...] + 1.0  # as if stage C had trained them
-  model = pipeline.build_model("fm", [layer, Embed(9, 8, rngs=rngs)], smoke.get_config(), 0)
+  model = model_factory.build_model("fm", [layer, Embed(9, 8, rngs=rngs)], smoke.get_config(), 0)
   written = writer.save_compressed_tables(
     model, ["big", "small"], lambda f: str(tmp_path / f"{f}.npz"), {"big": stage_b}, source="test"
   )
@@ -256,7 +256,7 @@ def _tamper(directory: Path, case: str) -> None:
     ("manifest:no-digests", r"manifest\.json: .*lacks keys \['sha256'\]"),
     ("manifest:vocab_size", r"manifest\.json: section 'fields' differs from its recorded SHA"),
     ("manifest:renamed", r"manifest\.json: section 'fields' differs from its recorded SHA"),
-    ("manifest:version", r"manifest\.json: format_version 1, expected 2"),
+    ("manifest:version", r"manifest\.json: format_version 1, expected 3"),
     ("program:flipped", r"model\.stablehlo: SHA-256 differs from the one manifest\.json records"),
     ("program:truncated", r"model\.stablehlo: SHA-256 differs"),
     ("program:missing", r"model\.stablehlo: unreadable \(No such file or directory\); export"),

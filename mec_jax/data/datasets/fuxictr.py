@@ -18,8 +18,9 @@ popularity weights and the schema hold unchanged. FuxiCTR's PAD id never occurs 
 columns and disappears; its OOV id (the rare train values it folded, and every unseen value of
 valid/test) is an ordinary value with a row of its own, which is what FuxiCTR trains too. Vocab
 sizes therefore match FuxiCTR's (PAD out, mec_jax's OOV in) whenever FuxiCTR's OOV id occurs in
-train, but row order does not: tables indexed by FuxiCTR ids are re-indexed with `id_maps`
-(``pretrain.external_index=fuxictr``, `mec_jax.external`).
+train, but row order does not: tables indexed by FuxiCTR ids are re-indexed with `id_maps` (on
+this dataset ``pretrain.external_index=auto`` reads external tables in FuxiCTR's order and checks
+their PAD row, `mec_jax.external`), and `mec_jax.fuxictr_export` writes a run's tables back in it.
 
 Only ``categorical`` and ``numeric`` features are read; ``meta`` columns (e.g. gAUC group ids) are
 skipped; ``sequence`` and ``embedding`` features are rejected with a DataError. The first label

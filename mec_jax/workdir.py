@@ -1,4 +1,23 @@
-"""Whether a work directory can be used, and which config produced its artifacts.
+"""The work directory: its layout (the one place that knows paths), and which settings and data
+produced its artifacts (DESIGN §7, §8).
+
+Layout of ``--workdir`` (`Workdir`)::
+
+  config.json                  the resolved config of the last run
+  stages.json                  per stage, the settings its artifacts were computed with
+  timings.json                 seconds per stage, summed over reruns
+  cache/                       encoded dataset (unless data.cache_dir says otherwise)
+  pretrain/  finetune/         checkpoints, metrics.jsonl, result of `train.fit`
+  pretrain/tables/<field>.npz  stage-A output: embedding [V, d], bias [V] (if any), counts [V]
+                               (or the validated tables of pretrain.external_tables)
+  quantize/<field>.npz         stage-B output of compress.method pq: a `CompressedTable` per field
+  quantize/<field>.<m>.npz     stage-B output of compress.method m (its `methods.Artifact`)
+  swap/result.json             stage-A weights with compressed tables, evaluated without training
+  finetune/tables/<field>.npz  the kept compressed model's tables (`methods.Artifact`), stage C's product
+  export/  export/full/        the kept compressed model and stage A's, servable (`mec_jax.export`)
+  report.json  report.md  code_usage.png  auc_vs_bytes.png
+
+Stage records. Whether a work directory can be used, and which config produced its artifacts.
 
 A finished stage is reused on rerun (DESIGN §7), so its artifacts must come from the same settings:
 ``stages.json`` records, per stage, the config keys that stage depends on (its own and every
@@ -37,6 +56,7 @@ from absl import logging
 from mec_jax.data import fingerprint
 from mec_jax.errors import ConfigError
 
+STAGES_FILE = "stages.json"
 _FILES = "data.files"  # a stage record's fingerprint of the input files (not a config key)
 # Keys that change how a run looks, not what it computes.
 _IGNORED = {
@@ -74,6 +94,49 @@ _STAGE_DIRS = {
   "quantize": ("quantize", "swap"),
   "finetune": ("finetune",),
 }
+
+
+class Workdir:
+  """Paths of the artifacts of one run (creates nothing: each writer makes its own folder).
+
+  Args:
+    root: the ``--workdir`` (made absolute).
+  """
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(root)
+    self.config = os.path.join(self.root, "config.json")
+    self.stages = os.path.join(self.root, STAGES_FILE)
+    self.timings = os.path.join(self.root, "timings.json")
+    self.cache = os.path.join(self.root, "cache")
+    self.tables = os.path.join(self.root, "pretrain", "tables")
+    self.quantize = os.path.join(self.root, "quantize")
+    self.swap = os.path.join(self.root, "swap", "result.json")
+    self.finetuned_tables = os.path.join(self.root, "finetune", "tables")
+    self.export = os.path.join(self.root, "export")
+    self.export_staging = self.export + ".new"  # written in full, then renamed to export/
+
+  def table(self, field: str) -> str:
+    """``pretrain/tables/<field>.npz``: stage A's table of ``field``."""
+    return os.path.join(self.tables, f"{safe_name(field)}.npz")
+
+  def compressed(self, field: str) -> str:
+    """``quantize/<field>.npz``: stage B's `CompressedTable` of ``field`` (method pq)."""
+    return os.path.join(self.quantize, f"{safe_name(field)}.npz")
+
+  def artifact(self, method, field: str) -> str:
+    """``quantize/<field><suffix>.npz``: stage B's artifact of ``field`` for ``method`` (a
+    `methods.Method`, which names its suffix)."""
+    return method.artifact_path(self.quantize, os.path.basename(self.table(field)))
+
+  def finetuned(self, field: str) -> str:
+    """``finetune/tables/<field>.npz``: the kept compressed model's table of ``field``."""
+    return os.path.join(self.finetuned_tables, f"{safe_name(field)}.npz")
+
+
+def safe_name(name: str) -> str:
+  """``name`` with every character but letters, digits and ``-_.`` replaced by ``_`` (a file name)."""
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def check_workdir(root: str, *, writable: bool) -> None:
@@ -126,6 +189,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def stage_fingerprints(config) -> dict[str, dict]:
   flat = _flatten(config.to_dict())
+  if not flat.get("pretrain.external_tables"):  # no external tables: their row order means nothing
+    flat.pop("pretrain.external_index", None)  # (and its default changed from "dataset" to "auto")
   prints = {}
   for stage, (sections, excluded) in _STAGE_SECTIONS.items():
     prints[stage] = {
@@ -190,7 +255,7 @@ def record(config, root: str, stage: str, inputs: dict | None = None) -> None:
   stored[stage] = stage_fingerprints(config)[stage]
   if inputs is not None:
     stored[stage][_FILES] = inputs
-  path = os.path.join(root, "stages.json")
+  path = os.path.join(root, STAGES_FILE)
   tmp = path + ".tmp"
   with open(tmp, "w") as fh:
     json.dump(stored, fh, indent=2)
@@ -205,7 +270,7 @@ def check_and_record(config, root: str, inputs: dict | None = None) -> None:
 
 
 def _stored(root: str) -> dict:
-  path = os.path.join(root, "stages.json")
+  path = os.path.join(root, STAGES_FILE)
   if not os.path.exists(path):
     return {}
   try:
