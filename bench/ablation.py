@@ -139,7 +139,7 @@ def run_cold_full(base, dataset, pretrained, root: Path) -> dict:
     target.embedding[...] = source.embedding[...]
     if target.bias is not None:
       target.bias[...] = source.bias[...]
-    frozen[f"embedding/tables/{index}/"] = 0.0  # `steps.param_labels` path keys; 0 freezes
+    frozen[f"embedding/tables/{index}/"] = 0.0  # `optimizer.param_labels` path keys; 0 freezes
   result = loop.fit(
     model,
     dataset.splits,

@@ -105,18 +105,20 @@ def build_deepfm(rows: int, sparse: bool):
   """
   import jax
 
+  from mec_jax import mesh as meshes
+  from mec_jax.train import optimizer as optim
   from mec_jax.train import sparse as sparse_lib
   from mec_jax.train import steps
 
   model = _bench_module("vocab_scaling").jax_model(rows)
   model.train()
-  mesh = steps.data_mesh()
+  mesh = meshes.data_mesh()
   graphdef, params, rng_state, other = steps.split_model(model)
   optimizer = "lazy_adam" if sparse else "sgd"
   fields = sparse_lib.find_sparse_fields(
     model, min_rows=rows if sparse else 0, rate_of_path=lambda _: 1e-3
   )
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   state, shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer
   )
@@ -141,12 +143,12 @@ def deepfm_batches(rows: int, batch: int, count: int, seed: int = 0) -> list[dic
 
 def lowering_counts(rows: int = 1000, batch: int = 64) -> dict[str, int]:
   """`count_contended` of the dense and the row-sparse DeepFM train steps lowered for CUDA."""
-  from mec_jax.train import steps
+  from mec_jax import mesh as meshes
 
   counts = {}
   for name in ("dense", "sparse"):
     train_step, state, mesh = build_deepfm(rows, name == "sparse")
-    batch_arrays = steps.shard_batch(deepfm_batches(rows, batch, 1)[0], mesh)
+    batch_arrays = meshes.shard_batch(deepfm_batches(rows, batch, 1)[0], mesh)
     lowered = train_step.trace(state, batch_arrays).lower(lowering_platforms=("cuda",))
     counts[name] = count_contended(lowered.as_text())
   return counts
@@ -156,10 +158,10 @@ def time_deepfm(rows: int, sparse: bool, sizes) -> dict:
   """ms/step, samples/s and device peak GB of one table mode at ``rows``."""
   import jax
 
-  from mec_jax.train import steps
+  from mec_jax import mesh as meshes
 
   train_step, state, mesh = build_deepfm(rows, sparse)
-  batches = [steps.shard_batch(b, mesh) for b in deepfm_batches(rows, sizes.batch, 4)]
+  batches = [meshes.shard_batch(b, mesh) for b in deepfm_batches(rows, sizes.batch, 4)]
   for i in range(sizes.warmup):
     state, loss = train_step(state, batches[i % len(batches)])
   jax.block_until_ready(loss)

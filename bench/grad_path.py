@@ -158,11 +158,13 @@ def step_rows(rows: int, sparse_tables: bool, steps: int, variants=VARIANTS):
   import jax
   import vocab_scaling as vs
 
+  from mec_jax import mesh as meshes
+  from mec_jax.train import optimizer as optim
   from mec_jax.train import sparse
   from mec_jax.train import steps as train_steps
 
   model = vs.jax_model(rows)
-  mesh = train_steps.data_mesh()
+  mesh = meshes.data_mesh()
   model.train()
   graphdef, params, rng_state, other = train_steps.split_model(model)
   optimizer = "rowwise_adagrad" if sparse_tables else "sgd"
@@ -170,12 +172,12 @@ def step_rows(rows: int, sparse_tables: bool, steps: int, variants=VARIANTS):
     model, min_rows=rows if sparse_tables else 0, rate_of_path=lambda _: 1e-3
   )
   del model
-  tx = train_steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   state, shardings = train_steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer
   )
   del params
-  batches = [train_steps.shard_batch(b, mesh) for b in vs.make_batches(rows, steps + 1)]
+  batches = [meshes.shard_batch(b, mesh) for b in vs.make_batches(rows, steps + 1)]
   compiled = {}
   for variant in variants:
     with gradient_path(variant):

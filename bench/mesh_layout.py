@@ -165,18 +165,18 @@ class Layout:
   def analyse(self, batch) -> dict:
     import jax
 
-    from mec_jax.train import steps
+    from mec_jax import mesh as meshes
 
-    sharding = steps.batch_sharding(self.mesh)
+    sharding = meshes.batch_sharding(self.mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in batch.items()}
     hlo = self.step.lower(self.abstract, batch).compile().as_text()
     return collectives(hlo, self.mesh.size)
 
   def run(self, batch) -> None:
-    from mec_jax.train import steps
+    from mec_jax import mesh as meshes
 
     start = time.perf_counter()
-    self.state, loss = self.step(self.state, steps.shard_batch(batch, self.mesh))
+    self.state, loss = self.step(self.state, meshes.shard_batch(batch, self.mesh))
     loss = float(loss)
     self.times.append(1e3 * (time.perf_counter() - start))
     assert np.isfinite(loss), (self.name, loss)
@@ -186,13 +186,14 @@ def pieces(rows: int, optimizer: str):
   import jax
   import vocab_scaling
 
+  from mec_jax.train import optimizer as optim
   from mec_jax.train import sparse, steps
 
   model = vocab_scaling.jax_model(rows)
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   fields = sparse.find_sparse_fields(model, min_rows=rows, rate_of_path=lambda _: 1e-3)
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   jax.block_until_ready(params)
   return graphdef, params, rng_state, other, fields, tx, optimizer
 

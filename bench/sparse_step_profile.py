@@ -43,15 +43,17 @@ def parts(rows: int, optimizer: str):
   import optax
   from flax import nnx
 
+  from mec_jax import mesh as meshes
+  from mec_jax.train import optimizer as optim
   from mec_jax.train import sparse, steps
 
   model = vocab_scaling.jax_model(rows)
-  mesh = steps.data_mesh()
+  mesh = meshes.data_mesh()
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   fields = sparse.find_sparse_fields(model, min_rows=rows, rate_of_path=lambda _: 1e-3)
   del model
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   holder = {}
   holder["state"], shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer
@@ -104,28 +106,28 @@ def parts(rows: int, optimizer: str):
 
   def run(fn):
     def call(batch):
-      jax.block_until_ready(fn(holder["state"], steps.shard_batch(batch, mesh)))
+      jax.block_until_ready(fn(holder["state"], meshes.shard_batch(batch, mesh)))
 
     return call
 
   def full(batch):
-    holder["state"], loss = train_step(holder["state"], steps.shard_batch(batch, mesh))
+    holder["state"], loss = train_step(holder["state"], meshes.shard_batch(batch, mesh))
     float(loss)
 
   def dense_opt(batch):
     jax.block_until_ready(dense_adam(holder["state"], holder["state"].params))
 
   def row_update(batch):
-    uniqs, (_, block_grads) = forward_backward(holder["state"], steps.shard_batch(batch, mesh))
+    uniqs, (_, block_grads) = forward_backward(holder["state"], meshes.shard_batch(batch, mesh))
     jax.block_until_ready(block_grads)
-    scale = steps.lr_scale_array(holder["state"].opt_state)
+    scale = optim.lr_scale_array(holder["state"].opt_state)
     start = time.perf_counter()
     new = row_update_donated(holder["state"].sparse, uniqs, block_grads, scale)
     jax.block_until_ready(new)
     holder["state"] = holder["state"].replace(sparse=new)
     return time.perf_counter() - start
 
-  probe = steps.shard_batch(vocab_scaling.make_batches(rows, 1, seed=99)[0], mesh)
+  probe = meshes.shard_batch(vocab_scaling.make_batches(rows, 1, seed=99)[0], mesh)
   report = donation_report(train_step, holder["state"], probe, rows)
   named = {
     "step": full,

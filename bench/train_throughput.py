@@ -19,11 +19,13 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.compression.table import CompressedTable
 from mec_jax.layers import CodebookEmbed
 from mec_jax.layers.embed import Embed
 from mec_jax.layers.field_embedding import FieldEmbedding
 from mec_jax.models.registry import build_model
+from mec_jax.train import optimizer as optim
 from mec_jax.train import sparse, steps
 
 
@@ -43,17 +45,17 @@ def make_batches(vocab_sizes, batch_size, count, seed=0):
 
 
 def jax_samples_per_second(model, batches, warmup=3, sparse_min_rows=0):
-  mesh = steps.data_mesh()
+  mesh = meshes.data_mesh()
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   fields = sparse.find_sparse_fields(model, min_rows=sparse_min_rows, rate_of_path=lambda _: 1e-3)
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   state, shardings = steps.init_sharded_state(params, other, tx, mesh, fields=fields)
   step = steps.make_train_step(
     graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(0), sparse_fields=fields,
     grad_clip_norm=10.0, state_sharding=shardings,
   )  # fmt: skip
-  device_batches = [steps.shard_batch(b, mesh) for b in batches]
+  device_batches = [meshes.shard_batch(b, mesh) for b in batches]
   for b in device_batches[:warmup]:
     state, loss = step(state, b)
   jax.block_until_ready(loss)

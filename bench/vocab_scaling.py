@@ -78,16 +78,18 @@ def jax_stepper(big_vocab: int, optimizer: str | None):
   """``step(batch)`` of mec_jax's DeepFM (blocks until done), and a device-peak probe."""
   import jax
 
+  from mec_jax import mesh as meshes
+  from mec_jax.train import optimizer as optim
   from mec_jax.train import sparse, steps
 
   model = jax_model(big_vocab)
-  mesh = steps.data_mesh()
+  mesh = meshes.data_mesh()
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   min_rows = 0 if optimizer is None else big_vocab
   fields = sparse.find_sparse_fields(model, min_rows=min_rows, rate_of_path=lambda _: 1e-3)
   del model
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
+  tx = optim.make_optimizer(1e-3)
   holder = {}
   holder["state"], shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer or "sgd"
@@ -99,7 +101,7 @@ def jax_stepper(big_vocab: int, optimizer: str | None):
   )  # fmt: skip
 
   def step(batch):
-    holder["state"], loss = train_step(holder["state"], steps.shard_batch(batch, mesh))
+    holder["state"], loss = train_step(holder["state"], meshes.shard_batch(batch, mesh))
     loss = float(loss)
     assert np.isfinite(loss), loss
 

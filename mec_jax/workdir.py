@@ -67,7 +67,7 @@ _IGNORED = {
   "train.log_every_steps",
   "train.checkpoint_every_steps",
   "train.eval_batch_size",
-  "train.model_axis_size",  # device layout; a run resumes on another (loop._restore)
+  "train.model_axis_size",  # device layout; a run resumes on another (sparse.SparseTables.restore)
 }
 # Keys added with a default that computes something else than mec_jax did before they existed,
 # and the value that reproduces what it did then. A record lacking one of these ran with that value.

@@ -13,6 +13,7 @@ from mec_jax.errors import ArtifactError
 from mec_jax.layers import FieldEmbedding
 from mec_jax.models import registry
 from mec_jax.train import loop
+from mec_jax.train import optimizer as optim
 from mec_jax.train.checkpoint import Checkpointer
 from tests.conftest import quick_config
 
@@ -54,7 +55,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
   checkpointer = Checkpointer(str(tmp_path / "pretrain" / "checkpoints"))
   assert max(checkpointer.all_steps()) == good_step
   _, params, _, other = loop.steps.split_model(model)
-  tx = loop.steps.make_optimizer(config.learning_rate, grad_clip_norm=config.grad_clip_norm)
+  tx = optim.make_optimizer(config.learning_rate)
   state = loop.steps.init_train_state(params, other, tx)
   restored, loop_state = checkpointer.restore(good_step, state)
   assert loop_state["step"] == good_step

@@ -107,9 +107,9 @@ def test_deleting_finetune_reruns_only_finetune(finished, monkeypatch, tmp_path)
   runs = []
   real_train = loop._train
 
-  def counting_train(model, splits, cfg, run_dir, name, *args, **kwargs):
-    runs.append(name)
-    return real_train(model, splits, cfg, run_dir, name, *args, **kwargs)
+  def counting_train(model, splits, run, *args, **kwargs):
+    runs.append(run.name)
+    return real_train(model, splits, run, *args, **kwargs)
 
   monkeypatch.setattr(quantizer, "quantize_table", lambda *a, **k: pytest.fail("quantize reran"))
   monkeypatch.setattr(loop, "_train", counting_train)

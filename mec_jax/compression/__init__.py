@@ -6,7 +6,6 @@ Pure arrays in, arrays out; nothing here imports the rest of mec_jax.
 from mec_jax.compression.autoencoder import MECQuantizer
 from mec_jax.compression.kmeans import KMeansResult, kmeans_plus_plus, weighted_kmeans
 from mec_jax.compression.losses import popularity_weights
-from mec_jax.compression.mesh import data_mesh
 from mec_jax.compression.pq import decode, encode, train_pq
 from mec_jax.compression.quantizer import quantize_table
 from mec_jax.compression.refit import fit_first_order, refit_codebooks
@@ -18,6 +17,7 @@ from mec_jax.compression.table import (
   packed_nbytes,
   usage_entropy,
 )
+from mec_jax.mesh import data_mesh
 
 __all__ = [
   "VARIANTS",

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mec_jax.compression import losses, pq
-from mec_jax.compression.mesh import DATA_AXIS
+from mec_jax.mesh import DATA_AXIS
 
 
 class QuantizerOutput(NamedTuple):

@@ -50,10 +50,11 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.mesh import DATA_AXIS, check_mesh
+from mec_jax.compression.mesh import check_mesh
 from mec_jax.compression.seeding import default_local_trials, sample_by_weight, seed_jit
 from mec_jax.compression.streaming import local_pass, row_normalizer, shard_sample, stream_pass
 from mec_jax.compression.streaming import nearest as nearest  # re-exported (was defined here)
+from mec_jax.mesh import DATA_AXIS
 
 DEFAULT_POINTS_PER_CENTROID = 256
 DEFAULT_SEED_POINTS_PER_CENTROID = 64

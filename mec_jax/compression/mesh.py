@@ -1,4 +1,4 @@
-"""The 1-D ``('data',)`` device mesh that stage B's row-parallel functions run on.
+"""Stage B's use of the 1-D ``('data',)`` mesh (`mec_jax.mesh`): row sharding helpers.
 
 k-means and the quantizer's train step split *rows* over devices and keep everything else
 (centroids, codebooks, parameters) replicated. One device is just a mesh of size 1, so the
@@ -11,22 +11,13 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-DATA_AXIS = "data"
-
-
-def data_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh named ``('data',)`` over the first ``num_devices`` devices (default: all)."""
-  available = jax.device_count()
-  num_devices = available if num_devices is None else num_devices
-  if not 1 <= num_devices <= available:
-    raise ValueError(f"num_devices must be in [1, {available}], got {num_devices}")
-  return jax.make_mesh((num_devices,), (DATA_AXIS,), devices=jax.devices()[:num_devices])
+from mec_jax.mesh import DATA_AXIS, data_mesh
 
 
 def check_mesh(mesh: Mesh | None) -> Mesh:
   """Returns ``mesh`` (or the all-device data mesh) after checking it has a ``'data'`` axis only."""
   if mesh is None:
-    return data_mesh()
+    return data_mesh(axis_type=AxisType.Explicit)
   if tuple(mesh.axis_names) != (DATA_AXIS,):
     raise ValueError(f"mesh must be 1-D with axis names ({DATA_AXIS!r},), got {mesh.axis_names}")
   return mesh

@@ -21,8 +21,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.mesh import DATA_AXIS
 from mec_jax.compression.streaming import PRECISION, shard_sample
+from mec_jax.mesh import DATA_AXIS
 
 _SAMPLE_SALT = 0x5A4D  # folded into a sub-space's key for its row sample
 

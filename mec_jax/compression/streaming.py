@@ -22,7 +22,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.mesh import DATA_AXIS, round_up, shard_rows
+from mec_jax.compression.mesh import round_up, shard_rows
+from mec_jax.mesh import DATA_AXIS
 from mec_jax.ops import segment_sum
 
 # Exact float32 distances even where the default matmul precision is reduced (TF32 on GPUs).

@@ -16,6 +16,7 @@ import jax
 from absl import logging
 
 from mec_jax.errors import ConfigError
+from mec_jax.mesh import data_mesh
 
 
 def initialize(
@@ -90,7 +91,7 @@ def local_mesh():
   """
   if jax.process_count() == 1:
     return None
-  return jax.make_mesh((jax.local_device_count(),), ("data",), devices=jax.local_devices())
+  return data_mesh(jax.local_devices(), axis_type=jax.sharding.AxisType.Explicit)
 
 
 def barrier(name: str) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.data.loader import BatchLoader
 from mec_jax.layers.base import check_ids
 from mec_jax.train import metrics as metrics_lib
 from mec_jax.train import steps
+from mec_jax.train.config import TrainConfig
 
 
 def check_split(split: Mapping[str, np.ndarray], model, name: str) -> None:
@@ -73,7 +76,7 @@ def predict(
   """
   size = eval_batch_size(batch_size, len(split["label"]), mesh)
   loader = BatchLoader(split, size, shuffle=False, pad_to_batch=True, prefetch=2)
-  outputs = [eval_step(params, other, steps.shard_batch(b, mesh)) for b in loader.iterator()]
+  outputs = [eval_step(params, other, meshes.shard_batch(b, mesh)) for b in loader.iterator()]
   probs, labels, masks = (np.concatenate([_to_host(out[i]) for out in outputs]) for i in range(3))
   keep = masks > 0
   return probs[keep], labels[keep]
@@ -85,3 +88,41 @@ def evaluate_split(
   """``{"auc", "logloss"}`` of the model on ``split``."""
   probs, labels = predict(eval_step, params, other, split, batch_size, mesh)
   return metrics_lib.evaluate(labels, probs, name)
+
+
+def evaluate_splits(
+  model: nnx.Module,
+  splits: Mapping[str, Mapping[str, np.ndarray]],
+  names: Sequence[str] = ("valid", "test"),
+  train_config=None,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, float]:
+  """Evaluates ``model`` (eval mode) on the named splits without training.
+
+  Args:
+    model: any backbone.
+    splits: split arrays.
+    names: splits to evaluate.
+    train_config: a `TrainConfig` or ``config.train`` (only ``eval_batch_size`` is read).
+    mesh: device mesh (default: all devices).
+
+  Returns:
+    ``{"<split>_auc", "<split>_logloss"}`` for every name.
+  """
+  batch_size = int(getattr(train_config, "eval_batch_size", TrainConfig.eval_batch_size))
+  mesh = mesh or meshes.data_mesh()
+  model.eval()
+  graphdef, params, rng_state, other = steps.split_model(model)
+  eval_step = steps.make_eval_step(graphdef, rng_state, mesh)
+  state = jax.device_put({"params": params, "other": other}, meshes.replicated(mesh))
+  out = {}
+  for split in names:
+    if split not in splits:
+      raise ValueError(f"evaluate_splits: no {split!r} split (got {sorted(splits)})")
+    check_split(splits[split], model, split)
+    values = evaluate_split(
+      eval_step, state["params"], state["other"], splits[split], batch_size, mesh, split
+    )
+    out |= {f"{split}_{k}": v for k, v in values.items()}
+  return out

@@ -29,10 +29,12 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mec_jax.errors import ArtifactError
 from mec_jax.layers.embed import Embed
 from mec_jax.ops import unique_with_inverse
 from mec_jax.train import row_optimizers
@@ -286,3 +288,111 @@ def model_tables(tables: Mapping[str, dict], fields) -> dict:
       arrays[key] = value if value.shape[0] == field.vocab_size else value[: field.vocab_size]
     out[field.name] = arrays
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseTables:
+  """A model's row-sparse tables and what the loop does with them, as one object.
+
+  Holds the static description (`SparseField`s, the row-wise optimizer's name, the mesh) and the
+  operations that move the tables between the model's parameters and ``TrainState.sparse``:
+  split/merge, the state's shardings, the full parameters for evaluation, loading the trained
+  tables back into the model, and restoring a checkpoint padded for another mesh. With no
+  fields every operation is the identity, so the loop has no sparse branch.
+
+  Attributes:
+    fields: the sparse tables (`find_sparse_fields`; empty: none).
+    optimizer: row-wise optimizer (`row_optimizers.SPARSE_OPTIMIZERS`).
+    mesh: the train mesh (rows split over `row_axes`).
+  """
+
+  fields: tuple[SparseField, ...]
+  optimizer: str
+  mesh: jax.sharding.Mesh
+
+  @property
+  def row_shards(self) -> int:
+    """How many ways the rows are split on this mesh (`row_shards`)."""
+    return row_shards(self.mesh)
+
+  def describe(self) -> str:
+    """One line per table for the log (empty when none)."""
+    return ", ".join(
+      f"field {f.field} ({f.vocab_size:,} rows, lr {f.learning_rate:g})" for f in self.fields
+    )
+
+  def split(self, params: nnx.State) -> tuple[nnx.State, dict]:
+    """``(params without the sparse tables, TrainState.sparse)``, rows padded for the mesh."""
+    params, tables = split_tables(params, self.fields, self.row_shards)
+    return params, init_sparse_state(tables, self.fields, self.optimizer)
+
+  def merge(self, params: nnx.State, tables: Mapping[str, dict]) -> nnx.State:
+    """`merge_tables` of these fields (``params`` itself when there are none)."""
+    return merge_tables(params, tables, self.fields) if self.fields else params
+
+  def take_out(self, params: nnx.State) -> tuple[nnx.State, dict]:
+    """`split_tables` without padding: ``(params without the tables, {name: arrays})``."""
+    return split_tables(params, self.fields) if self.fields else (params, {})
+
+  def gather(self, tables: Mapping[str, dict], ids: jax.Array):
+    """`gather_rows` of these fields: ``(uniq, ids remapped, blocks)`` (no-op when none)."""
+    if not self.fields:
+      return {}, ids, {}
+    return gather_rows(tables, ids, self.fields)
+
+  def update(self, sparse_state, uniqs, grads, lr_scale: jax.Array, weight_decay: float = 0.0):
+    """`apply_row_updates` of the trainable fields with this optimizer."""
+    return apply_row_updates(
+      sparse_state, uniqs, grads, self.fields, self.optimizer, lr_scale, weight_decay=weight_decay
+    )
+
+  def shardings(self, state):
+    """Sharding tree of a train state: sparse arrays row-sharded, the rest replicated."""
+    return state_shardings(state, self.mesh)
+
+  def eval_params(self, state) -> nnx.State:
+    """The full parameter state (sparse tables in place, still sharded) for the eval step."""
+    if not self.fields:
+      return state.params
+    return merge_tables(state.params, tables_of(state.sparse), self.fields)
+
+  def load_into_model(self, model, state) -> None:
+    """Puts ``state``'s parameters (un-padded sparse tables included) and others into ``model``."""
+    params = state.params
+    if self.fields:
+      tables = model_tables(tables_of(state.sparse), self.fields)
+      params = merge_tables(params, tables, self.fields)
+    nnx.update(model, params, state.other)
+
+  def restore(self, checkpointer, step: int, state):
+    """``checkpointer.restore`` into ``state``, also from a run on another device count or mesh.
+
+    Sparse arrays are padded to a multiple of their row shard count; a checkpoint padded for
+    another count is restored onto this mesh with its padding rows (never read) cut or
+    zero-filled, once its shapes show that nothing else differs.
+
+    Raises:
+      ArtifactError: the checkpoint differs in more than padding.
+    """
+    shards = self.row_shards
+    saved_shards = shards
+    if self.fields:
+      saved_shards = checkpointer.loop_state(step).get("row_shards", shards)
+    if saved_shards == shards:
+      return checkpointer.restore(step, state)
+    saved = checkpointer.saved_arrays(step)
+    problem = padding_mismatch(saved.get("sparse", {}), state.sparse, self.fields, saved_shards)
+    dense_saved = {k: v for k, v in saved.items() if k != "sparse"}
+    if problem is None and _shapes(dense_saved) != _shapes(state.replace(sparse={})):
+      problem = "the dense parameters or optimizer state differ"
+    if problem:
+      raise ArtifactError(
+        f"{checkpointer.directory}: step {step} was saved with sparse rows split {saved_shards} "
+        f"ways and cannot be restored split {shards} ways ({self.mesh.size} devices): {problem}"
+      )
+    logging.info("restoring step %d saved %d row shards onto %d", step, saved_shards, shards)
+    return checkpointer.restore(step, state, strict=False)
+
+
+def _shapes(tree) -> list:
+  return sorted(np.shape(x) for x in jax.tree.leaves(tree))

@@ -15,8 +15,9 @@ from flax import nnx  # noqa: E402
 
 from mec_jax.compression import autoencoder, training  # noqa: E402
 from mec_jax.compression.kmeans import weighted_kmeans  # noqa: E402
-from mec_jax.compression.mesh import auto_mesh, data_mesh  # noqa: E402
+from mec_jax.compression.mesh import auto_mesh  # noqa: E402
 from mec_jax.compression.settings import QuantizeSettings  # noqa: E402
+from mec_jax.mesh import data_mesh  # noqa: E402
 
 
 def check_kmeans():

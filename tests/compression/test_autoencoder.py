@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from mec_jax.compression import autoencoder, training
-from mec_jax.compression.mesh import auto_mesh, data_mesh
+from mec_jax.compression.mesh import auto_mesh
 from mec_jax.compression.settings import QuantizeSettings
+from mec_jax.mesh import data_mesh
 
 
 def _rows(num_rows=256, dim=8, seed=0):

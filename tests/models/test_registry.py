@@ -8,8 +8,10 @@ import pytest
 from flax import nnx
 
 from configs import default
+from mec_jax import mesh as meshes
 from mec_jax.layers import CodebookEmbed, Embed, FieldEmbedding
 from mec_jax.models import registry
+from mec_jax.train import optimizer as optim
 from mec_jax.train import steps
 
 VOCABS = [30, 20, 10, 1]  # the last field is numeric
@@ -65,13 +67,13 @@ def test_backbone_logits_and_training(name):
 
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
-  tx = steps.make_optimizer(3e-2)
-  mesh = steps.data_mesh(jax.devices()[:1])
-  state = jax.device_put(steps.init_train_state(params, other, tx), steps.replicated(mesh))
+  tx = optim.make_optimizer(3e-2)
+  mesh = meshes.data_mesh(jax.devices()[:1])
+  state = jax.device_put(steps.init_train_state(params, other, tx), meshes.replicated(mesh))
   step = steps.make_train_step(graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(0))
   losses = []
   for _ in range(10):
-    state, loss = step(state, steps.shard_batch(batch, mesh))
+    state, loss = step(state, meshes.shard_batch(batch, mesh))
     losses.append(float(loss))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < losses[0] - 0.02, losses

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.compression import autoencoder, streaming
-from mec_jax.compression.mesh import data_mesh
 from mec_jax.layers import CodebookEmbed, FieldEmbedding
 from mec_jax.layers.hashed import HashedEmbed
 from mec_jax.layers.qr import QREmbed
 from mec_jax.layers.rowwise import RowwiseQuantEmbed
+from mec_jax.mesh import data_mesh
 from mec_jax.models.registry import build_model
 from mec_jax.ops import segment
 from mec_jax.ops.lowering import contended_scatter_adds
+from mec_jax.train import optimizer as optim
 from mec_jax.train import sparse, steps
 
 VOCABS = (300, 20, 7)
@@ -33,8 +35,8 @@ def deepfm_step_text(sparse_optimizer: str | None) -> str:
   min_rows = 0 if sparse_optimizer is None else VOCABS[0]
   fields = sparse.find_sparse_fields(model, min_rows=min_rows, rate_of_path=lambda _: 1e-3)
   optimizer = sparse_optimizer or "sgd"
-  tx = steps.make_optimizer(1e-3, grad_clip_norm=10.0)
-  mesh = steps.data_mesh()
+  tx = optim.make_optimizer(1e-3)
+  mesh = meshes.data_mesh()
   state, shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer=optimizer
   )
@@ -49,7 +51,7 @@ def deepfm_step_text(sparse_optimizer: str | None) -> str:
     "values": np.ones(ids.shape, np.float32),
     "label": np.zeros(BATCH, np.float32),
   }
-  lowered = train_step.trace(state, steps.shard_batch(batch, mesh))
+  lowered = train_step.trace(state, meshes.shard_batch(batch, mesh))
   return lowered.lower(lowering_platforms=("cuda",)).as_text()
 
 

@@ -11,9 +11,11 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.layers import FieldEmbedding
 from mec_jax.models import registry
 from mec_jax.train import loop, steps
+from mec_jax.train import optimizer as optim
 
 VOCABS = [30, 12, 1]
 
@@ -42,19 +44,19 @@ def run_steps(mesh, batches):
   m = model()
   m.train()
   graphdef, params, rng_state, other = steps.split_model(m)
-  tx = steps.make_optimizer(1e-2)
-  state = jax.device_put(steps.init_train_state(params, other, tx), steps.replicated(mesh))
+  tx = optim.make_optimizer(1e-2)
+  state = jax.device_put(steps.init_train_state(params, other, tx), meshes.replicated(mesh))
   step = steps.make_train_step(graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(3))
   losses = []
   for batch in batches:
-    state, loss = step(state, steps.shard_batch(batch, mesh))
+    state, loss = step(state, meshes.shard_batch(batch, mesh))
     losses.append(float(loss))
   return jax.device_get(state), losses
 
 
 def main():
   assert jax.device_count() == 8, jax.devices()
-  one, eight = steps.data_mesh(jax.devices()[:1]), steps.data_mesh()
+  one, eight = meshes.data_mesh(jax.devices()[:1]), meshes.data_mesh()
   data = splits()
   train = data["train"]
   batches = [{k: v[i * 160 : (i + 1) * 160] for k, v in train.items()} for i in range(3)]

@@ -18,6 +18,7 @@ import sparse_parallel_check as parallel
 import toy_sparse
 from jax.sharding import PartitionSpec as P
 
+from mec_jax import mesh as meshes
 from mec_jax.train import loop, sparse, steps
 from mec_jax.train.checkpoint import Checkpointer
 
@@ -36,7 +37,7 @@ class Kill(Exception):
 
 def steps_match_one_device() -> None:
   data = parallel.batches(3)
-  _, tables1, losses1, probs1, _ = parallel.run(steps.data_mesh(jax.devices()[:1]), data)
+  _, tables1, losses1, probs1, _ = parallel.run(meshes.data_mesh(jax.devices()[:1]), data)
   for k in (2, 4):
     mesh = steps.train_mesh(k)
     assert dict(mesh.shape) == {"data": 8 // k, "model": k}, mesh.shape
@@ -73,7 +74,7 @@ tables = toy_sparse.tables
 
 
 def resume_across_meshes() -> None:
-  one, eight = steps.data_mesh(jax.devices()[:1]), steps.data_mesh()
+  one, eight = meshes.data_mesh(jax.devices()[:1]), meshes.data_mesh()
   data = splits()
   with tempfile.TemporaryDirectory() as tmp:
     whole = model()

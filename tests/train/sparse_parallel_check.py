@@ -13,8 +13,10 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.layers import FieldEmbedding
 from mec_jax.models import registry
+from mec_jax.train import optimizer as optim
 from mec_jax.train import sparse, steps
 
 VOCABS = [1000, 13, 1]  # field 0: 125 rows a device; field 1: padded to 16
@@ -56,7 +58,7 @@ def run(mesh, data):
   m.train()
   graphdef, params, rng_state, other = steps.split_model(m)
   fields = sparse.find_sparse_fields(m, min_rows=13, rate_of_path=lambda _: 0.05)
-  tx = steps.make_optimizer(1e-2)
+  tx = optim.make_optimizer(1e-2)
   state, shardings = steps.init_sharded_state(
     params, other, tx, mesh, fields=fields, sparse_optimizer="lazy_adam"
   )
@@ -64,7 +66,7 @@ def run(mesh, data):
     graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(3), sparse_fields=fields,
     sparse_optimizer="lazy_adam", grad_clip_norm=1.0, state_sharding=shardings,
   )  # fmt: skip
-  sharded = [steps.shard_batch(b, mesh) for b in data]
+  sharded = [meshes.shard_batch(b, mesh) for b in data]
   train_hlo = step.lower(state, sharded[0]).compile().as_text()
   losses = []
   for batch in sharded:
@@ -82,8 +84,8 @@ def run(mesh, data):
 def main():
   assert jax.device_count() == 8, jax.devices()
   data = batches(3)
-  state1, tables1, losses1, probs1, _ = run(steps.data_mesh(jax.devices()[:1]), data)
-  state8, tables8, losses8, probs8, hlos = run(steps.data_mesh(), data)
+  state1, tables1, losses1, probs1, _ = run(meshes.data_mesh(jax.devices()[:1]), data)
+  state8, tables8, losses8, probs8, hlos = run(meshes.data_mesh(), data)
 
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
   np.testing.assert_allclose(probs8, probs1, rtol=1e-5, atol=1e-7)

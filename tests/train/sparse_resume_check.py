@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import toy_sparse
 
+from mec_jax import mesh as meshes
 from mec_jax.errors import ArtifactError
-from mec_jax.train import loop, steps
+from mec_jax.train import loop
 
 VOCABS = [30, 20, 3]  # 30 and 20 rows: sparse, padded to 32 and 24 on 8 devices, none on 2
 CONFIG = loop.TrainConfig(
@@ -40,7 +41,7 @@ tables = toy_sparse.tables
 
 def main():
   assert jax.device_count() == 8, jax.devices()
-  one, two, eight = (steps.data_mesh(jax.devices()[:n]) for n in (1, 2, 8))
+  one, two, eight = (meshes.data_mesh(jax.devices()[:n]) for n in (1, 2, 8))
   data = splits()
   with tempfile.TemporaryDirectory() as tmp:
     whole = model()

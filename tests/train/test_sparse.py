@@ -9,8 +9,10 @@ import toy_sparse
 from flax import nnx
 
 from configs import default
+from mec_jax import mesh as meshes
 from mec_jax.errors import ConfigError
 from mec_jax.train import loop, row_optimizers, sparse, steps
+from mec_jax.train import optimizer as optim
 
 VOCABS = [30, 20, 3]  # fields 0 and 1 are sparse at MIN_ROWS
 MIN_ROWS = 15
@@ -30,7 +32,7 @@ def _batch(seed, rows=64, high=(10, 6, 3)):
 
 def _setup(tx, optimizer="sgd", *, min_rows=MIN_ROWS, rate=0.1, clip=0.0):
   model = _model()
-  mesh = steps.data_mesh(jax.devices()[:1])
+  mesh = meshes.data_mesh(jax.devices()[:1])
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
   rate_of = rate if callable(rate) else (lambda path: rate)
@@ -74,8 +76,8 @@ def test_sparse_sgd_equals_dense_sgd_and_leaves_other_rows_untouched():
   before = _full_tables(sparse_state, fields)
   batches = [_batch(0), _batch(1)]
   for batch in batches:
-    dense_state, _ = dense_step(dense_state, steps.shard_batch(batch, mesh))
-    sparse_state, _ = sparse_step(sparse_state, steps.shard_batch(batch, mesh))
+    dense_state, _ = dense_step(dense_state, meshes.shard_batch(batch, mesh))
+    sparse_state, _ = sparse_step(sparse_state, meshes.shard_batch(batch, mesh))
   dense, after = jax.device_get(dense_state.params), _full_tables(sparse_state, fields)
   for f in (0, 1):
     touched = np.unique(np.concatenate([b["ids"][:, f] for b in batches]))
@@ -122,7 +124,7 @@ def _numpy_step(optimizer, tables, state, grads, touched, lr):
 def test_row_optimizers_match_numpy_over_three_steps(optimizer):
   lr = 0.05
   (graphdef, rng_state, fields), mesh, state, step = _setup(
-    steps.make_optimizer(1e-2), optimizer, rate=lr
+    optim.make_optimizer(1e-2), optimizer, rate=lr
   )
   field = fields[0]
   ref_tables = {k: np.array(v, np.float64) for k, v in state.sparse[field.name]["tables"].items()}
@@ -137,7 +139,7 @@ def test_row_optimizers_match_numpy_over_three_steps(optimizer):
       k: np.asarray(grads["embedding"]["tables"][0][k][...], np.float64) for k in ref_tables
     }
     _numpy_step(optimizer, ref_tables, ref_state, table_grads, np.unique(batch["ids"][:, 0]), lr)
-    state, _ = step(state, steps.shard_batch(batch, mesh))
+    state, _ = step(state, meshes.shard_batch(batch, mesh))
   got = jax.device_get(state.sparse[field.name])
   # Adam's step is ~lr whatever the gradient, so float32 noise in tiny gradients shows up at
   # ~1e-4 of a step; a wrong count or bias correction would be off by ~lr.
@@ -157,16 +159,16 @@ def test_frozen_tables_and_lr_scale():
   def rate(path):  # field 0 frozen (stage C's warm-start default), field 1 trained
     return 0.0 if "tables/0/" in path else 0.1
 
-  (_, _, fields), mesh, state, step = _setup(steps.make_optimizer(1e-2), "lazy_adam", rate=rate)
+  (_, _, fields), mesh, state, step = _setup(optim.make_optimizer(1e-2), "lazy_adam", rate=rate)
   assert [f.frozen for f in fields] == [True, False]
   assert state.sparse["field_0"]["opt"] == {}
   start = jax.device_get(state.sparse)
-  batch = steps.shard_batch(_batch(0), mesh)
-  state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, 0.0))
+  batch = meshes.shard_batch(_batch(0), mesh)
+  state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, 0.0))
   state, _ = step(state, batch)  # plateau scale 0: nothing moves
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.sparse["field_1"]["tables"]),
                start["field_1"]["tables"])  # fmt: skip
-  state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, 1.0))
+  state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, 1.0))
   state, _ = step(state, batch)
   after = jax.device_get(state.sparse)
   np.testing.assert_array_equal(after["field_0"]["tables"]["embedding"],

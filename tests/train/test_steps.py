@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mec_jax import mesh as meshes
 from mec_jax.layers import CodebookEmbed, Codes, Embed, FieldEmbedding
 from mec_jax.models import registry
+from mec_jax.train import optimizer as optim
 from mec_jax.train import steps
 
 VOCABS = [20, 10, 1]
@@ -28,11 +30,11 @@ def _model(tables=None, **hparams):
 
 
 def _setup(model, lr=1e-2, **kwargs):
-  mesh = steps.data_mesh(jax.devices()[:1])
+  mesh = meshes.data_mesh(jax.devices()[:1])
   model.train()
   graphdef, params, rng_state, other = steps.split_model(model)
-  tx = steps.make_optimizer(lr, lr_overrides=kwargs.pop("lr_overrides", None))
-  state = jax.device_put(steps.init_train_state(params, other, tx), steps.replicated(mesh))
+  tx = optim.make_optimizer(lr, lr_overrides=kwargs.pop("lr_overrides", None))
+  state = jax.device_put(steps.init_train_state(params, other, tx), meshes.replicated(mesh))
   step = steps.make_train_step(
     graphdef, rng_state, tx, mesh, dropout_key=jax.random.key(0), **kwargs
   )
@@ -45,7 +47,7 @@ def _shapes(tree):
 
 def test_train_step_lowers_loss_without_recompiling():
   mesh, state, step = _setup(_model(dropout=0.1, batch_norm=True))
-  batch = steps.shard_batch(_batch(), mesh)
+  batch = meshes.shard_batch(_batch(), mesh)
   shapes = _shapes(state)
   losses = []
   for _ in range(3):
@@ -54,24 +56,24 @@ def test_train_step_lowers_loss_without_recompiling():
   assert losses[-1] < losses[0]
   assert _shapes(state) == shapes
   assert int(state.step) == 3
-  state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, 0.1))
-  assert steps.lr_scale(state.opt_state) == pytest.approx(0.1)
-  state, _ = step(state, steps.shard_batch(_batch(seed=1), mesh))
+  state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, 0.1))
+  assert optim.lr_scale(state.opt_state) == pytest.approx(0.1)
+  state, _ = step(state, meshes.shard_batch(_batch(seed=1), mesh))
   assert step._cache_size() == 1  # new data and a new lr scale reuse the compiled step
 
 
 def test_lr_scale_zero_freezes_params():
   mesh, state, step = _setup(_model())
   before = jax.device_get(state.params)
-  state = state.replace(opt_state=steps.set_lr_scale(state.opt_state, 0.0))
-  state, _ = step(state, steps.shard_batch(_batch(), mesh))
+  state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, 0.0))
+  state, _ = step(state, meshes.shard_batch(_batch(), mesh))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), before)
 
 
 def test_lr_overrides_apply_per_parameter_path():
   model = _model()
   mesh, state, step = _setup(model, lr=1e-2, lr_overrides={"tables/0/": 1e-6})
-  labels = steps.param_labels(nnx.state(model, nnx.Param), {"tables/0/": 1e-6})
+  labels = optim.param_labels(nnx.state(model, nnx.Param), {"tables/0/": 1e-6})
   flat = {
     jax.tree_util.keystr(p, simple=True, separator="/"): v
     for p, v in jax.tree_util.tree_flatten_with_path(labels)[0]
@@ -79,7 +81,7 @@ def test_lr_overrides_apply_per_parameter_path():
   assert flat["embedding/tables/0/embedding/value"] == "tables/0/"
   assert flat["embedding/tables/1/embedding/value"] == "default"
   before = jax.device_get(state.params)
-  state, _ = step(state, steps.shard_batch(_batch(), mesh))
+  state, _ = step(state, meshes.shard_batch(_batch(), mesh))
   after = jax.device_get(state.params)
   change = lambda f: np.abs(
     after["embedding"]["tables"][f]["embedding"][...]
@@ -90,12 +92,12 @@ def test_lr_overrides_apply_per_parameter_path():
 
 def test_make_optimizer_rejects_bad_rates():
   with pytest.raises(ValueError, match="'codebooks' must be >= 0"):
-    steps.make_optimizer(1e-3, lr_overrides={"codebooks": -1e-3})
+    optim.make_optimizer(1e-3, lr_overrides={"codebooks": -1e-3})
 
 
 def test_zero_learning_rate_freezes():
   params = {"codebooks": jnp.ones(3), "mlp": jnp.ones(2)}
-  tx = steps.make_optimizer(0.0, lr_overrides={"codebooks": 1e-1})
+  tx = optim.make_optimizer(0.0, lr_overrides={"codebooks": 1e-1})
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(np.asarray(updates["mlp"]), 0.0)
@@ -117,7 +119,7 @@ def test_codes_are_carried_but_never_optimized():
   assert len(jax.tree.leaves(adam_mu)) == num_params
   books = np.asarray(state.params["embedding"]["tables"][0]["codebooks"][...])
   for _ in range(2):
-    state, _ = step(state, steps.shard_batch(_batch(), mesh))
+    state, _ = step(state, meshes.shard_batch(_batch(), mesh))
   np.testing.assert_array_equal(state.other["embedding"]["tables"][0]["codes"][...], codes)
   assert not np.allclose(state.params["embedding"]["tables"][0]["codebooks"][...], books)
 
@@ -126,7 +128,7 @@ def test_embedding_regularizer_shrinks_embeddings():
   def norm_after(weight):
     mesh, state, step = _setup(_model(hidden_units=(2,)), lr=1e-2, embedding_regularizer=weight)
     for _ in range(5):
-      state, _ = step(state, steps.shard_batch(_batch(), mesh))
+      state, _ = step(state, meshes.shard_batch(_batch(), mesh))
     return float(jnp.sum(jnp.square(state.params["embedding"]["tables"][0]["embedding"][...])))
 
   assert norm_after(10.0) < 0.5 * norm_after(0.0)
@@ -134,12 +136,12 @@ def test_embedding_regularizer_shrinks_embeddings():
 
 def test_eval_step_gives_model_probabilities():
   model = _model(batch_norm=True, dropout=0.5)
-  mesh = steps.data_mesh(jax.devices()[:1])
+  mesh = meshes.data_mesh(jax.devices()[:1])
   model.eval()
   graphdef, params, rng_state, other = steps.split_model(model)
   eval_step = steps.make_eval_step(graphdef, rng_state, mesh)
   batch = _batch(rows=16) | {"mask": np.r_[np.ones(10), np.zeros(6)].astype(np.float32)}
-  probs, label, mask = eval_step(params, other, steps.shard_batch(batch, mesh))
+  probs, label, mask = eval_step(params, other, meshes.shard_batch(batch, mesh))
   expected = jax.nn.sigmoid(model(batch["ids"], batch["values"]))
   np.testing.assert_allclose(probs, expected, rtol=1e-5)
   np.testing.assert_array_equal(mask, batch["mask"])
