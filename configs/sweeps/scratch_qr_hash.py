@@ -1,0 +1,33 @@
+"""Hash and QR as their users train them: from scratch, at equal bytes (issue 23, item 2).
+
+Run: ``SWEEP_DATASET=synthetic python -m mec_jax.experiments
+--config=configs/sweeps/scratch_qr_hash.py --workdir=DIR`` (``SWEEP_DATASET``: ``synthetic``,
+default, or ``movielens``; one workdir per dataset). Every cell starts its tables at random
+(``compress.init_tables=random``) and trains a fresh backbone with every weight, tables included,
+at ``train.learning_rate`` (``finetune.init_from_pretrain=False``,
+``finetune.codebook_learning_rate=0``): the hashing trick, then QR with the mult combine.
+MovieLens-100K cannot hold QR at 25x (its ``2 sqrt(V)`` floor caps it near 16x), so its budget is 15x.
+"""
+
+import os
+
+from configs import movielens, synthetic
+from configs.sweeps import SEEDS as SEEDS
+
+DATASETS = {"synthetic": (synthetic, 25.0), "movielens": (movielens, 15.0)}
+DATASET = os.environ.get("SWEEP_DATASET", "synthetic")
+if DATASET not in DATASETS:
+  raise ValueError(f"SWEEP_DATASET={DATASET!r}; expected one of {sorted(DATASETS)}")
+BUDGET = DATASETS[DATASET][1]
+SCRATCH = {
+  "compress.target_ratio": BUDGET,
+  "compress.init_tables": "random",
+  "finetune.init_from_pretrain": False,
+  "finetune.codebook_learning_rate": 0.0,
+}
+SWEEP = [{"compress.method": "hash"} | SCRATCH, {"compress.method": "qr"} | SCRATCH]
+FINETUNE = True
+
+
+def get_config():
+  return DATASETS[DATASET][0].get_config()
