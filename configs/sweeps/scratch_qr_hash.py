@@ -25,7 +25,16 @@ SCRATCH = {
   "finetune.init_from_pretrain": False,
   "finetune.codebook_learning_rate": 0.0,
 }
-SWEEP = [{"compress.method": "hash"} | SCRATCH, {"compress.method": "qr"} | SCRATCH]
+QR = {"compress.method": "qr"} | SCRATCH
+SWEEP = [
+  {"compress.method": "hash"} | SCRATCH,
+  # Before the fix: QREmbeddingBag's layout (large row v // c), the small table at ones.
+  QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "ones"},
+  QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "sign"},
+  QR | {"compress.qr_large_index": "remainder", "compress.qr_random_init": "ones"},
+  QR | {"compress.qr_large_index": "remainder", "compress.qr_random_init": "sign"},
+  QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "dlrm"},
+]
 FINETUNE = True
 
 

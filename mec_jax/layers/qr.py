@@ -1,8 +1,18 @@
 """Quotient-remainder (QR) compositional embeddings: two small tables combined per id.
 
-With ``c = num_collisions``, id ``v`` embeds as ``quotient[v // c] * remainder[v % c]``
-(element-wise product; ``combine="sum"`` adds them instead). Every id gets a distinct pair of rows,
-at ``(ceil(V / c) + c) * d`` floats instead of ``V * d``: at most ``sqrt(V) / 2`` times fewer.
+A large table of ``n = ceil(V / c)`` rows and a small one of ``c = num_collisions`` rows; id ``v``
+embeds as ``large[i(v)] * small[j(v)]`` (element-wise product; ``combine="sum"`` adds them
+instead), with ``(i, j)`` one of two complementary partitions (``large_index``):
+
+* ``remainder`` (the paper's Algorithm 1 with hash size ``m = n``): ``i = v mod n``,
+  ``j = v // n``. Ids in mec_jax are sorted by train frequency, so the ``n`` most popular ids
+  get large rows of their own, each shared only with ids ``n, 2n, ...`` places rarer.
+* ``quotient`` (the paper's PyTorch ``QREmbeddingBag``): ``i = v // c``, ``j = v mod c``. On
+  frequency-sorted ids the ``c`` most popular ids share one large row and differ only through
+  the small table. Both are the same method on ids in random order (raw hashed Criteo values).
+
+Every id gets a distinct pair of rows, at ``(n + c) * d`` floats instead of ``V * d``: at most
+``sqrt(V) / 2`` times fewer.
 
 References:
   Shi, Mudigere, Naumov & Yang, "Compositional Embeddings Using Complementary Partitions for
@@ -23,6 +33,7 @@ from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
+LARGE_INDEX = ("remainder", "quotient")
 FLOAT_BYTES = 4
 
 
@@ -31,6 +42,16 @@ def qr_rows(vocab_size: int, num_collisions: int) -> tuple[int, int]:
   if num_collisions < 1:
     raise ValueError(f"QR: num_collisions must be >= 1, got {num_collisions}")
   return math.ceil(vocab_size / num_collisions), int(num_collisions)
+
+
+def qr_index(ids, vocab_size: int, num_collisions: int, large_index: str):
+  """``(large-table rows, small-table rows)`` of int ``ids [...]`` (numpy or jax) in ``[0, V)``."""
+  if large_index == "remainder":
+    large = math.ceil(vocab_size / num_collisions)
+    return ids % large, ids // large
+  if large_index == "quotient":
+    return ids // num_collisions, ids % num_collisions
+  raise ValueError(f"QR: large_index={large_index!r}; expected one of {LARGE_INDEX}")
 
 
 def combine_rows(quotient: jax.Array, remainder: jax.Array, combine: str) -> jax.Array:
@@ -47,13 +68,15 @@ class QRTable:
   """Stage-B artifact of a QR embedding for one field.
 
   Attributes:
-    quotient: float32 ``[ceil(V / c), dim]``.
-    remainder: float32 ``[c, dim]``.
-    first_order: float32 ``[ceil(V / c) + c]`` (quotient weights, then remainder weights; an
+    quotient: float32 ``[ceil(V / c), dim]``, the large table (``QREmbeddingBag``'s quotient table).
+    remainder: float32 ``[c, dim]``, the small table.
+    first_order: float32 ``[ceil(V / c) + c]`` (large-table weights, then small-table weights; an
       id's weight is their sum) or None.
     vocab_size: V.
     combine: ``mult`` or ``sum``.
     name: field name.
+    large_index: ``remainder`` or ``quotient`` (see the module docstring); None (files written
+      before the choice existed) reads as ``quotient``.
   """
 
   quotient: np.ndarray
@@ -62,7 +85,12 @@ class QRTable:
   vocab_size: int
   combine: str = "mult"
   name: str = ""
+  large_index: str | None = "quotient"
   method = "qr"
+
+  @property
+  def layout(self) -> str:
+    return self.large_index or "quotient"
 
   @property
   def num_collisions(self) -> int:
@@ -74,9 +102,10 @@ class QRTable:
 
   def reconstruct(self) -> np.ndarray:
     """float32 ``[vocab_size, dim]``: the dense table the two factors stand for."""
-    ids = np.arange(self.vocab_size)
-    c = self.num_collisions
-    return np.asarray(combine_rows(self.quotient[ids // c], self.remainder[ids % c], self.combine))
+    large, small = qr_index(
+      np.arange(self.vocab_size), self.vocab_size, self.num_collisions, self.layout
+    )
+    return np.asarray(combine_rows(self.quotient[large], self.remainder[small], self.combine))
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
@@ -90,6 +119,7 @@ class QRTable:
       "num_collisions": self.num_collisions,
       "quotient_rows": int(self.quotient.shape[0]),
       "combine": self.combine,
+      "large_index": self.layout,
     }
 
   def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> QREmbed:
@@ -100,6 +130,7 @@ class QRTable:
       self.remainder,
       first_order=self.first_order if first_order else None,
       combine=self.combine,
+      large_index=self.layout,
     )
 
 
@@ -113,6 +144,8 @@ class QREmbed(nnx.Module):
     remainder: float ``[c, dim]`` (trainable, ``remainder_rows``).
     first_order: optional float ``[ceil(V / c) + c]`` (trainable, ``qr_first_order``).
     combine: ``mult`` (the paper's best) or ``sum``.
+    large_index: ``remainder`` (id ``v`` reads large row ``v mod ceil(V / c)``) or ``quotient``
+      (large row ``v // c``); see the module docstring.
   """
 
   def __init__(
@@ -123,9 +156,12 @@ class QREmbed(nnx.Module):
     *,
     first_order: np.ndarray | jax.Array | None = None,
     combine: str = "mult",
+    large_index: str = "quotient",
   ):
     if combine not in COMBINES:
       raise ValueError(f"QREmbed: combine={combine!r}; expected one of {COMBINES}")
+    if large_index not in LARGE_INDEX:
+      raise ValueError(f"QREmbed: large_index={large_index!r}; expected one of {LARGE_INDEX}")
     quotient = jnp.asarray(quotient, jnp.float32)
     remainder = jnp.asarray(remainder, jnp.float32)
     expected = qr_rows(int(vocab_size), int(remainder.shape[0]))
@@ -138,6 +174,7 @@ class QREmbed(nnx.Module):
     self.num_collisions = int(remainder.shape[0])
     self.dim = int(quotient.shape[1])
     self.combine = combine
+    self.large_index = large_index
     self.quotient_rows = nnx.Param(quotient)
     self.remainder_rows = nnx.Param(remainder)
     fo = None
@@ -150,7 +187,7 @@ class QREmbed(nnx.Module):
 
   def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "QREmbed")
-    return ids // self.num_collisions, ids % self.num_collisions
+    return qr_index(ids, self.vocab_size, self.num_collisions, self.large_index)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
@@ -159,7 +196,7 @@ class QREmbed(nnx.Module):
     return combine_rows(quotient, take_rows(self.remainder_rows[...], r), self.combine)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
-    """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
+    """``ids [...] -> [...]``: large-table weight + small-table weight (zeros without them)."""
     q, r = self._split(ids)
     if self.qr_first_order is None:
       return jnp.zeros(q.shape, jnp.float32)

@@ -17,9 +17,11 @@ import math
 import numpy as np
 
 from mec_jax.compression import group_fit
-from mec_jax.layers.qr import QRTable
+from mec_jax.layers.qr import QRTable, qr_index
 from mec_jax.methods import base, budget, files
 from mec_jax.methods.hash import INIT_STD
+
+RANDOM_INITS = ("sign", "ones", "dlrm")
 
 
 class QRArtifact(files.Stored, QRTable):
@@ -33,29 +35,66 @@ class QRArtifact(files.Stored, QRTable):
     return files.with_params(self, layer, params | {"qr_first_order": "first_order"})
 
 
+def random_tables(
+  vocab_size: int, dim: int, collisions: int, combine: str, init: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+  """From-scratch ``(large [ceil(V / c), dim], small [c, dim])`` float32 tables.
+
+  ``init`` (``compress.qr_random_init``):
+
+  * ``sign``: an id's initial row has the statistics of a fresh `Embed` row (``N(0, s²)``,
+    ``s = INIT_STD``) and ids sharing a large row start uncorrelated: with ``mult`` the large
+    table is ``N(0, s²)`` and the small one random signs ``±1``; with ``sum`` both are
+    ``N(0, s² / 2)``.
+  * ``ones``: the large table ``N(0, s²)`` and the small one at the combine's identity (1 for
+    ``mult``, 0 for ``sum``): ids sharing a large row start equal.
+  * ``dlrm``: both ``U(sqrt(1 / V), 1)``, what ``QREmbeddingBag.reset_parameters`` draws
+    (``nn.init.uniform_(w, sqrt(1 / V))`` sets the lower bound): rows of mean ~0.25 (mult).
+  """
+  nq = math.ceil(vocab_size / collisions)
+  if init == "dlrm":
+    low = math.sqrt(1 / vocab_size)
+    large = rng.uniform(low, 1.0, (nq, dim))
+    return large.astype(np.float32), rng.uniform(low, 1.0, (collisions, dim)).astype(np.float32)
+  if init not in RANDOM_INITS:
+    raise ValueError(f"QR: random init {init!r}; expected one of {RANDOM_INITS}")
+  if combine == "sum":
+    std = INIT_STD / math.sqrt(2) if init == "sign" else INIT_STD
+    large = std * rng.standard_normal((nq, dim))
+    small = std * rng.standard_normal((collisions, dim)) * (init == "sign")
+    return large.astype(np.float32), small.astype(np.float32)
+  large = INIT_STD * rng.standard_normal((nq, dim))
+  small = (
+    rng.choice([-1.0, 1.0], (collisions, dim)) if init == "sign" else np.ones((collisions, dim))
+  )
+  return large.astype(np.float32), small.astype(np.float32)
+
+
 def build_field(spec, table, bias, counts, config, collisions: int, seed: int) -> QRArtifact:
-  """The QR tables of one field (``collisions`` ids per quotient row) from stage A's table."""
+  """The QR tables of one field (``collisions`` small-table rows) from stage A's table."""
   c = config.compress
   dim = table.shape[1]
   nq = math.ceil(spec.vocab_size / collisions)
-  ids = np.arange(spec.vocab_size)
-  qi, ri = ids // collisions, ids % collisions
+  large, small = qr_index(np.arange(spec.vocab_size), spec.vocab_size, collisions, c.qr_large_index)
   if c.init_tables == "random":
     rng = np.random.default_rng(seed)
-    quotient = (INIT_STD * rng.standard_normal((nq, dim))).astype(np.float32)
-    remainder = np.full((collisions, dim), 1.0 if c.qr_combine == "mult" else 0.0, np.float32)
+    quotient, remainder = random_tables(
+      spec.vocab_size, dim, collisions, c.qr_combine, c.qr_random_init, rng
+    )
     fo = None if bias is None else np.zeros(nq + collisions, np.float32)
   else:
     quotient, remainder = group_fit.fit_two_factor(
-      table, counts, qi, ri, nq, collisions, c.qr_combine, c.qr_init_iters
+      table, counts, large, small, nq, collisions, c.qr_combine, c.qr_init_iters
     )
     fo = None
     if bias is not None:
       fq, fr = group_fit.fit_two_factor(
-        bias[:, None], counts, qi, ri, nq, collisions, "sum", c.qr_init_iters
+        bias[:, None], counts, large, small, nq, collisions, "sum", c.qr_init_iters
       )
       fo = np.concatenate([fq[:, 0], fr[:, 0]])
-  return QRArtifact(quotient, remainder, fo, spec.vocab_size, c.qr_combine, spec.name)
+  return QRArtifact(
+    quotient, remainder, fo, spec.vocab_size, c.qr_combine, spec.name, c.qr_large_index
+  )
 
 
 def build(config, feature_map, ctx: base.StageB) -> dict[str, QRArtifact]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mec_jax.compression.rowwise import SCALE_DTYPES
 from mec_jax.errors import ConfigError
 from mec_jax.layers.hashed import HASH_FUNCTIONS
-from mec_jax.layers.qr import COMBINES
+from mec_jax.layers.qr import COMBINES, LARGE_INDEX
 from mec_jax.methods import cce, pq, qr, robez, rowwise
 from mec_jax.methods import hash as hashing
 from mec_jax.methods.base import Artifact, Method
@@ -53,6 +53,8 @@ def validate(config) -> None:
     ("init_tables", c.init_tables, INIT_TABLES),
     ("hash_function", c.hash_function, HASH_FUNCTIONS),
     ("qr_combine", c.qr_combine, COMBINES),
+    ("qr_large_index", c.qr_large_index, LARGE_INDEX),
+    ("qr_random_init", c.qr_random_init, qr.RANDOM_INITS),
     ("scale_dtype", c.scale_dtype, SCALE_DTYPES),
   ):
     if value not in choices:
