@@ -41,24 +41,37 @@ def test_hashed_embed_matches_numpy():
   assert HashedTable(rows, fo, 50).nbytes() == 13 * 6 * 4
 
 
+@pytest.mark.parametrize("large_index", ["remainder", "quotient"])
 @pytest.mark.parametrize("combine", ["mult", "sum"])
-def test_qr_is_the_combination_of_its_two_lookups(combine):
+def test_qr_is_the_combination_of_its_two_lookups(combine, large_index):
   rng = np.random.default_rng(1)
   vocab, c = 23, 5
   quotient, remainder = rng.normal(size=(5, 4)), rng.normal(size=(c, 4))
   fo = rng.normal(size=5 + c)
-  table = QRTable(quotient, remainder, fo, vocab, combine)
+  table = QRTable(quotient, remainder, fo, vocab, combine, large_index=large_index)
   layer = table.to_layer(rngs=nnx.Rngs(0))
   assert isinstance(layer, Table)
   ids = np.arange(vocab)
-  q_rows, r_rows = quotient[ids // c], remainder[ids % c]
+  # The paper's Algorithm 1 (large row v mod ceil(V/c)) or QREmbeddingBag's (large row v // c).
+  big, small = (ids % 5, ids // 5) if large_index == "remainder" else (ids // c, ids % c)
+  assert len(set(zip(big.tolist(), small.tolist(), strict=True))) == vocab  # every id distinct
+  q_rows, r_rows = quotient[big], remainder[small]
   want = q_rows * r_rows if combine == "mult" else q_rows + r_rows
   np.testing.assert_allclose(np.asarray(jax.jit(lambda i: layer(i))(ids)), want, rtol=1e-6)
   np.testing.assert_allclose(table.reconstruct(), want, rtol=1e-6)
   np.testing.assert_allclose(
-    np.asarray(layer.first_order(ids)), fo[ids // c] + fo[5 + ids % c], rtol=1e-5, atol=1e-6
+    np.asarray(layer.first_order(ids)), fo[big] + fo[5 + small], rtol=1e-5, atol=1e-6
   )
   assert table.nbytes() == (5 + c) * 4 * 4
+  assert table.knobs()["large_index"] == large_index
+
+
+def test_qr_table_read_from_an_older_file_keeps_its_layout():
+  quotient, remainder = np.ones((5, 2)), np.arange(10.0).reshape(5, 2)
+  table = QRTable(quotient, remainder, None, 23, "mult", large_index=None)
+  np.testing.assert_allclose(table.reconstruct(), remainder[np.arange(23) % 5])
+  with pytest.raises(ValueError, match="large_index='middle'"):
+    QREmbed(23, quotient, remainder, large_index="middle")
 
 
 def test_qr_shape_mismatch_is_a_clear_error():
