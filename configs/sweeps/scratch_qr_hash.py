@@ -28,11 +28,11 @@ SCRATCH = {
 QR = {"compress.method": "qr"} | SCRATCH
 SWEEP = [
   {"compress.method": "hash"} | SCRATCH,
+  QR | {"compress.qr_large_index": "remainder", "compress.qr_random_init": "sign"},
   # Before the fix: QREmbeddingBag's layout (large row v // c), the small table at ones.
   QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "ones"},
   QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "sign"},
   QR | {"compress.qr_large_index": "remainder", "compress.qr_random_init": "ones"},
-  QR | {"compress.qr_large_index": "remainder", "compress.qr_random_init": "sign"},
   QR | {"compress.qr_large_index": "quotient", "compress.qr_random_init": "dlrm"},
 ]
 FINETUNE = True
