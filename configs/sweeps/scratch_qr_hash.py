@@ -2,7 +2,8 @@
 
 Run: ``SWEEP_DATASET=synthetic python -m mec_jax.experiments
 --config=configs/sweeps/scratch_qr_hash.py --workdir=DIR`` (``SWEEP_DATASET``: ``synthetic``,
-default, or ``movielens``; one workdir per dataset). Every cell starts its tables at random
+default, ``movielens``, or ``criteo_layout`` with ``SWEEP_DATA_DIR`` a Criteo_x1-layout CSV set,
+``data.min_count=1``, the fields of >= 8,000 ids compressed; one workdir per dataset). Every cell starts its tables at random
 (``compress.init_tables=random``) and trains a fresh backbone with every weight, tables included,
 at ``train.learning_rate`` (``finetune.init_from_pretrain=False``,
 ``finetune.codebook_learning_rate=0``): the hashing trick, then QR with the mult combine.
@@ -11,10 +12,14 @@ MovieLens-100K cannot hold QR at 25x (its ``2 sqrt(V)`` floor caps it near 16x),
 
 import os
 
-from configs import movielens, synthetic
+from configs import criteo, movielens, synthetic
 from configs.sweeps import SEEDS as SEEDS
 
-DATASETS = {"synthetic": (synthetic, 25.0), "movielens": (movielens, 15.0)}
+DATASETS = {
+  "synthetic": (synthetic, 25.0),
+  "movielens": (movielens, 15.0),
+  "criteo_layout": (criteo, 25.0),
+}
 DATASET = os.environ.get("SWEEP_DATASET", "synthetic")
 if DATASET not in DATASETS:
   raise ValueError(f"SWEEP_DATASET={DATASET!r}; expected one of {sorted(DATASETS)}")
@@ -39,4 +44,9 @@ FINETUNE = True
 
 
 def get_config():
-  return DATASETS[DATASET][0].get_config()
+  config = DATASETS[DATASET][0].get_config()
+  if DATASET == "criteo_layout":  # the new-user setting: every id kept, fields >= 8,000
+    config.data.dir = os.environ["SWEEP_DATA_DIR"]
+    config.data.min_count = 1
+    config.quantize.min_vocab = 8000
+  return config
