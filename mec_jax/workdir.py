@@ -76,6 +76,8 @@ BEHAVIOUR_BEFORE_KEY = {
   "quantize.encoder": "dense",  # a full linear encoder
   "quantize.rows_per_epoch": 0,  # every training row each epoch
   "quantize.selection": "error",  # the epoch with the lowest held-out error shipped
+  "compress.qr_large_index": "quotient",  # QR's large-table row was v // c
+  "compress.qr_random_init": "ones",  # a from-scratch QR small table started at ones
 }
 # Stage A and B use pretrain.model; model.name is stage C's backbone only (model-agnostic reuse).
 _STAGE_SECTIONS = {

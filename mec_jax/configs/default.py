@@ -147,10 +147,11 @@ def get_config() -> ml_collections.ConfigDict:
   comp.hash_seed = 0  # hash: seed of the universal hash
   comp.qr_combine = "mult"  # qr: mult | sum of the quotient and remainder rows
   comp.qr_init_iters = 10  # qr: alternating least-squares passes of the stage_a warm start
-  comp.qr_large_index = (
-    "quotient"  # qr: large table row of id v: remainder (v mod V/c) | quotient (v // c)
-  )
-  comp.qr_random_init = "ones"  # qr with init_tables=random: sign | ones | dlrm (docs/baselines.md)
+  # qr: large-table row of id v: remainder (v mod ceil(V/c): the paper's Algorithm 1, popular ids
+  # apart) | quotient (v // c: QREmbeddingBag's, the c most popular ids share a row)
+  comp.qr_large_index = "remainder"
+  # qr with init_tables=random: sign (large N(0, 1e-4²), small ±1: a fresh Embed row) | ones | dlrm
+  comp.qr_random_init = "sign"
   comp.cce_columns = 4  # cce: columns c (divides model.embed_dim), each k clusters + k hashed rows
   comp.robez_blocks = (
     4  # robez: blocks Z per row (divides model.embed_dim), each at a hashed offset
