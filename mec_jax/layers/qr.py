@@ -4,12 +4,14 @@ A large table of ``n = ceil(V / c)`` rows and a small one of ``c = num_collision
 embeds as ``large[i(v)] * small[j(v)]`` (element-wise product; ``combine="sum"`` adds them
 instead), with ``(i, j)`` one of two complementary partitions (``large_index``):
 
-* ``remainder`` (the paper's Algorithm 1 with hash size ``m = n``): ``i = v mod n``,
-  ``j = v // n``. Ids in mec_jax are sorted by train frequency, so the ``n`` most popular ids
-  get large rows of their own, each shared only with ids ``n, 2n, ...`` places rarer.
-* ``quotient`` (the paper's PyTorch ``QREmbeddingBag``): ``i = v // c``, ``j = v mod c``. On
-  frequency-sorted ids the ``c`` most popular ids share one large row and differ only through
-  the small table. Both are the same method on ids in random order (raw hashed Criteo values).
+* ``remainder``: ``i = v mod n``, ``j = v // n``, the paper's Algorithm 1
+  (``W_rem[v mod m] * W_quo[v // m]``) with ``m = n``: the large table is the hashing trick's
+  ``mod`` table. Ids in mec_jax are sorted by train frequency, so the ``n`` most popular ids get
+  large rows of their own, each shared only with ids ``n, 2n, ...`` places rarer.
+* ``quotient``: ``i = v // c``, ``j = v mod c``, Algorithm 1 with ``m = c`` (the paper's PyTorch
+  ``QREmbeddingBag``). On frequency-sorted ids the ``c`` most popular ids share one large row and
+  differ only through the small table. On ids in random order (raw hashed values) both layouts
+  are the same method.
 
 Every id gets a distinct pair of rows, at ``(n + c) * d`` floats instead of ``V * d``: at most
 ``sqrt(V) / 2`` times fewer.

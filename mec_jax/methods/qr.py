@@ -1,9 +1,12 @@
 """``qr``: quotient-remainder embeddings (`mec_jax.layers.qr`), ``c_f`` collisions per field.
 
-The collisions come from the byte budget (`mec_jax.methods.budget.plan_qr`). With
+The collisions come from the byte budget (`mec_jax.methods.budget.plan_qr`: the smallest ``c``
+that fits, so the large table has ``ceil(V / c)`` rows, about the hashing trick's ``V / r``, and the
+small one ``c``). ``compress.qr_large_index`` picks which id split indexes the large table. With
 ``compress.init_tables = "stage_a"`` the two tables start from a count-weighted alternating
-least-squares fit of the stage-A table (`mec_jax.compression.group_fit`); ``"random"`` starts the
-quotient table like a fresh `Embed` and the remainder table at the combine's identity.
+least-squares fit of the stage-A table (`mec_jax.compression.group_fit`); ``"random"`` starts
+them as ``compress.qr_random_init`` says (`random_tables`; default: an id's row is distributed as
+a fresh `Embed` row's).
 
 References:
   Shi et al., "Compositional Embeddings Using Complementary Partitions for Memory-Efficient
