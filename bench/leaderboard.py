@@ -339,13 +339,13 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
 
 
 def page() -> None:
-  tables, sections = {}, []
+  tables, sections, expected_all = {}, [], {}
   for dataset in DATASETS:
     raw = os.path.join(OUT, dataset, "results_raw.csv")
     rows = read_raw(raw) if os.path.exists(raw) else []
     table = aggregate(rows)
     tables[dataset] = table
-    expected = expected_cells(dataset)
+    expected = expected_all[dataset] = expected_cells(dataset)
     if not expected and not table:
       continue
     text = f"## {dataset}\n\n{commands(dataset)}\n"
@@ -362,7 +362,15 @@ def page() -> None:
     else:
       text += "Nothing run yet on this dataset.\n\n"
     sections.append(text + dataset_section(dataset, table, expected))
-  body = "## Which method to pick\n\n" + recommendation(tables) + "\n"
+  done = sum(
+    1 for d, keys in expected_all.items() for k in keys if k in tables[d] and tables[d][k]["n"]
+  )
+  total = sum(len(keys) for keys in expected_all.values())
+  body = f"## Which method to pick\n\n{recommendation(tables)}\n"
+  if done < total:  # the sentence can only speak for the methods that ran
+    body += (
+      f"\nProvisional: {done} of the sweeps' {total} cells have a result; the rest are not run.\n"
+    )
   with open(PAGE + ".tmp", "w") as fh:
     fh.write(INTRO + "\n" + body + "\n" + "\n".join(sections))
   os.replace(PAGE + ".tmp", PAGE)
