@@ -206,7 +206,7 @@ def _secs(value: float) -> str:
 def dataset_section(dataset: str, table: dict[tuple, dict], expected: list[tuple]) -> str:
   """The markdown of one dataset: the AUC matrix (rows: method x protocol; columns: budgets,
   then the fixed-ratio methods' own ratio) with each column's winner in bold, then every cell's
-  bytes and stage times. ``expected``: the sweep's cells; those without a result are "not run"."""
+  bytes and stage times (cells with a record only). ``expected``: the sweep's cells; those without a result are "not run"."""
   keys = list(dict.fromkeys(expected + sorted(table)))
   budgets = sorted({k[2] for k in keys if k[2] > 1.0})
   best = winners(table)
@@ -237,12 +237,15 @@ def dataset_section(dataset: str, table: dict[tuple, dict], expected: list[tuple
     "| stage B s | stage C s | kept |",
     "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
   ]
-  for key in keys:
+  for key in keys:  # the cells with a record (the matrix shows those not run)
     cell = table.get(key)
+    if cell is None:
+      continue
     target = "—" if key[2] <= 1.0 else f"{key[2]:g}x"
-    if cell is None or not cell["n"]:
-      why = "not run" if cell is None or not cell["note"] else cell["note"]
-      lines.append(f"| {key[0]} | {key[1]} | {target} | 0 | {why} | | | | | | |")
+    if not cell["n"]:
+      lines.append(
+        f"| {key[0]} | {key[1]} | {target} | 0 | {cell['note'] or 'no AUC'} | | | | | | |"
+      )
       continue
     lines.append(
       f"| {key[0]} | {key[1]} | {target} | {cell['n']} "
