@@ -69,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.learning_rate = 1e-3
   train.grad_clip_norm = 10.0
   train.weight_decay = 0.0
+  # FuxiCTR's embedding_regularizer / net_regularizer as L2 terms (λ/2)·||w||² of the loss, but the
+  # embedding term only on the full-table rows a batch touches, each unique row once (dense and
+  # row-sparse tables alike; mec_jax/train/losses.py). 0: off.
+  train.embedding_l2 = 0.0
+  train.net_l2 = 0.0  # on every weight outside the embedding tables (MLP, cross, attention, ...)
   train.patience = 2  # epochs without improvement before stopping
   train.lr_decay = 0.1  # lr factor on a plateau
   train.monitor = "auc_minus_logloss"  # validation score that drives plateau / early stop

@@ -27,6 +27,8 @@ class TrainConfig:
   log_every_steps: int = 50
   progress: bool = True
   embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
+  embedding_l2: float = 0.0  # (λ/2)·||row||² per unique touched full-table row (train.losses)
+  net_l2: float = 0.0  # (λ/2)·||θ||² on the parameters outside model.embedding
   sparse_min_rows: int = 20_000  # Embed tables this large train row-sparse (0: none)
   sparse_optimizer: str = DEFAULT_SPARSE_OPTIMIZER  # row_optimizers.SPARSE_OPTIMIZERS
   sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
@@ -50,6 +52,10 @@ class TrainConfig:
       raise ConfigError(
         f"train.sparse_min_rows={self.sparse_min_rows}, train.sparse_learning_rate="
         f"{self.sparse_learning_rate}; both must be >= 0"
+      )
+    if not (self.embedding_l2 >= 0 and self.net_l2 >= 0):
+      raise ConfigError(
+        f"train.embedding_l2={self.embedding_l2}, train.net_l2={self.net_l2}; both must be >= 0"
       )
     if self.model_axis_size < 1:
       raise ConfigError(f"train.model_axis_size={self.model_axis_size}; expected >= 1")
