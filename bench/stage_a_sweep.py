@@ -6,7 +6,8 @@ stage A's own settings; this script runs ``config.stage = pretrain`` once per (o
 override with the best mean validation AUC. A finished run is read back, not retrained.
 
 Run: ``nice -n 19 python bench/stage_a_sweep.py --sweep=configs/sweeps/stage_a_synthetic.py
---workdir=DIR [--seeds=2024,2025,2026] [--only=train.embedding_l2=0.001]``.
+--workdir=DIR [--seeds=2024,2025,2026] [--only=train.embedding_l2=0.001,...]``. Several
+processes may share a workdir: a run another process holds is skipped.
 """
 
 from __future__ import annotations
@@ -20,22 +21,25 @@ import numpy as np
 from absl import app, flags, logging
 
 from mec_jax import pipeline
+from mec_jax.errors import BusyError
 from mec_jax.experiments import runner
 from mec_jax.train import loop
 
 _SWEEP = flags.DEFINE_string("sweep", "configs/sweeps/stage_a_synthetic.py", "Sweep file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds instead of the sweep file's SEEDS.")
-_ONLY = flags.DEFINE_list("only", [], "key=value: run only overrides with these values.")
+_ONLY = flags.DEFINE_list("only", [], "key=value,...: run the overrides with one of these values.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def _keep(overrides: dict) -> bool:
+  if not _ONLY.value:
+    return True
   for item in _ONLY.value:
     key, _, value = item.partition("=")
-    if key not in overrides or float(overrides[key]) != float(value):
-      return False
-  return True
+    if key in overrides and float(overrides[key]) == float(value):
+      return True
+  return False
 
 
 def run_one(config, overrides: dict, seed: int, root: str) -> dict:
@@ -59,7 +63,11 @@ def main(argv):
   for seed in seeds:
     for overrides in filter(_keep, sweep):
       name = ", ".join(f"{k}={v:g}" for k, v in overrides.items())
-      out = run_one(config, overrides, seed, _WORKDIR.value)
+      try:
+        out = run_one(config, overrides, seed, _WORKDIR.value)
+      except BusyError as err:  # another process of this sweep is on it
+        print(f"{name} seed {seed}: skipped, {err}", flush=True)
+        continue
       rows.setdefault(name, []).append(out)
       print(
         f"{name} seed {seed}: valid AUC {out['valid_auc']:.5f} test AUC {out['test_auc']:.5f} "
@@ -69,6 +77,8 @@ def main(argv):
       )
   print("\n| setting | seeds | valid AUC | test AUC | test logloss | best epoch |")
   print("|---|---|---|---|---|---|")
+  if not rows:
+    return
   best = max(rows, key=lambda n: np.mean([r["valid_auc"] for r in rows[n]]))
   for name, runs in rows.items():
 
