@@ -21,11 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mec_jax.layers.base import lookup_ids
+from mec_jax.layers.base import (
+  FLOAT_BYTES,
+  TableArtifact,
+  axis_size,
+  first_order_at,
+  first_order_param,
+  lookup_ids,
+)
 from mec_jax.ops import take_rows
 
 HASH_FUNCTIONS = ("universal", "mod")
-FLOAT_BYTES = 4
 
 
 def hash_ids(ids: jax.Array, num_buckets: int, seed: int = 0, function: str = "universal"):
@@ -55,7 +61,7 @@ def hash_ids(ids: jax.Array, num_buckets: int, seed: int = 0, function: str = "u
 
 
 @dataclasses.dataclass
-class HashedTable:
+class HashedTable(TableArtifact):
   """Stage-B artifact of the hashing trick for one field.
 
   Attributes:
@@ -73,14 +79,12 @@ class HashedTable:
   hash_function: str = "universal"
   name: str = ""
   method = "hash"
+  num_buckets = axis_size("rows", 0)
+  dim = axis_size("rows", 1)
 
-  @property
-  def num_buckets(self) -> int:
-    return int(self.rows.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.rows.shape[1])
+  @staticmethod
+  def layer_type() -> type:
+    return HashedEmbed
 
   def buckets(self) -> np.ndarray:
     """int32 ``[vocab_size]``: the bucket of every id."""
@@ -101,16 +105,6 @@ class HashedTable:
       "hash_function": self.hash_function,
       "hash_seed": self.hash_seed,
     }
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> HashedEmbed:
-    del rngs
-    return HashedEmbed(
-      self.vocab_size,
-      self.rows,
-      first_order=self.first_order if first_order else None,
-      hash_seed=self.hash_seed,
-      hash_function=self.hash_function,
-    )
 
 
 class HashedEmbed(nnx.Module):
@@ -145,14 +139,7 @@ class HashedEmbed(nnx.Module):
     self.hash_function = hash_function
     hash_ids(jnp.zeros((1,), jnp.int32), self.num_buckets, self.hash_seed, hash_function)  # checks
     self.hashed_rows = nnx.Param(rows)
-    fo = None
-    if first_order is not None:
-      if np.shape(first_order) != (self.num_buckets,):
-        raise ValueError(
-          f"HashedEmbed: first_order shape {np.shape(first_order)}, expected ({self.num_buckets},)"
-        )
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.hashed_first_order = nnx.data(fo)
+    self.hashed_first_order = first_order_param(first_order, (self.num_buckets,), "HashedEmbed")
 
   def _buckets(self, ids: jax.Array) -> jax.Array:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "HashedEmbed")
@@ -164,7 +151,4 @@ class HashedEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
-    buckets = self._buckets(ids)
-    if self.hashed_first_order is None:
-      return jnp.zeros(buckets.shape, jnp.float32)
-    return take_rows(self.hashed_first_order[...], buckets)
+    return first_order_at(self.hashed_first_order, self._buckets(ids))
