@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -82,27 +82,41 @@ class TableArtifact:
   `CCETable`, `RobeTable`, `RowwiseTable`).
 
   Each is a dataclass whose fields hold one field's arrays and settings, ``first_order``
-  (float32 weights, or None) among them, and whose layer (a `Table`, named by `layer_type`)
-  takes those fields as constructor arguments of the same names. Stage C trains the layer;
-  `mec_jax.methods` reads its parameters back into the artifact.
+  (float32 weights, or None) among them, and whose layer (a `Table` class, declared with
+  `layer_of`) takes those fields as constructor arguments of the same names. Stage C trains the
+  layer; `mec_jax.methods` reads its parameters back into the artifact.
+
+  Attributes:
+    layer_type: the `Table` class `to_layer` builds (set by `layer_of`).
+    knob_names: the attributes `knobs` reports (``report.json`` ``compressed_fields``).
   """
 
   first_order: np.ndarray | None
+  layer_type: ClassVar[type]
+  knob_names: ClassVar[tuple[str, ...]] = ()
 
-  @staticmethod
-  def layer_type() -> type:
-    """The `Table` class `to_layer` builds."""
-    raise NotImplementedError
+  def knobs(self) -> dict:
+    """``{name: value}`` of `knob_names`."""
+    return {name: getattr(self, name) for name in self.knob_names}
 
   def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> nnx.Module:
     """The layer of this artifact: its fields as constructor arguments by name (a layer argument
     the artifact has no field for keeps its default); ``first_order=False`` leaves out the
     first-order weights (a backbone without first-order terms)."""
     del rngs  # every weight comes from the artifact
-    layer = self.layer_type()
-    names = list(inspect.signature(layer.__init__).parameters)[1:]  # past ``self``
+    names = list(inspect.signature(self.layer_type.__init__).parameters)[1:]  # past ``self``
     args = {n: getattr(self, n) for n in names if n != "first_order" and hasattr(self, n)}
-    return layer(**args, first_order=self.first_order if first_order else None)
+    return self.layer_type(**args, first_order=self.first_order if first_order else None)
+
+
+def layer_of(artifact: type[TableArtifact]):
+  """Class decorator of a `Table`: the layer ``artifact.to_layer`` builds."""
+
+  def register(layer: type) -> type:
+    artifact.layer_type = layer
+    return layer
+
+  return register
 
 
 def axis_size(array: str, axis: int) -> property:

@@ -21,14 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mec_jax.layers.base import (
-  FLOAT_BYTES,
-  TableArtifact,
-  axis_size,
-  first_order_at,
-  first_order_param,
-  lookup_ids,
-)
+from mec_jax.layers import base
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 HASH_FUNCTIONS = ("universal", "mod")
@@ -61,7 +55,7 @@ def hash_ids(ids: jax.Array, num_buckets: int, seed: int = 0, function: str = "u
 
 
 @dataclasses.dataclass
-class HashedTable(TableArtifact):
+class HashedTable(base.TableArtifact):
   """Stage-B artifact of the hashing trick for one field.
 
   Attributes:
@@ -79,12 +73,9 @@ class HashedTable(TableArtifact):
   hash_function: str = "universal"
   name: str = ""
   method = "hash"
-  num_buckets = axis_size("rows", 0)
-  dim = axis_size("rows", 1)
-
-  @staticmethod
-  def layer_type() -> type:
-    return HashedEmbed
+  knob_names = ("num_buckets", "hash_function", "hash_seed")
+  num_buckets = base.axis_size("rows", 0)
+  dim = base.axis_size("rows", 1)
 
   def buckets(self) -> np.ndarray:
     """int32 ``[vocab_size]``: the bucket of every id."""
@@ -94,19 +85,13 @@ class HashedTable(TableArtifact):
   def nbytes(self, packed: bool = True) -> int:
     """Embedding bytes (float32 rows; packed and stored agree)."""
     del packed
-    return self.num_buckets * self.dim * FLOAT_BYTES
+    return self.num_buckets * self.dim * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return self.num_buckets * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "num_buckets": self.num_buckets,
-      "hash_function": self.hash_function,
-      "hash_seed": self.hash_seed,
-    }
+    return self.num_buckets * base.FLOAT_BYTES
 
 
+@base.layer_of(HashedTable)
 class HashedEmbed(nnx.Module):
   """Hashing-trick table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -139,7 +124,9 @@ class HashedEmbed(nnx.Module):
     self.hash_function = hash_function
     hash_ids(jnp.zeros((1,), jnp.int32), self.num_buckets, self.hash_seed, hash_function)  # checks
     self.hashed_rows = nnx.Param(rows)
-    self.hashed_first_order = first_order_param(first_order, (self.num_buckets,), "HashedEmbed")
+    self.hashed_first_order = base.first_order_param(
+      first_order, (self.num_buckets,), "HashedEmbed"
+    )
 
   def _buckets(self, ids: jax.Array) -> jax.Array:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "HashedEmbed")
@@ -151,4 +138,4 @@ class HashedEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
-    return first_order_at(self.hashed_first_order, self._buckets(ids))
+    return base.first_order_at(self.hashed_first_order, self._buckets(ids))

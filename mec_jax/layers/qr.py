@@ -19,14 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mec_jax.layers.base import (
-  FLOAT_BYTES,
-  TableArtifact,
-  axis_size,
-  first_order_at,
-  first_order_param,
-  lookup_ids,
-)
+from mec_jax.layers import base
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
@@ -49,7 +43,7 @@ def combine_rows(quotient: jax.Array, remainder: jax.Array, combine: str) -> jax
 
 
 @dataclasses.dataclass
-class QRTable(TableArtifact):
+class QRTable(base.TableArtifact):
   """Stage-B artifact of a QR embedding for one field.
 
   Attributes:
@@ -69,12 +63,10 @@ class QRTable(TableArtifact):
   combine: str = "mult"
   name: str = ""
   method = "qr"
-  num_collisions = axis_size("remainder", 0)
-  dim = axis_size("quotient", 1)
-
-  @staticmethod
-  def layer_type() -> type:
-    return QREmbed
+  knob_names = ("num_collisions", "quotient_rows", "combine")
+  quotient_rows = base.axis_size("quotient", 0)
+  num_collisions = base.axis_size("remainder", 0)
+  dim = base.axis_size("quotient", 1)
 
   def reconstruct(self) -> np.ndarray:
     """float32 ``[vocab_size, dim]``: the dense table the two factors stand for."""
@@ -84,19 +76,13 @@ class QRTable(TableArtifact):
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
-    return (self.quotient.shape[0] + self.num_collisions) * self.dim * FLOAT_BYTES
+    return (self.quotient.shape[0] + self.num_collisions) * self.dim * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return (self.quotient.shape[0] + self.num_collisions) * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "num_collisions": self.num_collisions,
-      "quotient_rows": int(self.quotient.shape[0]),
-      "combine": self.combine,
-    }
+    return (self.quotient.shape[0] + self.num_collisions) * base.FLOAT_BYTES
 
 
+@base.layer_of(QRTable)
 class QREmbed(nnx.Module):
   """QR embedding; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -134,7 +120,7 @@ class QREmbed(nnx.Module):
     self.combine = combine
     self.quotient_rows = nnx.Param(quotient)
     self.remainder_rows = nnx.Param(remainder)
-    self.qr_first_order = first_order_param(first_order, (sum(expected),), "QREmbed")
+    self.qr_first_order = base.first_order_param(first_order, (sum(expected),), "QREmbed")
 
   def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "QREmbed")
@@ -150,4 +136,4 @@ class QREmbed(nnx.Module):
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
     q, r = self._split(ids)
     rows = jnp.stack([q, self.quotient_rows.shape[0] + r], axis=-1)
-    return first_order_at(self.qr_first_order, rows, summed=True)
+    return base.first_order_at(self.qr_first_order, rows, summed=True)

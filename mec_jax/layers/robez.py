@@ -22,13 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mec_jax.layers.base import (
-  FLOAT_BYTES,
-  TableArtifact,
-  first_order_at,
-  first_order_param,
-  lookup_ids,
-)
+from mec_jax.layers import base
+from mec_jax.layers.base import lookup_ids
 from mec_jax.layers.hashed import hash_ids
 from mec_jax.ops import take_rows
 
@@ -52,7 +47,7 @@ def robe_positions(ids, vocab_size: int, size: int, dim: int, num_blocks: int, s
 
 
 @dataclasses.dataclass
-class RobeTable(TableArtifact):
+class RobeTable(base.TableArtifact):
   """Stage-B artifact of ROBE-Z for one field.
 
   Attributes:
@@ -73,10 +68,8 @@ class RobeTable(TableArtifact):
   hash_seed: int = 0
   name: str = ""
   method = "robez"
-
-  @staticmethod
-  def layer_type() -> type:
-    return RobeEmbed
+  knob_names = ("array_size", "num_blocks", "hash_seed")
+  array_size = base.axis_size("array", 0)
 
   def positions(self) -> np.ndarray:
     """int32 ``[V, d]``: the array entry of every (id, dim)."""
@@ -86,17 +79,10 @@ class RobeTable(TableArtifact):
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
-    return self.array.size * FLOAT_BYTES
+    return self.array.size * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return first_order_size(self.array.size, self.dim) * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "array_size": int(self.array.size),
-      "num_blocks": self.num_blocks,
-      "hash_seed": self.hash_seed,
-    }
+    return first_order_size(self.array.size, self.dim) * base.FLOAT_BYTES
 
 
 def first_order_size(size: int, dim: int) -> int:
@@ -104,6 +90,7 @@ def first_order_size(size: int, dim: int) -> int:
   return max(1, size // dim)
 
 
+@base.layer_of(RobeTable)
 class RobeEmbed(nnx.Module):
   """ROBE-Z table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -137,7 +124,7 @@ class RobeEmbed(nnx.Module):
     self.hash_seed = int(hash_seed)
     self.robe_array = nnx.Param(array)
     expected = (first_order_size(array.size, dim),)
-    self.robe_first_order = first_order_param(first_order, expected, "RobeEmbed")
+    self.robe_first_order = base.first_order_param(first_order, expected, "RobeEmbed")
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
@@ -152,4 +139,4 @@ class RobeEmbed(nnx.Module):
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "RobeEmbed")
     size = first_order_size(self.robe_array[...].size, self.dim)
     rows = hash_ids(ids, size, self.hash_seed + self.num_blocks)
-    return first_order_at(self.robe_first_order, rows)
+    return base.first_order_at(self.robe_first_order, rows)

@@ -22,14 +22,8 @@ from mec_jax.compression.rowwise import (
   round_to,
   rowwise_nbytes,
 )
-from mec_jax.layers.base import (
-  FLOAT_BYTES,
-  TableArtifact,
-  axis_size,
-  first_order_at,
-  first_order_param,
-  lookup_ids,
-)
+from mec_jax.layers import base
+from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 
@@ -38,7 +32,7 @@ class QuantizedValues(nnx.Variable):
 
 
 @dataclasses.dataclass
-class RowwiseTable(TableArtifact):
+class RowwiseTable(base.TableArtifact):
   """Stage-B artifact of row-wise quantization for one field.
 
   Attributes:
@@ -65,12 +59,9 @@ class RowwiseTable(TableArtifact):
   def method(self) -> str:
     return f"int{self.bits}"
 
-  vocab_size = axis_size("values", 0)
-  dim = axis_size("values", 1)
-
-  @staticmethod
-  def layer_type() -> type:
-    return RowwiseQuantEmbed
+  knob_names = ("bits", "scale_dtype")
+  vocab_size = base.axis_size("values", 0)
+  dim = base.axis_size("values", 1)
 
   def reconstruct(self) -> np.ndarray:
     return np.asarray(dequantize_rows(self.values, self.scale, self.offset))
@@ -79,12 +70,10 @@ class RowwiseTable(TableArtifact):
     return rowwise_nbytes(self.vocab_size, self.dim, self.bits, self.scale_dtype, packed)
 
   def first_order_nbytes(self) -> int:
-    return self.vocab_size * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {"bits": self.bits, "scale_dtype": self.scale_dtype}
+    return self.vocab_size * base.FLOAT_BYTES
 
 
+@base.layer_of(RowwiseTable)
 class RowwiseQuantEmbed(nnx.Module):
   """Row-wise quantized table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -124,7 +113,7 @@ class RowwiseQuantEmbed(nnx.Module):
     self.values = QuantizedValues(jnp.asarray(values, jnp.uint8))
     self.row_scale = nnx.Param(jnp.asarray(scale, jnp.float32))
     self.row_offset = nnx.Param(jnp.asarray(offset, jnp.float32))
-    self.rowwise_first_order = first_order_param(
+    self.rowwise_first_order = base.first_order_param(
       first_order, (self.vocab_size,), "RowwiseQuantEmbed"
     )
 
@@ -144,4 +133,4 @@ class RowwiseQuantEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
-    return first_order_at(self.rowwise_first_order, self._ids(ids))
+    return base.first_order_at(self.rowwise_first_order, self._ids(ids))
