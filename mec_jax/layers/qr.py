@@ -135,5 +135,5 @@ class QREmbed(nnx.Module):
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
     q, r = self._split(ids)
-    rows = jnp.stack([q, self.quotient_rows.shape[0] + r], axis=-1)
-    return base.first_order_at(self.qr_first_order, rows, summed=True)
+    weights, num_quotients = self.qr_first_order, self.quotient_rows.shape[0]
+    return base.first_order_at(weights, q) + base.first_order_at(weights, num_quotients + r)
