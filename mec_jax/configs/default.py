@@ -171,3 +171,18 @@ def get_config() -> ml_collections.ConfigDict:
   ex.full = True  # also export stage A's full model (export/full/) for the serving comparison
 
   return config
+
+
+def defaults_of(section: str):
+  """Class decorator, under ``@dataclasses.dataclass``: each annotated field of the class that is
+  a key of ``get_config()[section]`` takes its default from there, so the settings dataclasses
+  that mirror a section (`TrainConfig`, `QuantizeSettings`) never restate a default."""
+
+  def apply(cls):
+    values = get_config()[section]
+    for name in cls.__annotations__:
+      if name in values:
+        setattr(cls, name, values[name])
+    return cls
+
+  return apply
