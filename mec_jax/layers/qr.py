@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
 LARGE_INDEX = ("remainder", "quotient")
-FLOAT_BYTES = 4
 
 
 def qr_rows(vocab_size: int, num_collisions: int) -> tuple[int, int]:
@@ -66,7 +66,7 @@ def combine_rows(quotient: jax.Array, remainder: jax.Array, combine: str) -> jax
 
 
 @dataclasses.dataclass
-class QRTable:
+class QRTable(base.TableArtifact):
   """Stage-B artifact of a QR embedding for one field.
 
   Attributes:
@@ -89,18 +89,10 @@ class QRTable:
   name: str = ""
   large_index: str | None = "quotient"
   method = "qr"
-
-  @property
-  def layout(self) -> str:
-    return self.large_index or "quotient"
-
-  @property
-  def num_collisions(self) -> int:
-    return int(self.remainder.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.quotient.shape[1])
+  knob_names = ("num_collisions", "quotient_rows", "combine")
+  quotient_rows = base.axis_size("quotient", 0)
+  num_collisions = base.axis_size("remainder", 0)
+  dim = base.axis_size("quotient", 1)
 
   def reconstruct(self) -> np.ndarray:
     """float32 ``[vocab_size, dim]``: the dense table the two factors stand for."""
@@ -109,33 +101,22 @@ class QRTable:
     )
     return np.asarray(combine_rows(self.quotient[large], self.remainder[small], self.combine))
 
-  def nbytes(self, packed: bool = True) -> int:
-    del packed
-    return (self.quotient.shape[0] + self.num_collisions) * self.dim * FLOAT_BYTES
-
-  def first_order_nbytes(self) -> int:
-    return (self.quotient.shape[0] + self.num_collisions) * FLOAT_BYTES
+  @property
+  def layout(self) -> str:
+    return self.large_index or "quotient"
 
   def knobs(self) -> dict:
-    return {
-      "num_collisions": self.num_collisions,
-      "quotient_rows": int(self.quotient.shape[0]),
-      "combine": self.combine,
-      "large_index": self.layout,
-    }
+    return super().knobs() | {"large_index": self.layout}
 
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> QREmbed:
-    del rngs
-    return QREmbed(
-      self.vocab_size,
-      self.quotient,
-      self.remainder,
-      first_order=self.first_order if first_order else None,
-      combine=self.combine,
-      large_index=self.layout,
-    )
+  def nbytes(self, packed: bool = True) -> int:
+    del packed
+    return (self.quotient.shape[0] + self.num_collisions) * self.dim * base.FLOAT_BYTES
+
+  def first_order_nbytes(self) -> int:
+    return (self.quotient.shape[0] + self.num_collisions) * base.FLOAT_BYTES
 
 
+@base.layer_of(QRTable)
 class QREmbed(nnx.Module):
   """QR embedding; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -147,7 +128,7 @@ class QREmbed(nnx.Module):
     first_order: optional float ``[ceil(V / c) + c]`` (trainable, ``qr_first_order``).
     combine: ``mult`` (the paper's best) or ``sum``.
     large_index: ``remainder`` (id ``v`` reads large row ``v mod ceil(V / c)``) or ``quotient``
-      (large row ``v // c``); see the module docstring.
+      (large row ``v // c``; also None); see the module docstring.
   """
 
   def __init__(
@@ -158,10 +139,11 @@ class QREmbed(nnx.Module):
     *,
     first_order: np.ndarray | jax.Array | None = None,
     combine: str = "mult",
-    large_index: str = "quotient",
+    large_index: str | None = "quotient",
   ):
     if combine not in COMBINES:
       raise ValueError(f"QREmbed: combine={combine!r}; expected one of {COMBINES}")
+    large_index = large_index or "quotient"
     if large_index not in LARGE_INDEX:
       raise ValueError(f"QREmbed: large_index={large_index!r}; expected one of {LARGE_INDEX}")
     quotient = jnp.asarray(quotient, jnp.float32)
@@ -179,13 +161,7 @@ class QREmbed(nnx.Module):
     self.large_index = large_index
     self.quotient_rows = nnx.Param(quotient)
     self.remainder_rows = nnx.Param(remainder)
-    fo = None
-    if first_order is not None:
-      size = sum(expected)
-      if np.shape(first_order) != (size,):
-        raise ValueError(f"QREmbed: first_order shape {np.shape(first_order)}, expected ({size},)")
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.qr_first_order = nnx.data(fo)
+    self.qr_first_order = base.first_order_param(first_order, (sum(expected),), "QREmbed")
 
   def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "QREmbed")
@@ -198,9 +174,7 @@ class QREmbed(nnx.Module):
     return combine_rows(quotient, take_rows(self.remainder_rows[...], r), self.combine)
 
   def first_order(self, ids: jax.Array) -> jax.Array:
-    """``ids [...] -> [...]``: large-table weight + small-table weight (zeros without them)."""
+    """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
     q, r = self._split(ids)
-    if self.qr_first_order is None:
-      return jnp.zeros(q.shape, jnp.float32)
-    weights = self.qr_first_order[...]
-    return take_rows(weights, q) + take_rows(weights, self.quotient_rows.shape[0] + r)
+    weights, num_quotients = self.qr_first_order, self.quotient_rows.shape[0]
+    return base.first_order_at(weights, q) + base.first_order_at(weights, num_quotients + r)
