@@ -108,7 +108,7 @@ def main() -> None:
   parser.add_argument("--datasets", default="criteo,synthetic")
   parser.add_argument("--cells", default="dense,rowwise_adagrad,lazy_adam")
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--rows", type=int, default=400_000, help="Criteo-layout train rows")
+  parser.add_argument("--rows", type=int, default=100_000, help="Criteo-layout train rows")
   parser.add_argument("--jobs", type=int, default=1, help="runs at once")
   args = parser.parse_args()
   datasets, cells = args.datasets.split(","), args.cells.split(",")
