@@ -110,6 +110,7 @@ def main() -> None:
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--rows", type=int, default=100_000, help="Criteo-layout train rows")
   parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+  parser.add_argument("--table_only", action="store_true", help="print finished runs; run none")
   args = parser.parse_args()
   datasets, cells = args.datasets.split(","), args.cells.split(",")
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -117,10 +118,21 @@ def main() -> None:
     if name not in CONFIGS and name not in CELLS:
       raise SystemExit(f"sparse_default.py: unknown dataset or cell {name!r}")
   data_dir = os.path.join(args.root, f"criteo{args.rows // 1000}k")
-  if "criteo" in datasets and not os.path.exists(os.path.join(data_dir, "test.csv")):
+  if (
+    "criteo" in datasets
+    and not args.table_only
+    and not os.path.exists(os.path.join(data_dir, "test.csv"))
+  ):
     criteo_layout.write(data_dir, args.rows, seed=0)
   jobs = [(d, c, s) for d in datasets for s in seeds for c in cells]
   results = {}
+  if args.table_only:
+    for job in jobs:
+      path = os.path.join(args.root, "runs", "{}_{}_s{}".format(*job), "pretrain", "result.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          results[job] = json.load(f)
+    jobs = []
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
     futures = {pool.submit(run, *job, args.root, data_dir): job for job in jobs}
     for future in concurrent.futures.as_completed(futures):
