@@ -21,3 +21,26 @@ def as_published(config):
   lowest-error epoch, so resuming one keeps every PQ cell of its table on that rule."""
   config.quantize.selection = "error"
   return config
+
+
+# The leaderboard (docs/leaderboard.md, bench/leaderboard.py): every registered method, warm-started
+# and from scratch. The one list of methods is the registry; FIXED_RATIO methods have no budget.
+FIXED_RATIO = ("int8", "int4")
+FROM_SCRATCH = {  # as the hashing trick's users train it: random tables, a fresh backbone
+  "compress.init_tables": "random",
+  "finetune.init_from_pretrain": False,
+  "finetune.codebook_learning_rate": 0.0,
+}
+
+
+def leaderboard_sweep(budgets: list[float], methods: tuple[str, ...] | None = None) -> list[dict]:
+  """Each method (default: every `compress.method` of the registry) warm-started and from scratch,
+  at each budget (budgets outermost); the fixed-ratio methods once, after the budgets."""
+  from mec_jax.methods import registry
+
+  methods = registry.names() if methods is None else methods
+  budgeted = [m for m in methods if m not in FIXED_RATIO]
+  fixed = [m for m in methods if m in FIXED_RATIO]
+  cells = [{"compress.method": m, "compress.target_ratio": r} for r in budgets for m in budgeted]
+  cells += [{"compress.method": m} for m in fixed]
+  return [c | extra for c in cells for extra in ({}, FROM_SCRATCH)]

@@ -1,0 +1,423 @@
+r"""The leaderboard (docs/leaderboard.md): every method, warm-started and from scratch, per dataset
+and byte budget, from the grids of `mec_jax.experiments` (sweeps ``configs/sweeps/leaderboard_*.py``).
+
+Three steps, each resumable:
+
+  run      runs (or resumes) a dataset's grid in ``<root>/<dataset>``, restricted to some budgets
+           and seeds (the fixed-ratio methods int8/int4 run with every call), then collects and
+           rewrites the page;
+  collect  reads a grid's finished cells into ``bench/leaderboard/<dataset>/results_raw.csv``
+           (one row per cell and seed; the repo keeps these, not the grids);
+  page     aggregates every ``results_raw.csv`` into ``summary.csv`` and ``auc_vs_bytes.png`` per
+           dataset and writes ``docs/leaderboard.md``. Cells of a sweep without a result are shown
+           as "not run".
+
+  JAX_PLATFORMS=cpu nice -n 19 python bench/leaderboard.py run --dataset=movielens --budgets=25 \
+    --seeds=2024 [--root=/tmp/board]
+  python bench/leaderboard.py collect --dataset=movielens [--root=/tmp/board]
+  python bench/leaderboard.py page
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "bench", "leaderboard")
+PAGE = os.path.join(REPO, "docs", "leaderboard.md")
+DATASETS = ("synthetic", "frappe", "movielens", "synthetic_large")
+SCRATCH_KEYS = (
+  "compress.init_tables",
+  "finetune.init_from_pretrain",
+  "finetune.codebook_learning_rate",
+)
+RAW_COLUMNS = (
+  "method",
+  "protocol",
+  "target_ratio",
+  "seed",
+  "test_auc",
+  "test_logloss",
+  "bytes",
+  "ratio",
+  "stage_a_s",
+  "stage_b_s",
+  "stage_c_s",
+  "kept",
+  "note",
+)
+FLOATS = (
+  "target_ratio",
+  "test_auc",
+  "test_logloss",
+  "bytes",
+  "ratio",
+  "stage_a_s",
+  "stage_b_s",
+  "stage_c_s",
+)
+
+
+def sweep_path(dataset: str) -> str:
+  return os.path.join(REPO, "configs", "sweeps", f"leaderboard_{dataset}.py")
+
+
+def cell_key(overrides: dict) -> tuple[str, str, float]:
+  """``(name, protocol, target ratio)`` of a sweep cell: the method plus any override but the
+  budget and the from-scratch keys; ``scratch`` when the backbone is not warm-started."""
+  scratch = overrides.get("finetune.init_from_pretrain", True) in (False, "False", "false", 0)
+  extra = [
+    f"{k.rsplit('.', 1)[-1]}={v}"
+    for k, v in sorted(overrides.items())
+    if k not in ("compress.method", "compress.target_ratio") + SCRATCH_KEYS
+  ]
+  name = str(overrides.get("compress.method", "pq")) + (f" ({', '.join(extra)})" if extra else "")
+  return name, "scratch" if scratch else "warm", float(overrides.get("compress.target_ratio", 0.0))
+
+
+def raw_rows(records: list[dict]) -> list[dict]:
+  """One row per finished cell record (`runner.records_on_disk`) and one ``full`` row per seed."""
+  rows, full_seen = [], set()
+  for rec in records:
+    name, protocol, ratio = cell_key(rec["overrides"])
+    base = {"method": name, "protocol": protocol, "target_ratio": ratio, "seed": rec["seed"]}
+    if "infeasible" in rec:
+      rows.append(base | {"note": "infeasible: " + rec["infeasible"][:150]})
+      continue
+    report = rec["report"]
+    only, timings = report["memory"]["compressed_fields_only"], report.get("timings", {})
+    kept = report.get("compressed", {})
+    rows.append(
+      base
+      | {
+        "test_auc": kept.get("test_auc"),
+        "test_logloss": kept.get("test_logloss"),
+        "bytes": only["compressed_bytes_packed"],
+        "ratio": only["ratio_packed"],
+        "stage_b_s": timings.get("quantize"),
+        "stage_c_s": timings.get("finetune"),
+        "kept": kept.get("source", ""),
+      }
+    )
+    if rec["seed"] not in full_seen:
+      full_seen.add(rec["seed"])
+      rows.append(
+        {
+          "method": "full",
+          "protocol": "stage A",
+          "target_ratio": 1.0,
+          "seed": rec["seed"],
+          "test_auc": report["full"]["test_auc"],
+          "test_logloss": report["full"]["test_logloss"],
+          "bytes": only["full_bytes"],
+          "ratio": 1.0,
+          "stage_a_s": rec.get("stage_a_seconds"),
+        }
+      )
+  return rows
+
+
+def write_csv(path: str, rows: list[dict], columns) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(path + ".tmp", path)
+
+
+def read_raw(path: str) -> list[dict]:
+  """``results_raw.csv`` rows with numbers as floats (None where empty)."""
+  with open(path, newline="") as fh:
+    rows = list(csv.DictReader(fh))
+  for row in rows:
+    for key in FLOATS:
+      row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+  return rows
+
+
+def _mean_std(values) -> tuple[float, float]:
+  vals = [v for v in values if v is not None]
+  if not vals:
+    return float("nan"), float("nan")
+  return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+
+
+def aggregate(rows: list[dict]) -> dict[tuple, dict]:
+  """``{(method, protocol, target_ratio): summary}``: test AUC mean ± sample std over the seeds
+  (``n`` of them), mean bytes, ratio and stage times; ``note`` holds why a cell has no AUC."""
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault((row["method"], row["protocol"], row["target_ratio"]), []).append(row)
+  out = {}
+  for key, members in groups.items():
+    done = [m for m in members if m.get("test_auc") is not None]
+    auc, std = _mean_std(m["test_auc"] for m in done)
+    notes = sorted({m["note"] for m in members if m.get("note")})
+    out[key] = {
+      "method": key[0],
+      "protocol": key[1],
+      "target_ratio": key[2],
+      "n": len(done),
+      "test_auc": auc,
+      "test_auc_std": std,
+      "test_logloss": _mean_std(m["test_logloss"] for m in done)[0],
+      "bytes": _mean_std(m["bytes"] for m in done)[0],
+      "ratio": _mean_std(m["ratio"] for m in done)[0],
+      "stage_a_s": _mean_std(m.get("stage_a_s") for m in done)[0],
+      "stage_b_s": _mean_std(m.get("stage_b_s") for m in done)[0],
+      "stage_c_s": _mean_std(m.get("stage_c_s") for m in done)[0],
+      "kept": "/".join(sorted({m["kept"] for m in done if m.get("kept")})),
+      "note": notes[0] if notes and not done else "",
+    }
+  return out
+
+
+def winners(table: dict[tuple, dict]) -> dict[float, set[tuple]]:
+  """Per budget column, the keys of the compressed cells with the best mean test AUC (ties kept)."""
+  best: dict[float, set[tuple]] = {}
+  for column in {k[2] for k in table if k[0] != "full"}:
+    cells = [k for k in table if k[2] == column and k[0] != "full" and table[k]["n"]]
+    top = max((table[k]["test_auc"] for k in cells), default=None)
+    best[column] = {k for k in cells if table[k]["test_auc"] == top}
+  return best
+
+
+def _auc(cell: dict | None, bold: bool) -> str:
+  if cell is None:
+    return "not run"
+  if not cell["n"]:
+    return cell["note"].split(":")[0] if cell["note"] else "not run"
+  text = f"{cell['test_auc']:.4f}"
+  text += "" if math.isnan(cell["test_auc_std"]) else f" ± {cell['test_auc_std']:.4f}"
+  return (f"**{text}**" if bold else text) + f" (n={cell['n']})"
+
+
+def _secs(value: float) -> str:
+  return "" if value is None or math.isnan(value) else f"{value:.0f}"
+
+
+def dataset_section(dataset: str, table: dict[tuple, dict], expected: list[tuple]) -> str:
+  """The markdown of one dataset: the AUC matrix (rows: method x protocol; columns: budgets,
+  then the fixed-ratio methods' own ratio) with each column's winner in bold, then every cell's
+  bytes and stage times (cells with a record only). ``expected``: the sweep's cells; those without a result are "not run"."""
+  keys = list(dict.fromkeys(expected + sorted(table)))
+  budgets = sorted({k[2] for k in keys if k[2] > 1.0})
+  best = winners(table)
+  rows = list(dict.fromkeys((k[0], k[1]) for k in keys if k[0] != "full"))
+  head = " | ".join([f"{b:g}x" for b in budgets] + ["own ratio (int8/int4)"])
+  lines = [
+    f"| method | protocol | {head} |",
+    "|---|---|" + "---|" * (len(budgets) + 1),
+  ]
+  full = table.get(("full", "stage A", 1.0))
+  lines.append(
+    f"| full (stage A) | reference | {' | '.join([_auc(full, False)] * (len(budgets) + 1))} |"
+  )
+  for name, protocol in rows:
+    cells = []
+    for column in budgets + [0.0]:
+      key = (name, protocol, column)
+      if key in table or key in expected:
+        text = _auc(table.get(key), key in best.get(column, ()))
+        ratio = table[key]["ratio"] if key in table and table[key]["n"] else None
+        cells.append(text + (f", {ratio:.1f}x" if column == 0.0 and ratio else ""))
+      else:
+        cells.append("—")
+    lines.append(f"| {name} | {protocol} | {' | '.join(cells)} |")
+  lines += [
+    "",
+    "| method | protocol | target | n | test AUC | bytes (compressed fields) | ratio | stage A s "
+    "| stage B s | stage C s | kept |",
+    "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+  ]
+  for key in keys:  # the cells with a record (the matrix shows those not run)
+    cell = table.get(key)
+    if cell is None:
+      continue
+    target = "—" if key[2] <= 1.0 else f"{key[2]:g}x"
+    if not cell["n"]:
+      lines.append(
+        f"| {key[0]} | {key[1]} | {target} | 0 | {cell['note'] or 'no AUC'} | | | | | | |"
+      )
+      continue
+    lines.append(
+      f"| {key[0]} | {key[1]} | {target} | {cell['n']} "
+      f"| {_auc(cell, key in best.get(key[2], ())).rsplit(' (n=', 1)[0]} | {cell['bytes']:,.0f} "
+      f"| {cell['ratio']:.1f}x | {_secs(cell['stage_a_s'])} | {_secs(cell['stage_b_s'])} "
+      f"| {_secs(cell['stage_c_s'])} | {cell['kept']} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
+  """A sentence naming the (method, protocol) that is best or within one seed std of the best in
+  the most measured (dataset, budget) cells, with its count and the cells where it is not."""
+  score: dict[tuple, list] = {}
+  cells = []
+  for dataset, table in tables.items():
+    for column, top in winners(table).items():
+      if not top or column <= 1.0:
+        continue
+      best = table[next(iter(top))]
+      tol = 0.0 if math.isnan(best["test_auc_std"]) else best["test_auc_std"]
+      cells.append((dataset, column))
+      for key, cell in table.items():
+        if key[2] == column and cell["n"] and cell["test_auc"] >= best["test_auc"] - tol:
+          score.setdefault(key[:2], []).append((dataset, column))
+  if not cells:
+    return "No budgeted cell has a result yet: no recommendation."
+  pick = max(score, key=lambda k: len(score[k]))
+  missed = [f"{d} {c:g}x" for d, c in cells if (d, c) not in score[pick]]
+  text = (
+    f"**Pick `{pick[0]}` ({pick[1]})**: on the cells measured so far it is the best, or within one "
+    f"seed std of the best, in {len(score[pick])} of {len(cells)} (dataset, budget) cells"
+  )
+  return text + (f"; not in {', '.join(missed)}." if missed else ".")
+
+
+def expected_cells(dataset: str) -> list[tuple]:
+  """The cells of a dataset's sweep file (empty if it has none)."""
+  if not os.path.exists(sweep_path(dataset)):
+    return []
+  from mec_jax.experiments import runner
+
+  return [("full", "stage A", 1.0)] + [
+    cell_key(o) for o in runner.load_sweep(sweep_path(dataset))[2]
+  ]
+
+
+def commands(dataset: str) -> str:
+  return (
+    "```bash\n"
+    "export JAX_PLATFORMS=cpu PYTHONPATH=$PWD\n"
+    f"nice -n 19 python bench/leaderboard.py run --dataset={dataset} --budgets=25 --seeds=2024\n"
+    f"nice -n 19 python bench/leaderboard.py run --dataset={dataset} --budgets=10,25,50,100 "
+    "--seeds=2024,2025,2026  # the whole grid\n"
+    "python bench/leaderboard.py page  # from bench/leaderboard/*/results_raw.csv\n"
+    "```\n"
+  )
+
+
+def plot(dataset: str, table: dict[tuple, dict], path: str) -> None:
+  """AUC vs bytes, one line per (method, protocol), via the grids' own plot."""
+  from mec_jax.experiments import summary
+
+  rows = [
+    c | {"label": "full (stage A)" if c["method"] == "full" else f"{c['method']} ({c['protocol']})"}
+    for c in table.values()
+    if c["n"]
+  ]
+  if rows:
+    summary.plot(rows, path, f"{dataset}: test AUC vs bytes (leaderboard)")
+
+
+INTRO = """\
+# Leaderboard: the best model at every byte budget
+
+Generated by `bench/leaderboard.py page` from `bench/leaderboard/<dataset>/results_raw.csv`, which
+`bench/leaderboard.py run|collect` fill from the grids of `mec_jax.experiments` (sweep files
+`configs/sweeps/leaderboard_<dataset>.py`; the method list is the registry of `compress.method`,
+see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
+
+- **warm**: stage B fits the method's tables to the stage-A model; stage C trains them with the
+  stage-A weights frozen (`finetune.codebook_learning_rate`); the swap-in is kept when it validates
+  better. **scratch**: the method as its users train it (`compress.init_tables=random`,
+  `finetune.init_from_pretrain=False`, `finetune.codebook_learning_rate=0.0`): random tables (PQ and
+  int8/int4 keep their stage-B codes/rows) and a fresh backbone, every weight trained.
+- Test AUC of the kept compressed model, mean ± sample std over the seeds run (`n`); one seed gives
+  no std, so differences under ~0.001 are not resolved there. **Bold**: the best mean in its column
+  (budget). Bytes: the compressed fields only, bit-packed (`report.json`,
+  `memory.compressed_fields_only`); a method may use less than its budget. Stage times are wall
+  seconds on the shared 2-core machine at `nice -n 19` (load varies; compare within a run only).
+- "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
+  budget (e.g. QR's 2 sqrt(V) floor).
+"""
+
+
+def page() -> None:
+  tables, sections, expected_all = {}, [], {}
+  for dataset in DATASETS:
+    raw = os.path.join(OUT, dataset, "results_raw.csv")
+    rows = read_raw(raw) if os.path.exists(raw) else []
+    table = aggregate(rows)
+    tables[dataset] = table
+    expected = expected_all[dataset] = expected_cells(dataset)
+    if not expected and not table:
+      continue
+    text = f"## {dataset}\n\n{commands(dataset)}\n"
+    if table:
+      write_csv(
+        os.path.join(OUT, dataset, "summary.csv"),
+        list(table.values()),
+        next(iter(table.values())).keys(),
+      )
+      png = os.path.join(OUT, dataset, "auc_vs_bytes.png")
+      plot(dataset, table, png)
+      if os.path.exists(png):
+        text += f"![{dataset}: AUC vs bytes](../bench/leaderboard/{dataset}/auc_vs_bytes.png)\n\n"
+    else:
+      text += "Nothing run yet on this dataset.\n\n"
+    sections.append(text + dataset_section(dataset, table, expected))
+  done = sum(
+    1 for d, keys in expected_all.items() for k in keys if k in tables[d] and tables[d][k]["n"]
+  )
+  total = sum(len(keys) for keys in expected_all.values())
+  body = f"## Which method to pick\n\n{recommendation(tables)}\n"
+  if done < total:  # the sentence can only speak for the methods that ran
+    body += (
+      f"\nProvisional: {done} of the sweeps' {total} cells have a result; the rest are not run.\n"
+    )
+  with open(PAGE + ".tmp", "w") as fh:
+    fh.write(INTRO + "\n" + body + "\n" + "\n".join(sections))
+  os.replace(PAGE + ".tmp", PAGE)
+
+
+def collect(dataset: str, root: str) -> None:
+  from mec_jax.experiments import runner
+
+  rows = raw_rows(runner.records_on_disk(os.path.join(root, dataset)))
+  write_csv(os.path.join(OUT, dataset, "results_raw.csv"), rows, RAW_COLUMNS)
+
+
+def run(dataset: str, root: str, budgets: list[float], seeds: list[int]) -> None:
+  from mec_jax.experiments import runner
+
+  def only(overrides: dict) -> bool:
+    ratio = float(overrides.get("compress.target_ratio", 0.0))
+    return not ratio or not budgets or ratio in budgets
+
+  runner.run_grid(sweep_path(dataset), os.path.join(root, dataset), only=only, seeds=seeds or None)
+  collect(dataset, root)
+  page()
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("step", choices=("run", "collect", "page"))
+  parser.add_argument("--dataset", choices=DATASETS)
+  parser.add_argument("--root", default="/tmp/board", help="parent of the grids' workdirs")
+  parser.add_argument("--budgets", default="", help="comma-separated target ratios (run)")
+  parser.add_argument("--seeds", default="", help="comma-separated seeds (run; default the file's)")
+  args = parser.parse_args(argv)
+  if args.step != "page" and not args.dataset:
+    parser.error(f"{args.step} needs --dataset")
+  sys.path.insert(0, REPO)  # the sweep files import `configs`
+  if args.step == "run":
+    budgets = [float(b) for b in args.budgets.split(",") if b]
+    run(args.dataset, args.root, budgets, [int(s) for s in args.seeds.split(",") if s])
+  elif args.step == "collect":
+    collect(args.dataset, args.root)
+    page()
+  else:
+    page()
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

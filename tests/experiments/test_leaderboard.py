@@ -1,0 +1,104 @@
+"""bench/leaderboard.py on a fake results CSV: mean ± std, the bold winner, "not run" cells."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.sweeps import FIXED_RATIO, FROM_SCRATCH, leaderboard_sweep
+from mec_jax.methods import registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def board():
+  spec = importlib.util.spec_from_file_location("leaderboard", REPO / "bench" / "leaderboard.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+FAKE = [  # method, protocol, target_ratio, seed, test_auc, bytes, note
+  ("full", "stage A", 1.0, 0, 0.790, 1000, ""),
+  ("full", "stage A", 1.0, 1, 0.786, 1000, ""),
+  ("pq", "warm", 25.0, 0, 0.781, 40, ""),
+  ("pq", "warm", 25.0, 1, 0.785, 40, ""),
+  ("hash", "scratch", 25.0, 0, 0.7901, 40, ""),
+  ("hash", "scratch", 25.0, 1, 0.7899, 40, ""),
+  ("qr", "warm", 25.0, 0, None, None, "infeasible: QR needs at least 62 rows"),
+  ("int8", "warm", 0.0, 0, 0.789, 280, ""),
+]
+
+
+def write_fake(path: Path) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w", newline="") as fh:
+    writer = csv.writer(fh)
+    writer.writerow(["method", "protocol", "target_ratio", "seed", "test_auc", "bytes", "note"])
+    for row in FAKE:
+      writer.writerow(["" if v is None else v for v in row])
+
+
+def test_aggregate_is_mean_and_sample_std_over_seeds(board, tmp_path):
+  write_fake(tmp_path / "raw.csv")
+  table = board.aggregate(board.read_raw(str(tmp_path / "raw.csv")))
+  pq = table[("pq", "warm", 25.0)]
+  assert pq["n"] == 2
+  assert pq["test_auc"] == pytest.approx(np.mean([0.781, 0.785]))
+  assert pq["test_auc_std"] == pytest.approx(np.std([0.781, 0.785], ddof=1))
+  assert table[("qr", "warm", 25.0)]["n"] == 0
+  assert table[("qr", "warm", 25.0)]["note"].startswith("infeasible")
+  assert np.isnan(table[("int8", "warm", 0.0)]["test_auc_std"])  # one seed: no std
+
+
+def test_page_bolds_the_winner_and_shows_cells_not_run(board, tmp_path, monkeypatch):
+  write_fake(tmp_path / "movielens" / "results_raw.csv")
+  monkeypatch.setattr(board, "OUT", str(tmp_path))
+  monkeypatch.setattr(board, "PAGE", str(tmp_path / "leaderboard.md"))
+  monkeypatch.setattr(board, "DATASETS", ("movielens",))
+  board.page()
+  text = (tmp_path / "leaderboard.md").read_text()
+  matrix = {}  # the first table's rows by "| method protocol"
+  for line in text.splitlines():
+    if line.startswith("| ") and line.count(" | ") > 2:
+      matrix.setdefault(" ".join(line.split(" | ")[:2]), line)
+  assert "**0.7900 ± 0.0001** (n=2)" in matrix["| hash scratch"]  # best at 25x, bold
+  assert "**" not in matrix["| pq warm"] and "0.7830 ± 0.0028 (n=2)" in matrix["| pq warm"]
+  assert "infeasible" in matrix["| qr warm"]
+  assert "not run" in matrix["| cce scratch"]  # in the sweep file, no result: never invented
+  assert "**Pick `hash` (scratch)**" in text
+  assert (tmp_path / "movielens" / "auc_vs_bytes.png").stat().st_size > 0
+  with open(tmp_path / "movielens" / "summary.csv") as fh:
+    assert len(list(csv.DictReader(fh))) == 5  # full, pq, hash, qr, int8
+
+
+def test_raw_rows_read_bytes_and_stage_times_from_the_report(board):
+  report = {
+    "memory": {
+      "compressed_fields_only": {
+        "compressed_bytes_packed": 40,
+        "ratio_packed": 25.0,
+        "full_bytes": 1000,
+      }
+    },
+    "timings": {"quantize": 3.0, "finetune": 7.0},
+    "compressed": {"test_auc": 0.78, "test_logloss": 0.4, "source": "finetune"},
+    "full": {"test_auc": 0.79, "test_logloss": 0.39},
+  }
+  rec = {"overrides": {"compress.method": "hash", "compress.target_ratio": 25.0} | FROM_SCRATCH}
+  rows = board.raw_rows([rec | {"seed": 0, "report": report, "stage_a_seconds": 11.0}])
+  assert rows[0]["protocol"] == "scratch"
+  assert (rows[0]["bytes"], rows[0]["stage_b_s"], rows[0]["stage_c_s"]) == (40, 3.0, 7.0)
+  assert (rows[1]["method"], rows[1]["bytes"], rows[1]["stage_a_s"]) == ("full", 1000, 11.0)
+
+
+def test_sweep_has_every_registered_method_warm_and_from_scratch():
+  cells = leaderboard_sweep([10.0, 25.0])
+  for method in registry.names():
+    mine = [c for c in cells if c["compress.method"] == method]
+    budgets = 1 if method in FIXED_RATIO else 2
+    assert len(mine) == 2 * budgets
+    assert sum(c.get("finetune.init_from_pretrain") is False for c in mine) == budgets
