@@ -47,8 +47,10 @@ class PQHeadArtifact(files.Stored, PQHeadTable):
       art = files.build_dataclass(cls, arrays, meta)
     except (TypeError, ValueError) as err:
       raise ArtifactError(f"{path}: {err}; delete it to recompute") from err
-    for name in ("head_rows", "codebooks"):
-      artifacts.check_finite(getattr(art, name), f"{path}: {name}")
+    for name in ("head_rows", "codebooks", "head_first_order", "first_order"):
+      array = getattr(art, name)
+      if array is not None and array.size:
+        artifacts.check_finite(array, f"{path}: {name}")
     return art
 
   def with_layer(self, layer, **stats) -> PQHeadArtifact:
