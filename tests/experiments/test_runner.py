@@ -22,9 +22,9 @@ def grid(tmp_path_factory):
   runs = []
   real = loop._train
 
-  def counting(model, splits, cfg, run_dir, name, *args, **kwargs):
-    runs.append(name)
-    return real(model, splits, cfg, run_dir, name, *args, **kwargs)
+  def counting(model, splits, run, *args, **kwargs):
+    runs.append(run.name)
+    return real(model, splits, run, *args, **kwargs)
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(loop, "_train", counting)
