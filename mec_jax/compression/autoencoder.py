@@ -36,10 +36,12 @@ class QuantizerOutput(NamedTuple):
   x_hat: jax.Array  # [B, d] decoder output
 
 
-def _torch_linear_init(fan_in: int):
-  """PyTorch's ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for `reference`."""
+def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+  """An ``nnx.Linear`` with PyTorch's ``nn.Linear`` default init, kernel and bias
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for `reference`."""
   bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+  init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+  return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs)
 
 
 ENCODERS = ("dense", "block", "none")
@@ -126,20 +128,8 @@ class MECQuantizer(nnx.Module):
       self.decoder.kernel[...] = kernel.T
       codebooks = jnp.zeros((num_subspaces, codebook_size, sub_dim), jnp.float32)
     else:
-      self.encoder = nnx.Linear(
-        dim,
-        latent_dim,
-        kernel_init=_torch_linear_init(dim),
-        bias_init=_torch_linear_init(dim),
-        rngs=rngs,
-      )
-      self.decoder = nnx.Linear(
-        latent_dim,
-        dim,
-        kernel_init=_torch_linear_init(latent_dim),
-        bias_init=_torch_linear_init(latent_dim),
-        rngs=rngs,
-      )
+      self.encoder = _torch_linear(dim, latent_dim, rngs)
+      self.decoder = _torch_linear(latent_dim, dim, rngs)
       bound = 1.0 / codebook_size
       codebooks = jax.random.uniform(
         rngs.params(), (num_subspaces, codebook_size, sub_dim), jnp.float32, -bound, bound

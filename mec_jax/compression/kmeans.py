@@ -194,10 +194,20 @@ def batched_kmeans(
     weights: ``[num_rows]`` non-negative row weights, or None for all ones.
     num_subspaces: M.
     num_clusters: K, per sub-space.
-    num_iters, tol, num_local_trials, chunk_size, mesh: as in `weighted_kmeans`.
+    num_iters: maximum Lloyd iterations (on the sample).
+    tol: stop early once the squared centroid shift is ``<= tol * mean feature variance``
+      (0 runs until the centroids stop moving or ``num_iters``).
     init_centroids: ``[M, K, s]`` starting centroids instead of k-means++.
-    max_points_per_centroid, refine_iters, block_rows, seed_points_per_centroid: as in
-      `weighted_kmeans`.
+    num_local_trials: greedy k-means++ candidates per centre (default ``2 + floor(ln K)``,
+      1 is plain k-means++).
+    chunk_size: rows whose distances to all centroids are computed at once, per device.
+    mesh: 1-D ``('data',)`` mesh to split rows over (default: all devices).
+    max_points_per_centroid: seed and run Lloyd on ``K *`` this many rows sampled ``∝``
+      weight once there are more rows than that; None or 0: every row (full batch).
+    refine_iters: Lloyd steps over all rows after the sampled ones (only when sampling).
+    block_rows: rows per block of the streamed passes over all rows.
+    seed_points_per_centroid: k-means++ runs on the first ``K *`` this many sampled rows
+      (a prefix of an i.i.d. sample is one too; seeding is the sequential part).
     center, scale: cluster ``(x - center) / scale`` instead of ``x`` (``center [M * s]``),
       normalizing the sample and each streamed block as it is used: no normalized copy.
 
@@ -272,43 +282,20 @@ def batched_kmeans(
 
 
 def weighted_kmeans(
-  key: jax.Array,
-  x,
-  weights,
-  num_clusters: int,
-  *,
-  num_iters: int = 25,
-  tol: float = 0.0,
-  init_centroids=None,
-  num_local_trials: int | None = None,
-  chunk_size: int = DEFAULT_CHUNK_SIZE,
-  mesh: Mesh | None = None,
-  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
-  refine_iters: int = DEFAULT_REFINE_ITERS,
-  block_rows: int = DEFAULT_BLOCK_ROWS,
-  seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
+  key: jax.Array, x, weights, num_clusters: int, *, init_centroids=None, **options
 ) -> KMeansResult:
-  """Weighted k-means of the rows of ``x`` (see the module docstring for the algorithm).
+  """Weighted k-means of the rows of ``x`` (see the module docstring for the algorithm): the
+  one-sub-space case of `batched_kmeans`.
 
   Args:
     key: PRNG key for the row sample and the k-means++ seeding.
     x: ``[num_rows, dim]`` data (numpy, or anything ``np.asarray`` takes).
     weights: ``[num_rows]`` non-negative row weights, or None for all ones.
     num_clusters: K.
-    num_iters: maximum Lloyd iterations (on the sample).
-    tol: stop early once the squared centroid shift is ``<= tol * mean feature variance``
-      (0 runs until the centroids stop moving or ``num_iters``).
     init_centroids: ``[num_clusters, dim]`` starting centroids instead of k-means++.
-    num_local_trials: greedy k-means++ candidates per centre (default ``2 + floor(ln K)``,
-      1 is plain k-means++).
-    chunk_size: rows whose distances to all centroids are computed at once, per device.
-    mesh: 1-D ``('data',)`` mesh to split rows over (default: all devices).
-    max_points_per_centroid: seed and run Lloyd on ``K *`` this many rows sampled ``∝``
-      weight once there are more rows than that; None or 0: every row (full batch).
-    refine_iters: Lloyd steps over all rows after the sampled ones (only when sampling).
-    block_rows: rows per block of the streamed passes over all rows.
-    seed_points_per_centroid: k-means++ runs on the first ``K *`` this many sampled rows
-      (a prefix of an i.i.d. sample is one too; seeding is the sequential part).
+    **options: `batched_kmeans`'s keywords (``num_iters``, ``tol``, ``num_local_trials``,
+      ``chunk_size``, ``mesh``, ``max_points_per_centroid``, ``refine_iters``, ``block_rows``,
+      ``seed_points_per_centroid``), with its defaults.
 
   Returns:
     A `KMeansResult`; ``inertia`` is weighted over all rows, ``assignments`` are for the final
@@ -317,21 +304,7 @@ def weighted_kmeans(
   if init_centroids is not None:
     init_centroids = jnp.asarray(init_centroids, jnp.float32)[None]
   result = batched_kmeans(
-    key[None],
-    x,
-    weights,
-    1,
-    num_clusters,
-    num_iters=num_iters,
-    tol=tol,
-    init_centroids=init_centroids,
-    num_local_trials=num_local_trials,
-    chunk_size=chunk_size,
-    mesh=mesh,
-    max_points_per_centroid=max_points_per_centroid,
-    refine_iters=refine_iters,
-    block_rows=block_rows,
-    seed_points_per_centroid=seed_points_per_centroid,
+    key[None], x, weights, 1, num_clusters, init_centroids=init_centroids, **options
   )
   return KMeansResult(result.centroids[0], result.assignments[:, 0], *(v[0] for v in result[2:]))
 

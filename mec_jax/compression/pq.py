@@ -20,12 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh
 
 from mec_jax.compression.kmeans import (
-  DEFAULT_CHUNK_SIZE,
-  DEFAULT_POINTS_PER_CENTROID,
-  DEFAULT_REFINE_ITERS,
   batched_kmeans,
 )
 from mec_jax.compression.streaming import NEAREST_TILE, PRECISION, nearest, to_tiles
@@ -106,13 +102,7 @@ def train_pq(
   num_subspaces: int,
   codebook_size: int,
   iters: int = 25,
-  *,
-  chunk_size: int = DEFAULT_CHUNK_SIZE,
-  mesh: Mesh | None = None,
-  max_points_per_centroid: int | None = DEFAULT_POINTS_PER_CENTROID,
-  refine_iters: int = DEFAULT_REFINE_ITERS,
-  center=None,
-  scale: float = 1.0,
+  **options,
 ) -> tuple[jax.Array, np.ndarray]:
   """Weighted product quantizer: weighted k-means (k-means++ init) in every sub-space.
 
@@ -126,9 +116,9 @@ def train_pq(
     num_subspaces: M.
     codebook_size: K.
     iters: Lloyd iterations per sub-space.
-    chunk_size, mesh, max_points_per_centroid, refine_iters: as in `weighted_kmeans`.
-    center, scale: quantize ``(x - center) / scale`` without making that copy
-      (`kmeans.batched_kmeans`).
+    **options: `kmeans.batched_kmeans`'s keywords (``chunk_size``, ``mesh``,
+      ``max_points_per_centroid``, ``refine_iters``; ``center``, ``scale``: quantize
+      ``(x - center) / scale`` without making that copy), with its defaults.
 
   Returns:
     ``(codebooks [M, K, s] float32, codes [num_rows, M] int32 numpy)``.
@@ -141,12 +131,7 @@ def train_pq(
     num_subspaces,
     codebook_size,
     num_iters=iters,
-    chunk_size=chunk_size,
-    mesh=mesh,
-    max_points_per_centroid=max_points_per_centroid,
-    refine_iters=refine_iters,
-    center=center,
-    scale=scale,
+    **options,
   )
   return result.centroids, result.assignments
 

@@ -8,15 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from mec_jax.compression.autoencoder import ENCODERS  # `MECQuantizer`'s encoder structures
+from mec_jax.configs.default import defaults_of
+
 VARIANTS = ("mec", "reference", "no_pwr", "no_contrastive", "no_balance", "kmeans")
-ENCODERS = ("dense", "block", "none")  # `autoencoder.MECQuantizer`'s encoder structures
 SELECTIONS = ("balance", "error")  # how `training.train_quantizer` picks the epoch that ships
 MAX_CODEBOOK_SIZE = 65536  # codes are stored as uint8 (K <= 256) or uint16 (K <= 65536)
 
 
 @dataclasses.dataclass(frozen=True)
+@defaults_of("quantize")
 class QuantizeSettings:
-  """How one table is quantized. Field names are the keys of ``config.quantize``.
+  """How one table is quantized: the keys of ``config.quantize``, with its defaults
+  (configs/default.py).
 
   Attributes:
     variant: ``mec`` | ``reference`` | ``no_pwr`` | ``no_contrastive`` | ``no_balance`` | ``kmeans``.
@@ -58,30 +62,30 @@ class QuantizeSettings:
     seed: PRNG seed used when no key is passed to `quantize_table`.
   """
 
-  variant: str = "mec"
-  num_subspaces: int = 4
-  codebook_size: int = 256
-  latent_dim: int = 0
-  encoder: str = "none"
-  epochs: int = 30
-  rows_per_epoch: int = 262_144
-  batch_size: int = 4096
-  learning_rate: float = 1e-3
-  patience: int = 3
-  selection: str = "balance"
-  selection_tolerance: float = 0.01
-  holdout_fraction: float = 0.05
-  kmeans_iters: int = 25
-  weighted_sampling: bool = False
-  commitment: float = 0.25
-  lambda_rec: float = 1.0
-  lambda_vq: float = 1.0
-  lambda_bal: float = 30.0
-  lambda_con: float = 1.0
-  balance_temperature: float = 0.1
-  contrastive_temperature: float = 0.1
-  num_negatives: int = 8
-  seed: int = 0
+  variant: str
+  num_subspaces: int
+  codebook_size: int
+  latent_dim: int
+  encoder: str
+  epochs: int
+  rows_per_epoch: int
+  batch_size: int
+  learning_rate: float
+  patience: int
+  selection: str
+  selection_tolerance: float
+  holdout_fraction: float
+  kmeans_iters: int
+  weighted_sampling: bool
+  commitment: float
+  lambda_rec: float
+  lambda_vq: float
+  lambda_bal: float
+  lambda_con: float
+  balance_temperature: float
+  contrastive_temperature: float
+  num_negatives: int
+  seed: int
 
   def __post_init__(self):
     if self.variant not in VARIANTS:

@@ -69,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.learning_rate = 1e-3
   train.grad_clip_norm = 10.0
   train.weight_decay = 0.0
+  # FuxiCTR's embedding_regularizer / net_regularizer as L2 terms (λ/2)·||w||² of the loss, but the
+  # embedding term only on the full-table rows a batch touches, each unique row once (dense and
+  # row-sparse tables alike; mec_jax/train/losses.py). 0: off.
+  train.embedding_l2 = 0.0
+  train.net_l2 = 0.0  # on every weight outside the embedding tables (MLP, cross, attention, ...)
   train.patience = 2  # epochs without improvement before stopping
   train.lr_decay = 0.1  # lr factor on a plateau
   train.monitor = "auc_minus_logloss"  # validation score that drives plateau / early stop
@@ -174,3 +179,18 @@ def get_config() -> ml_collections.ConfigDict:
   ex.full = True  # also export stage A's full model (export/full/) for the serving comparison
 
   return config
+
+
+def defaults_of(section: str):
+  """Class decorator, under ``@dataclasses.dataclass``: each annotated field of the class that is
+  a key of ``get_config()[section]`` takes its default from there, so the settings dataclasses
+  that mirror a section (`TrainConfig`, `QuantizeSettings`) never restate a default."""
+
+  def apply(cls):
+    values = get_config()[section]
+    for name in cls.__annotations__:
+      if name in values:
+        setattr(cls, name, values[name])
+    return cls
+
+  return apply

@@ -90,8 +90,19 @@ def seeded(config, seed: int, cache_dir: str, overrides: dict | None = None):
       node = node[part]
     if leaf not in node:
       raise ConfigError(f"sweep override {key!r}: no config key {leaf!r}")
-    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (int, float)) else value
+    node[leaf] = _as_type_of(node[leaf], value, key)
   return out
+
+
+def _as_type_of(current, value, key: str):
+  """``value`` as the type of the key's default (``"false"`` is False for a bool key, not True)."""
+  if isinstance(current, bool) and isinstance(value, str):
+    if value.lower() not in ("true", "false"):
+      raise ConfigError(f"sweep override {key!r}: {value!r} is not true or false")
+    return value.lower() == "true"
+  if isinstance(current, (int, float)) and not isinstance(current, bool):
+    return type(current)(value)
+  return value
 
 
 def _link_tree(source: str, target: str) -> None:

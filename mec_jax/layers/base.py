@@ -33,15 +33,20 @@ compressed model):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from mec_jax.errors import DataError
 from mec_jax.ids import check_integer_ids, host_ids
+from mec_jax.ops import take_rows
+
+FLOAT_BYTES = 4  # float32, the dtype of every trained table
 
 
 @runtime_checkable
@@ -70,6 +75,87 @@ class FieldEmbedder(Protocol):
 
   def first_order(self, ids: jax.Array, values: jax.Array) -> jax.Array:
     """int32 ``ids [batch, F]``, float32 ``values [batch, F]`` -> float32 ``[batch, F]``."""
+
+
+class TableArtifact:
+  """The shape the stage-B artifacts of the baseline tables share (`HashedTable`, `QRTable`,
+  `CCETable`, `RobeTable`, `RowwiseTable`).
+
+  Each is a dataclass whose fields hold one field's arrays and settings, ``first_order``
+  (float32 weights, or None) among them, and whose layer (a `Table` class, declared with
+  `layer_of`) takes those fields as constructor arguments of the same names. Stage C trains the
+  layer; `mec_jax.methods` reads its parameters back into the artifact.
+
+  Attributes:
+    layer_type: the `Table` class `to_layer` builds (set by `layer_of`).
+    knob_names: the attributes `knobs` reports (``report.json`` ``compressed_fields``).
+  """
+
+  first_order: np.ndarray | None
+  layer_type: ClassVar[type]
+  knob_names: ClassVar[tuple[str, ...]] = ()
+
+  def knobs(self) -> dict:
+    """``{name: value}`` of `knob_names`."""
+    return {name: getattr(self, name) for name in self.knob_names}
+
+  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> nnx.Module:
+    """The layer of this artifact: its fields as constructor arguments by name (a layer argument
+    the artifact has no field for keeps its default); ``first_order=False`` leaves out the
+    first-order weights (a backbone without first-order terms)."""
+    del rngs  # every weight comes from the artifact
+    names = list(inspect.signature(self.layer_type.__init__).parameters)[1:]  # past ``self``
+    args = {n: getattr(self, n) for n in names if n != "first_order" and hasattr(self, n)}
+    return self.layer_type(**args, first_order=self.first_order if first_order else None)
+
+
+def layer_of(artifact: type[TableArtifact]):
+  """Class decorator of a `Table`: the layer ``artifact.to_layer`` builds."""
+
+  def register(layer: type) -> type:
+    artifact.layer_type = layer
+    return layer
+
+  return register
+
+
+def axis_size(array: str, axis: int) -> property:
+  """A read-only int property: the size of the artifact's field ``array`` along ``axis``
+  (``dim = axis_size("rows", 1)``)."""
+  return property(lambda self: int(getattr(self, array).shape[axis]))
+
+
+def first_order_param(values, shape: tuple[int, ...], where: str):
+  """A layer's optional first-order weights: ``nnx.data`` of an ``nnx.Param`` of float32
+  ``values [*shape]``, or of None when ``values`` is None.
+
+  Raises:
+    ValueError: ``values`` of another shape (named with ``where``, the layer).
+  """
+  if values is None:
+    return nnx.data(None)
+  if np.shape(values) != tuple(shape):
+    raise ValueError(f"{where}: first_order shape {np.shape(values)}, expected {tuple(shape)}")
+  return nnx.data(nnx.Param(jnp.asarray(values, jnp.float32)))
+
+
+def first_order_at(weights, rows: jax.Array, *, summed: bool = False) -> jax.Array:
+  """float32 first-order weight per id: ``weights`` (flattened) at ``rows``; zeros without weights.
+
+  Args:
+    weights: the layer's `first_order_param` value (an ``nnx.Param`` or None).
+    rows: int32 ``[...]`` one weight per id, or ``[..., n]`` with ``summed``: an id's weight is
+      the sum of its ``n`` entries.
+    summed: sum over the last axis of ``rows``.
+
+  Returns:
+    float32 ``[...]``.
+  """
+  shape = rows.shape[:-1] if summed else rows.shape
+  if weights is None:
+    return jnp.zeros(shape, jnp.float32)
+  taken = take_rows(weights[...].reshape(-1), rows)
+  return taken.sum(-1) if summed else taken
 
 
 def lookup_ids(ids, vocab_size: int, oov_id: int, where: str = "ids") -> jax.Array:

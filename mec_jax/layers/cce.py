@@ -28,12 +28,11 @@ import numpy as np
 from flax import nnx
 
 from mec_jax.compression.table import code_dtype, packed_nbytes
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.layers.codebook import Codes
 from mec_jax.layers.hashed import hash_ids
 from mec_jax.ops import take_rows
-
-FLOAT_BYTES = 4
 
 
 def column_hashes(ids: jax.Array, num_columns: int, num_clusters: int, seed: int) -> jax.Array:
@@ -43,7 +42,7 @@ def column_hashes(ids: jax.Array, num_columns: int, num_clusters: int, seed: int
 
 
 @dataclasses.dataclass
-class CCETable:
+class CCETable(base.TableArtifact):
   """Stage-B artifact of CCE for one field.
 
   Attributes:
@@ -62,18 +61,10 @@ class CCETable:
   hash_seed: int = 0
   name: str = ""
   method = "cce"
-
-  @property
-  def vocab_size(self) -> int:
-    return int(self.assignments.shape[0])
-
-  @property
-  def num_columns(self) -> int:
-    return int(self.clustered.shape[0])
-
-  @property
-  def num_clusters(self) -> int:
-    return int(self.clustered.shape[1])
+  knob_names = ("num_columns", "num_clusters", "hash_seed")
+  vocab_size = base.axis_size("assignments", 0)
+  num_columns = base.axis_size("clustered", 0)
+  num_clusters = base.axis_size("clustered", 1)
 
   @property
   def dim(self) -> int:
@@ -81,32 +72,16 @@ class CCETable:
 
   def nbytes(self, packed: bool = True) -> int:
     """Both tables as float32 plus the pointers (bit-packed, or as stored)."""
-    tables = self.clustered.size * FLOAT_BYTES + self.hashed.size * FLOAT_BYTES
+    tables = self.clustered.size * base.FLOAT_BYTES + self.hashed.size * base.FLOAT_BYTES
     if packed:
       return tables + packed_nbytes(self.vocab_size, self.num_columns, self.num_clusters)
     return tables + self.assignments.nbytes
 
   def first_order_nbytes(self) -> int:
-    return self.num_columns * self.num_clusters * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "num_columns": self.num_columns,
-      "num_clusters": self.num_clusters,
-      "hash_seed": self.hash_seed,
-    }
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> CCEEmbed:
-    del rngs
-    return CCEEmbed(
-      self.clustered,
-      self.hashed,
-      self.assignments,
-      first_order=self.first_order if first_order else None,
-      hash_seed=self.hash_seed,
-    )
+    return self.num_columns * self.num_clusters * base.FLOAT_BYTES
 
 
+@base.layer_of(CCETable)
 class CCEEmbed(nnx.Module):
   """CCE table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -136,12 +111,7 @@ class CCEEmbed(nnx.Module):
     self.cce_clustered = nnx.Param(clustered)
     self.cce_hashed = nnx.Param(hashed)
     self.assignments = Codes(jnp.asarray(assignments.astype(code_dtype(k))))
-    fo = None
-    if first_order is not None:
-      if np.shape(first_order) != (c, k):
-        raise ValueError(f"CCEEmbed: first_order shape {np.shape(first_order)}, expected {(c, k)}")
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.cce_first_order = nnx.data(fo)
+    self.cce_first_order = base.first_order_param(first_order, (c, k), "CCEEmbed")
 
   def _rows(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Flat row indices ``j * k + row`` ``[..., c]`` of the clustered and the hashed table."""
@@ -163,6 +133,4 @@ class CCEEmbed(nnx.Module):
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
     pointers, _ = self._rows(ids)
-    if self.cce_first_order is None:
-      return jnp.zeros(pointers.shape[:-1], jnp.float32)
-    return take_rows(self.cce_first_order[...].reshape(-1), pointers).sum(-1)
+    return base.first_order_at(self.cce_first_order, pointers, summed=True)

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 HASH_FUNCTIONS = ("universal", "mod")
-FLOAT_BYTES = 4
 
 
 def hash_ids(ids: jax.Array, num_buckets: int, seed: int = 0, function: str = "universal"):
@@ -55,7 +55,7 @@ def hash_ids(ids: jax.Array, num_buckets: int, seed: int = 0, function: str = "u
 
 
 @dataclasses.dataclass
-class HashedTable:
+class HashedTable(base.TableArtifact):
   """Stage-B artifact of the hashing trick for one field.
 
   Attributes:
@@ -73,14 +73,9 @@ class HashedTable:
   hash_function: str = "universal"
   name: str = ""
   method = "hash"
-
-  @property
-  def num_buckets(self) -> int:
-    return int(self.rows.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.rows.shape[1])
+  knob_names = ("num_buckets", "hash_function", "hash_seed")
+  num_buckets = base.axis_size("rows", 0)
+  dim = base.axis_size("rows", 1)
 
   def buckets(self) -> np.ndarray:
     """int32 ``[vocab_size]``: the bucket of every id."""
@@ -90,29 +85,13 @@ class HashedTable:
   def nbytes(self, packed: bool = True) -> int:
     """Embedding bytes (float32 rows; packed and stored agree)."""
     del packed
-    return self.num_buckets * self.dim * FLOAT_BYTES
+    return self.num_buckets * self.dim * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return self.num_buckets * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "num_buckets": self.num_buckets,
-      "hash_function": self.hash_function,
-      "hash_seed": self.hash_seed,
-    }
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> HashedEmbed:
-    del rngs
-    return HashedEmbed(
-      self.vocab_size,
-      self.rows,
-      first_order=self.first_order if first_order else None,
-      hash_seed=self.hash_seed,
-      hash_function=self.hash_function,
-    )
+    return self.num_buckets * base.FLOAT_BYTES
 
 
+@base.layer_of(HashedTable)
 class HashedEmbed(nnx.Module):
   """Hashing-trick table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -145,14 +124,9 @@ class HashedEmbed(nnx.Module):
     self.hash_function = hash_function
     hash_ids(jnp.zeros((1,), jnp.int32), self.num_buckets, self.hash_seed, hash_function)  # checks
     self.hashed_rows = nnx.Param(rows)
-    fo = None
-    if first_order is not None:
-      if np.shape(first_order) != (self.num_buckets,):
-        raise ValueError(
-          f"HashedEmbed: first_order shape {np.shape(first_order)}, expected ({self.num_buckets},)"
-        )
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.hashed_first_order = nnx.data(fo)
+    self.hashed_first_order = base.first_order_param(
+      first_order, (self.num_buckets,), "HashedEmbed"
+    )
 
   def _buckets(self, ids: jax.Array) -> jax.Array:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "HashedEmbed")
@@ -164,7 +138,4 @@ class HashedEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
-    buckets = self._buckets(ids)
-    if self.hashed_first_order is None:
-      return jnp.zeros(buckets.shape, jnp.float32)
-    return take_rows(self.hashed_first_order[...], buckets)
+    return base.first_order_at(self.hashed_first_order, self._buckets(ids))

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
 
 COMBINES = ("mult", "sum")
-FLOAT_BYTES = 4
 
 
 def qr_rows(vocab_size: int, num_collisions: int) -> tuple[int, int]:
@@ -43,7 +43,7 @@ def combine_rows(quotient: jax.Array, remainder: jax.Array, combine: str) -> jax
 
 
 @dataclasses.dataclass
-class QRTable:
+class QRTable(base.TableArtifact):
   """Stage-B artifact of a QR embedding for one field.
 
   Attributes:
@@ -63,14 +63,10 @@ class QRTable:
   combine: str = "mult"
   name: str = ""
   method = "qr"
-
-  @property
-  def num_collisions(self) -> int:
-    return int(self.remainder.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.quotient.shape[1])
+  knob_names = ("num_collisions", "quotient_rows", "combine")
+  quotient_rows = base.axis_size("quotient", 0)
+  num_collisions = base.axis_size("remainder", 0)
+  dim = base.axis_size("quotient", 1)
 
   def reconstruct(self) -> np.ndarray:
     """float32 ``[vocab_size, dim]``: the dense table the two factors stand for."""
@@ -80,29 +76,13 @@ class QRTable:
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
-    return (self.quotient.shape[0] + self.num_collisions) * self.dim * FLOAT_BYTES
+    return (self.quotient.shape[0] + self.num_collisions) * self.dim * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return (self.quotient.shape[0] + self.num_collisions) * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "num_collisions": self.num_collisions,
-      "quotient_rows": int(self.quotient.shape[0]),
-      "combine": self.combine,
-    }
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> QREmbed:
-    del rngs
-    return QREmbed(
-      self.vocab_size,
-      self.quotient,
-      self.remainder,
-      first_order=self.first_order if first_order else None,
-      combine=self.combine,
-    )
+    return (self.quotient.shape[0] + self.num_collisions) * base.FLOAT_BYTES
 
 
+@base.layer_of(QRTable)
 class QREmbed(nnx.Module):
   """QR embedding; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -140,13 +120,7 @@ class QREmbed(nnx.Module):
     self.combine = combine
     self.quotient_rows = nnx.Param(quotient)
     self.remainder_rows = nnx.Param(remainder)
-    fo = None
-    if first_order is not None:
-      size = sum(expected)
-      if np.shape(first_order) != (size,):
-        raise ValueError(f"QREmbed: first_order shape {np.shape(first_order)}, expected ({size},)")
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.qr_first_order = nnx.data(fo)
+    self.qr_first_order = base.first_order_param(first_order, (sum(expected),), "QREmbed")
 
   def _split(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "QREmbed")
@@ -161,7 +135,5 @@ class QREmbed(nnx.Module):
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]``: quotient weight + remainder weight (zeros without them)."""
     q, r = self._split(ids)
-    if self.qr_first_order is None:
-      return jnp.zeros(q.shape, jnp.float32)
-    weights = self.qr_first_order[...]
-    return take_rows(weights, q) + take_rows(weights, self.quotient_rows.shape[0] + r)
+    weights, num_quotients = self.qr_first_order, self.quotient_rows.shape[0]
+    return base.first_order_at(weights, q) + base.first_order_at(weights, num_quotients + r)

@@ -22,11 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.layers.hashed import hash_ids
 from mec_jax.ops import take_rows
-
-FLOAT_BYTES = 4
 
 
 def robe_positions(ids, vocab_size: int, size: int, dim: int, num_blocks: int, seed: int):
@@ -48,7 +47,7 @@ def robe_positions(ids, vocab_size: int, size: int, dim: int, num_blocks: int, s
 
 
 @dataclasses.dataclass
-class RobeTable:
+class RobeTable(base.TableArtifact):
   """Stage-B artifact of ROBE-Z for one field.
 
   Attributes:
@@ -69,6 +68,8 @@ class RobeTable:
   hash_seed: int = 0
   name: str = ""
   method = "robez"
+  knob_names = ("array_size", "num_blocks", "hash_seed")
+  array_size = base.axis_size("array", 0)
 
   def positions(self) -> np.ndarray:
     """int32 ``[V, d]``: the array entry of every (id, dim)."""
@@ -78,28 +79,10 @@ class RobeTable:
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
-    return self.array.size * FLOAT_BYTES
+    return self.array.size * base.FLOAT_BYTES
 
   def first_order_nbytes(self) -> int:
-    return first_order_size(self.array.size, self.dim) * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {
-      "array_size": int(self.array.size),
-      "num_blocks": self.num_blocks,
-      "hash_seed": self.hash_seed,
-    }
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> RobeEmbed:
-    del rngs
-    return RobeEmbed(
-      self.vocab_size,
-      self.array,
-      self.dim,
-      num_blocks=self.num_blocks,
-      first_order=self.first_order if first_order else None,
-      hash_seed=self.hash_seed,
-    )
+    return first_order_size(self.array.size, self.dim) * base.FLOAT_BYTES
 
 
 def first_order_size(size: int, dim: int) -> int:
@@ -107,6 +90,7 @@ def first_order_size(size: int, dim: int) -> int:
   return max(1, size // dim)
 
 
+@base.layer_of(RobeTable)
 class RobeEmbed(nnx.Module):
   """ROBE-Z table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -139,15 +123,8 @@ class RobeEmbed(nnx.Module):
     self.vocab_size, self.dim, self.num_blocks = int(vocab_size), int(dim), int(num_blocks)
     self.hash_seed = int(hash_seed)
     self.robe_array = nnx.Param(array)
-    fo = None
-    if first_order is not None:
-      expected = (first_order_size(array.size, dim),)
-      if np.shape(first_order) != expected:
-        raise ValueError(
-          f"RobeEmbed: first_order shape {np.shape(first_order)}, expected {expected}"
-        )
-      fo = nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.robe_first_order = nnx.data(fo)
+    expected = (first_order_size(array.size, dim),)
+    self.robe_first_order = base.first_order_param(first_order, expected, "RobeEmbed")
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [..., dim]``."""
@@ -160,7 +137,6 @@ class RobeEmbed(nnx.Module):
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
     ids = lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "RobeEmbed")
-    if self.robe_first_order is None:
-      return jnp.zeros(ids.shape, jnp.float32)
-    fo = self.robe_first_order[...]
-    return take_rows(fo, hash_ids(ids, fo.size, self.hash_seed + self.num_blocks))
+    size = first_order_size(self.robe_array[...].size, self.dim)
+    rows = hash_ids(ids, size, self.hash_seed + self.num_blocks)
+    return base.first_order_at(self.robe_first_order, rows)

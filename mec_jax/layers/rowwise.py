@@ -22,10 +22,9 @@ from mec_jax.compression.rowwise import (
   round_to,
   rowwise_nbytes,
 )
+from mec_jax.layers import base
 from mec_jax.layers.base import lookup_ids
 from mec_jax.ops import take_rows
-
-FLOAT_BYTES = 4
 
 
 class QuantizedValues(nnx.Variable):
@@ -33,7 +32,7 @@ class QuantizedValues(nnx.Variable):
 
 
 @dataclasses.dataclass
-class RowwiseTable:
+class RowwiseTable(base.TableArtifact):
   """Stage-B artifact of row-wise quantization for one field.
 
   Attributes:
@@ -60,13 +59,9 @@ class RowwiseTable:
   def method(self) -> str:
     return f"int{self.bits}"
 
-  @property
-  def vocab_size(self) -> int:
-    return int(self.values.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.values.shape[1])
+  knob_names = ("bits", "scale_dtype")
+  vocab_size = base.axis_size("values", 0)
+  dim = base.axis_size("values", 1)
 
   def reconstruct(self) -> np.ndarray:
     return np.asarray(dequantize_rows(self.values, self.scale, self.offset))
@@ -75,23 +70,10 @@ class RowwiseTable:
     return rowwise_nbytes(self.vocab_size, self.dim, self.bits, self.scale_dtype, packed)
 
   def first_order_nbytes(self) -> int:
-    return self.vocab_size * FLOAT_BYTES
-
-  def knobs(self) -> dict:
-    return {"bits": self.bits, "scale_dtype": self.scale_dtype}
-
-  def to_layer(self, *, rngs: nnx.Rngs, first_order: bool = True) -> RowwiseQuantEmbed:
-    del rngs
-    return RowwiseQuantEmbed(
-      self.values,
-      self.scale,
-      self.offset,
-      bits=self.bits,
-      scale_dtype=self.scale_dtype,
-      first_order=self.first_order if first_order else None,
-    )
+    return self.vocab_size * base.FLOAT_BYTES
 
 
+@base.layer_of(RowwiseTable)
 class RowwiseQuantEmbed(nnx.Module):
   """Row-wise quantized table; satisfies the `Table` interface of `mec_jax.layers.base`.
 
@@ -121,7 +103,7 @@ class RowwiseQuantEmbed(nnx.Module):
     if values.size and int(values.max()) >= 2**bits:
       raise ValueError(f"RowwiseQuantEmbed: values reach {values.max()}, beyond int{bits}")
     self.vocab_size, self.dim = (int(n) for n in values.shape)
-    for name, arr in (("scale", scale), ("offset", offset), ("first_order", first_order)):
+    for name, arr in (("scale", scale), ("offset", offset)):
       if arr is not None and np.shape(arr) != (self.vocab_size,):
         raise ValueError(
           f"RowwiseQuantEmbed: {name} shape {np.shape(arr)}, expected ({self.vocab_size},)"
@@ -131,8 +113,9 @@ class RowwiseQuantEmbed(nnx.Module):
     self.values = QuantizedValues(jnp.asarray(values, jnp.uint8))
     self.row_scale = nnx.Param(jnp.asarray(scale, jnp.float32))
     self.row_offset = nnx.Param(jnp.asarray(offset, jnp.float32))
-    fo = None if first_order is None else nnx.Param(jnp.asarray(first_order, jnp.float32))
-    self.rowwise_first_order = nnx.data(fo)
+    self.rowwise_first_order = base.first_order_param(
+      first_order, (self.vocab_size,), "RowwiseQuantEmbed"
+    )
 
   def _ids(self, ids: jax.Array) -> jax.Array:
     return lookup_ids(ids, self.vocab_size, self.vocab_size - 1, "RowwiseQuantEmbed")
@@ -150,7 +133,4 @@ class RowwiseQuantEmbed(nnx.Module):
 
   def first_order(self, ids: jax.Array) -> jax.Array:
     """``ids [...] -> [...]`` (zeros without first-order weights)."""
-    ids = self._ids(ids)
-    if self.rowwise_first_order is None:
-      return jnp.zeros(ids.shape, jnp.float32)
-    return take_rows(self.rowwise_first_order[...], ids)
+    return base.first_order_at(self.rowwise_first_order, self._ids(ids))

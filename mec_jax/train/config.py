@@ -4,33 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 
+from mec_jax.configs.default import defaults_of
 from mec_jax.errors import ConfigError
 from mec_jax.train import metrics as metrics_lib
-from mec_jax.train.row_optimizers import DEFAULT_SPARSE_OPTIMIZER, SPARSE_OPTIMIZERS
+from mec_jax.train.row_optimizers import SPARSE_OPTIMIZERS
 
 
 @dataclasses.dataclass(frozen=True)
+@defaults_of("train")
 class TrainConfig:
-  """Training settings; field names and defaults mirror ``config.train`` (configs/default.py)."""
+  """Training settings: the keys of ``config.train``, with its defaults (configs/default.py,
+  where each is explained), and ``embedding_regularizer`` (``config.model``'s)."""
 
-  batch_size: int = 4096
-  eval_batch_size: int = 16384
-  epochs: int = 10
-  learning_rate: float = 1e-3
-  grad_clip_norm: float = 10.0
-  weight_decay: float = 0.0
-  patience: int = 2
-  lr_decay: float = 0.1
-  monitor: str = "auc_minus_logloss"
-  seed: int = 2024
-  checkpoint_every_steps: int = 500
-  log_every_steps: int = 50
-  progress: bool = True
+  batch_size: int
+  eval_batch_size: int
+  epochs: int
+  learning_rate: float
+  grad_clip_norm: float
+  weight_decay: float
+  patience: int
+  lr_decay: float
+  monitor: str
+  seed: int
+  checkpoint_every_steps: int
+  log_every_steps: int
+  progress: bool
+  sparse_min_rows: int  # Embed tables this large train row-sparse (0: none)
+  sparse_optimizer: str  # row_optimizers.SPARSE_OPTIMIZERS
+  sparse_learning_rate: float  # rate of the sparse tables; 0: their dense rate
+  model_axis_size: int  # k > 1: ('data', 'model') mesh (N/k, k), sparse rows split on 'model'
+  embedding_l2: float  # (λ/2)·||row||² per unique touched full-table row (train.losses)
+  net_l2: float  # (λ/2)·||θ||² on the parameters outside model.embedding
   embedding_regularizer: float = 0.0  # from config.model.embedding_regularizer
-  sparse_min_rows: int = 20_000  # Embed tables this large train row-sparse (0: none)
-  sparse_optimizer: str = DEFAULT_SPARSE_OPTIMIZER  # row_optimizers.SPARSE_OPTIMIZERS
-  sparse_learning_rate: float = 0.0  # rate of the sparse tables; 0: their dense rate
-  model_axis_size: int = 1  # k > 1: ('data', 'model') mesh (N/k, k), sparse rows split on 'model'
 
   def __post_init__(self):
     for key in ("batch_size", "eval_batch_size", "epochs", "log_every_steps"):
@@ -50,6 +55,10 @@ class TrainConfig:
       raise ConfigError(
         f"train.sparse_min_rows={self.sparse_min_rows}, train.sparse_learning_rate="
         f"{self.sparse_learning_rate}; both must be >= 0"
+      )
+    if not (self.embedding_l2 >= 0 and self.net_l2 >= 0):
+      raise ConfigError(
+        f"train.embedding_l2={self.embedding_l2}, train.net_l2={self.net_l2}; both must be >= 0"
       )
     if self.model_axis_size < 1:
       raise ConfigError(f"train.model_axis_size={self.model_axis_size}; expected >= 1")

@@ -250,6 +250,8 @@ def _compile_steps(model, run: _Run):
     run.mesh,
     dropout_key=jax.random.fold_in(jax.random.key(cfg.seed), 1),
     embedding_regularizer=cfg.embedding_regularizer,
+    embedding_l2=cfg.embedding_l2,
+    net_l2=cfg.net_l2,
     sparse_fields=run.tables.fields,
     sparse_optimizer=cfg.sparse_optimizer,
     grad_clip_norm=cfg.grad_clip_norm,

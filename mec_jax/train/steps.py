@@ -30,7 +30,7 @@ from flax import nnx
 
 from mec_jax.errors import ConfigError
 from mec_jax.mesh import batch_sharding, data_mesh, data_model_mesh, replicated
-from mec_jax.train import row_optimizers, sparse
+from mec_jax.train import losses, row_optimizers, sparse
 from mec_jax.train.optimizer import clip_by_global_norm, lr_scale_array
 
 
@@ -136,6 +136,8 @@ def make_train_step(
   *,
   dropout_key: jax.Array,
   embedding_regularizer: float = 0.0,
+  embedding_l2: float = 0.0,
+  net_l2: float = 0.0,
   sparse_fields: Sequence[sparse.SparseField] = (),
   sparse_optimizer: str = row_optimizers.DEFAULT_SPARSE_OPTIMIZER,
   grad_clip_norm: float = 0.0,
@@ -152,6 +154,10 @@ def make_train_step(
     dropout_key: base key; step ``t`` uses ``fold_in(dropout_key, t)``.
     embedding_regularizer: weight of ``mean_batch Σ_{f,d} e²`` on the looked-up embeddings
       (needs ``model.embedding``).
+    embedding_l2: λ of ``(λ/2) Σ ||row||²`` over each unique row of a full table the batch
+      touches, dense or row-sparse alike (`losses.embedding_l2`; ``train.embedding_l2``).
+    net_l2: λ of ``(λ/2) Σ ||θ||²`` over the parameters outside ``model.embedding``
+      (`losses.net_l2`; ``train.net_l2``).
     sparse_fields: the tables held in ``state.sparse`` (`sparse.find_sparse_fields`).
     sparse_optimizer: row-wise optimizer of those tables (`row_optimizers.SPARSE_OPTIMIZERS`).
     grad_clip_norm: the global L2 norm (dense + touched sparse rows) gradients are clipped to
@@ -165,7 +171,10 @@ def make_train_step(
   tables = sparse.SparseTables(tuple(sparse_fields), sparse_optimizer, mesh)
   trainable = tuple(f.name for f in tables.fields if not f.frozen)
 
-  def loss_fn(params, blocks, frozen_blocks, state: TrainState, batch):
+  field_of = {f.name: f.field for f in tables.fields}
+
+  def loss_fn(params, blocks, frozen_blocks, state: TrainState, batch, uniqs):
+    dense_params = params
     params = tables.merge(params, blocks | frozen_blocks)
     # copy=True: fresh Variables of this trace, which reseed and batch norm may mutate.
     model = nnx.merge(graphdef, params, rng_state, state.other, copy=True)
@@ -176,6 +185,11 @@ def make_train_step(
     if embedding_regularizer > 0:
       emb = model.embedding(batch["ids"], batch["values"])
       total = total + embedding_regularizer * jnp.mean(jnp.sum(jnp.square(emb), axis=(1, 2)))
+    if embedding_l2 > 0:
+      touched = {field_of[name]: uniq for name, uniq in uniqs.items()}
+      total = total + losses.embedding_l2(embedding_l2, model.embedding, batch["ids"], touched)
+    if net_l2 > 0:
+      total = total + losses.net_l2(net_l2, dense_params)
     _, _, _, other = split_model(model)
     return total, (loss, other)
 
@@ -185,7 +199,7 @@ def make_train_step(
     train_blocks = {name: block for name, block in blocks.items() if name in trainable}
     frozen_blocks = {name: block for name, block in blocks.items() if name not in trainable}
     (grads, block_grads), (loss, other) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
-      state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch
+      state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch, uniqs
     )
     grads, block_grads = clip_by_global_norm((grads, block_grads), grad_clip_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

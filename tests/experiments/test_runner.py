@@ -156,3 +156,19 @@ def test_bad_override_is_a_clear_error():
 
   with pytest.raises(ValueError, match="compress.bucket"):
     runner.seeded(smoke.get_config(), 0, "/tmp", {"compress.bucket": 3})
+
+
+def test_overrides_take_the_type_of_the_default():
+  from configs import smoke
+
+  config = runner.seeded(
+    smoke.get_config(),
+    0,
+    "/tmp",
+    {"finetune.init_from_pretrain": "False", "train.epochs": 2.0, "compress.target_ratio": 3},
+  )
+  assert config.finetune.init_from_pretrain is False
+  assert config.train.epochs == 2 and isinstance(config.train.epochs, int)
+  assert isinstance(config.compress.target_ratio, float)
+  with pytest.raises(ConfigError, match="init_from_pretrain"):
+    runner.seeded(smoke.get_config(), 0, "/tmp", {"finetune.init_from_pretrain": "no"})

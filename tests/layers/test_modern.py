@@ -126,3 +126,41 @@ def test_bad_shapes_are_clear_errors():
     CCETable(t.clustered, t.hashed, t.assignments + K, None).to_layer(rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_blocks=4 must be >= 1 and divide dim=6"):
     _robe(rng, blocks=4).to_layer(rngs=nnx.Rngs(0))
+
+
+def _baseline_tables(rng):
+  """One small artifact of each `TableArtifact` (hash, QR, CCE, ROBE-Z, int8)."""
+  from mec_jax.compression.rowwise import quantize_rows
+  from mec_jax.layers.hashed import HashedTable
+  from mec_jax.layers.qr import QRTable
+  from mec_jax.layers.rowwise import RowwiseTable
+
+  full = rng.normal(size=(V, 6)).astype(np.float32)
+  values, scale, offset = (np.asarray(a) for a in quantize_rows(full, 8, "float16"))
+  return [
+    HashedTable(full[:9], rng.normal(size=9).astype(np.float32), V, hash_seed=3),
+    QRTable(full[:10], full[10:15], rng.normal(size=15).astype(np.float32), V),
+    _cce(rng),
+    _robe(rng),
+    RowwiseTable(values, scale, offset, rng.normal(size=V).astype(np.float32)),
+  ]
+
+
+def test_table_artifacts_share_one_shape():
+  """`layers.base.TableArtifact`: each artifact's layer gets its fields by name, drops its
+  first-order weights on request, and `knobs` reports exactly its `knob_names`."""
+  rng = np.random.default_rng(3)
+  ids = np.array([0, 7, V - 1, V + 4])
+  for table in _baseline_tables(rng):
+    layer = table.to_layer(rngs=nnx.Rngs(0))
+    assert type(layer) is table.layer_type and isinstance(layer, Table)
+    assert (layer.vocab_size, layer.dim) == (table.vocab_size, table.dim)
+    assert np.abs(np.asarray(layer.first_order(ids))).sum() > 0
+    bare = table.to_layer(rngs=nnx.Rngs(0), first_order=False)
+    np.testing.assert_array_equal(np.asarray(bare.first_order(ids)), np.zeros(4))
+    np.testing.assert_array_equal(np.asarray(bare(ids)), np.asarray(layer(ids)))
+    assert list(table.knobs()) == list(table.knob_names) and table.knob_names
+    with pytest.raises(ValueError, match=f"{type(layer).__name__}: first_order shape"):
+      type(table)(**{**vars(table), "first_order": np.zeros(1, np.float32)}).to_layer(
+        rngs=nnx.Rngs(0)
+      )
