@@ -27,6 +27,7 @@ from mec_jax.export import writer
 from mec_jax.model_factory import compressed_model, copy_matching_params, full_model
 from mec_jax.report import RunResults, summarize  # noqa: F401  (summarize: pipeline's API)
 from mec_jax.train import distributed, loop
+from mec_jax.train.metrics import monitor_score
 from mec_jax.workdir import Workdir
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -50,15 +51,30 @@ def run_pretrain(config, dataset: EncodedDataset, wd: Workdir):
   return model, result
 
 
-def stage_b(config, wd: Workdir) -> methods.StageB:
-  """Where stage B reads (stage A's tables) and writes (``quantize/``), and how."""
+def stage_b(config, wd: Workdir, dataset=None, pretrained=None) -> methods.StageB:
+  """Where stage B reads (stage A's tables) and writes (``quantize/``), and how; with stage A's
+  model, methods that select on validation may score swap-in models (`swap_valid`)."""
+  evaluate = None
+  if pretrained is not None and dataset is not None:
+    evaluate = lambda compressed: swap_valid(config, dataset, pretrained, compressed)  # noqa: E731
   return methods.StageB(
     table_path=wd.table,
     quantize_dir=wd.quantize,
     writes=distributed.is_writer(),  # every process computes the same tables
     mesh=distributed.local_mesh(),  # None (all devices) unless multi-process
     progress=_progress(config),
+    evaluate=evaluate,
   )
+
+
+def swap_valid(config, dataset, pretrained, compressed) -> dict:
+  """Validation metrics of stage A's weights with ``compressed`` tables (no training), and
+  ``valid_score`` (``train.monitor``)."""
+  model = compressed_model(config.pretrain.model, dataset, compressed, config, config.train.seed)
+  copy_matching_params(pretrained, model)
+  out = loop.evaluate_splits(model, dataset.splits, ("valid",), config.train)
+  metrics = {"auc": out["valid_auc"], "logloss": out["valid_logloss"]}
+  return out | {"valid_score": monitor_score(metrics, config.train.monitor)}
 
 
 def run_quantize(config, dataset: EncodedDataset, wd: Workdir) -> dict:
@@ -87,10 +103,10 @@ def _progress(config):
   return bar_for
 
 
-def run_compress(config, dataset: EncodedDataset, wd: Workdir) -> dict:
+def run_compress(config, dataset: EncodedDataset, wd: Workdir, pretrained=None) -> dict:
   """Stage B of ``compress.method``: ``{field: methods.Artifact}``, saved artifacts reused."""
   method = methods.get(config.compress.method)
-  return method.build(config, dataset.feature_map, stage_b(config, wd))
+  return method.build(config, dataset.feature_map, stage_b(config, wd, dataset, pretrained))
 
 
 def load_compressed(config, dataset: EncodedDataset, wd: Workdir) -> dict:
@@ -295,7 +311,8 @@ class _Run:
     config, stage = self.config, self.config.stage
     if stage in ("all", "quantize"):
       self.record("quantize")
-      results.compressed = self.timed("quantize", run_compress, config, dataset, self.wd)
+      args = (config, dataset, self.wd, pretrained)
+      results.compressed = self.timed("quantize", run_compress, *args)
     if not results.compressed and stage != "quantize":
       results.compressed = load_compressed(config, dataset, self.wd)
     same_backbone = config.model.name == config.pretrain.model

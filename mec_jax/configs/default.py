@@ -143,7 +143,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- compression method (stage B) and byte budget: mec_jax/methods/ ---------------------------
   config.compress = comp = ml_collections.ConfigDict()
-  comp.method = "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 | cce | robez
+  comp.method = (
+    "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 | cce | robez | pq_head
+  )
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
   comp.init_tables = (
     "stage_a"  # hash/qr/cce/robez start: stage_a (fit of the stage-A rows) | random
@@ -161,6 +163,12 @@ def get_config() -> ml_collections.ConfigDict:
   comp.robez_blocks = (
     4  # robez: blocks Z per row (divides model.embed_dim), each at a hashed offset
   )
+  comp.head_fraction = (
+    0.0,
+    0.1,
+    0.25,
+    0.5,
+  )  # pq_head: byte share of the head rows; a list: best on valid
   comp.scale_dtype = "float16"  # int8/int4: per-row scale and offset dtype, float16 | float32
 
   # --- stage C ------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ class StageB:
     writes: whether this process writes artifacts (process 0 of a multi-process run).
     mesh: devices a method may spread its work over (None: all local devices).
     progress: ``(field, epochs) -> callback or None`` for methods that train.
+    evaluate: ``{field: Artifact} -> {"valid_auc", "valid_logloss", "valid_score"}`` of the
+      swap-in model (stage-A weights with these tables) for methods that select on validation
+      (``valid_score``: ``train.monitor``); None without a stage-A model.
   """
 
   table_path: Callable[[str], str]
@@ -83,6 +86,7 @@ class StageB:
   writes: bool = True
   mesh: Any = None
   progress: Callable[[str, int], Callable | None] | None = None
+  evaluate: Callable[[dict], dict] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

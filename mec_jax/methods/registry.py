@@ -6,7 +6,7 @@ from mec_jax.compression.rowwise import SCALE_DTYPES
 from mec_jax.errors import ConfigError
 from mec_jax.layers.hashed import HASH_FUNCTIONS
 from mec_jax.layers.qr import COMBINES, LARGE_INDEX
-from mec_jax.methods import cce, pq, qr, robez, rowwise
+from mec_jax.methods import cce, pq, pq_head, qr, robez, rowwise
 from mec_jax.methods import hash as hashing
 from mec_jax.methods.base import Artifact, Method
 
@@ -18,6 +18,7 @@ REGISTRY: dict[str, Method] = {
   "int4": rowwise.METHODS[4],
   "cce": cce.METHOD,
   "robez": robez.METHOD,
+  "pq_head": pq_head.METHOD,
 }
 INIT_TABLES = ("stage_a", "random")
 
@@ -63,5 +64,6 @@ def validate(config) -> None:
   for key in ("cce_columns", "robez_blocks"):
     if not (1 <= c[key] <= dim and dim % c[key] == 0):
       raise ConfigError(f"config.compress.{key}={c[key]}; expected a divisor of embed_dim={dim}")
+  pq_head.head_fractions(config)  # ConfigError naming compress.head_fraction
   if not c.target_ratio >= 0:
     raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")
