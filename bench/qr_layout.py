@@ -13,9 +13,9 @@ QR table (hash: not at all). ``top-c`` is the traffic of the ``c`` most popular 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -54,4 +54,9 @@ def main(cache: str, ratio: float = 25.0, min_vocab: int = 1000) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], *(float(a) for a in sys.argv[2:3]), *(int(a) for a in sys.argv[3:4]))
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("cache", help="an encoded dataset cache (counts.npz, feature_map.json)")
+  parser.add_argument("ratio", nargs="?", type=float, default=25.0, help="byte budget (x)")
+  parser.add_argument("min_vocab", nargs="?", type=int, default=1000, help="smallest field")
+  args = parser.parse_args()
+  main(args.cache, args.ratio, args.min_vocab)

@@ -128,6 +128,34 @@ def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
 
 
+def _penalties(model, batch, dense_params, touched, weights) -> list[jax.Array]:
+  """The regularization terms of a batch (none when every weight is 0).
+
+  Args:
+    model: the merged model of this trace.
+    batch: the batch (``ids`` already remapped into the gathered sparse blocks).
+    dense_params: the parameters outside the sparse blocks.
+    touched: field index -> unique ids the batch looks up in that row-sparse table.
+    weights: ``(embedding_regularizer, embedding_l2, net_l2)`` as `make_train_step` takes them.
+  """
+  embedding_regularizer, embedding_l2, net_l2 = weights
+  terms = []
+  if embedding_regularizer > 0:
+    emb = model.embedding(batch["ids"], batch["values"])
+    terms.append(embedding_regularizer * jnp.mean(jnp.sum(jnp.square(emb), axis=(1, 2))))
+  if embedding_l2 > 0:
+    terms.append(losses.embedding_l2(embedding_l2, model.embedding, batch["ids"], touched))
+  if net_l2 > 0:
+    terms.append(losses.net_l2(net_l2, dense_params))
+  return terms
+
+
+def _split_blocks(blocks: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
+  """``(trainable blocks, frozen blocks)`` of the gathered sparse blocks, by table name."""
+  train = {name: block for name, block in blocks.items() if name in trainable}
+  return train, {name: block for name, block in blocks.items() if name not in trainable}
+
+
 def make_train_step(
   graphdef,
   rng_state: nnx.State,
@@ -146,58 +174,48 @@ def make_train_step(
 ):
   """Builds ``step(state, batch) -> (state, loss)``, jitted over ``mesh``, state donated.
 
+  ``loss`` is the un-regularized mean BCE of the batch (float32 scalar).
+
   Args:
     graphdef: graph definition of the model in train mode (from `split_model`).
     rng_state: the model's RNG state (structure only; keys are reseeded per step).
     tx: optimizer from `optimizer.make_optimizer`.
     mesh: the train mesh (`train_mesh`).
     dropout_key: base key; step ``t`` uses ``fold_in(dropout_key, t)``.
-    embedding_regularizer: weight of ``mean_batch Σ_{f,d} e²`` on the looked-up embeddings
-      (needs ``model.embedding``).
-    embedding_l2: λ of ``(λ/2) Σ ||row||²`` over each unique row of a full table the batch
-      touches, dense or row-sparse alike (`losses.embedding_l2`; ``train.embedding_l2``).
-    net_l2: λ of ``(λ/2) Σ ||θ||²`` over the parameters outside ``model.embedding``
-      (`losses.net_l2`; ``train.net_l2``).
+    embedding_regularizer, embedding_l2, net_l2: penalty weights (`_penalties`): of
+      ``mean_batch Σ_{f,d} e²`` on the looked-up embeddings; of ``(λ/2) Σ ||row||²`` over each
+      unique row of a full table the batch touches, dense or row-sparse alike
+      (`losses.embedding_l2`); of ``(λ/2) Σ ||θ||²`` outside ``model.embedding`` (`losses.net_l2`).
     sparse_fields: the tables held in ``state.sparse`` (`sparse.find_sparse_fields`).
     sparse_optimizer: row-wise optimizer of those tables (`row_optimizers.SPARSE_OPTIMIZERS`).
     grad_clip_norm: the global L2 norm (dense + touched sparse rows) gradients are clipped to
       (`optimizer.clip_by_global_norm`; 0 disables).
     weight_decay: decoupled decay of the touched sparse rows.
     state_sharding: sharding tree of the state (`sparse.state_shardings`; default replicated).
-
-  Returns:
-    The jitted step; ``loss`` is the un-regularized mean BCE of the batch (float32 scalar).
   """
   tables = sparse.SparseTables(tuple(sparse_fields), sparse_optimizer, mesh)
   trainable = tuple(f.name for f in tables.fields if not f.frozen)
-
   field_of = {f.name: f.field for f in tables.fields}
+  weights = (embedding_regularizer, embedding_l2, net_l2)
 
   def loss_fn(params, blocks, frozen_blocks, state: TrainState, batch, uniqs):
-    dense_params = params
-    params = tables.merge(params, blocks | frozen_blocks)
+    merged = tables.merge(params, blocks | frozen_blocks)
     # copy=True: fresh Variables of this trace, which reseed and batch norm may mutate.
-    model = nnx.merge(graphdef, params, rng_state, state.other, copy=True)
+    model = nnx.merge(graphdef, merged, rng_state, state.other, copy=True)
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, state.step))
     logits = model(batch["ids"], batch["values"])
     loss = bce_with_logits(logits, batch["label"])
+    touched = {field_of[name]: uniq for name, uniq in uniqs.items()}
     total = loss
-    if embedding_regularizer > 0:
-      emb = model.embedding(batch["ids"], batch["values"])
-      total = total + embedding_regularizer * jnp.mean(jnp.sum(jnp.square(emb), axis=(1, 2)))
-    if embedding_l2 > 0:
-      touched = {field_of[name]: uniq for name, uniq in uniqs.items()}
-      total = total + losses.embedding_l2(embedding_l2, model.embedding, batch["ids"], touched)
-    if net_l2 > 0:
-      total = total + losses.net_l2(net_l2, dense_params)
+    for term in _penalties(model, batch, params, touched, weights):
+      total = total + term
     _, _, _, other = split_model(model)
     return total, (loss, other)
 
   def step(state: TrainState, batch):
     uniqs, ids, blocks = tables.gather(sparse.tables_of(state.sparse), batch["ids"])
     batch = {**batch, "ids": ids}
-    train_blocks = {name: block for name, block in blocks.items() if name in trainable}
-    frozen_blocks = {name: block for name, block in blocks.items() if name not in trainable}
+    train_blocks, frozen_blocks = _split_blocks(blocks, trainable)
     (grads, block_grads), (loss, other) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
       state.params, train_blocks, jax.lax.stop_gradient(frozen_blocks), state, batch, uniqs
     )
