@@ -89,7 +89,7 @@ class QRTable(base.TableArtifact):
   name: str = ""
   large_index: str | None = "quotient"
   method = "qr"
-  knob_names = ("num_collisions", "quotient_rows", "combine")
+  knob_names = ("num_collisions", "quotient_rows", "combine", "large_index")
   quotient_rows = base.axis_size("quotient", 0)
   num_collisions = base.axis_size("remainder", 0)
   dim = base.axis_size("quotient", 1)
@@ -101,12 +101,13 @@ class QRTable(base.TableArtifact):
     )
     return np.asarray(combine_rows(self.quotient[large], self.remainder[small], self.combine))
 
+  def __post_init__(self):
+    if self.large_index is None:  # a file written before the choice existed
+      self.large_index = "quotient"
+
   @property
   def layout(self) -> str:
     return self.large_index or "quotient"
-
-  def knobs(self) -> dict:
-    return super().knobs() | {"large_index": self.layout}
 
   def nbytes(self, packed: bool = True) -> int:
     del packed
