@@ -52,16 +52,7 @@ RAW_COLUMNS = (
   "kept",
   "note",
 )
-FLOATS = (
-  "target_ratio",
-  "test_auc",
-  "test_logloss",
-  "bytes",
-  "ratio",
-  "stage_a_s",
-  "stage_b_s",
-  "stage_c_s",
-)
+FLOATS = tuple(c for c in RAW_COLUMNS if c not in ("method", "protocol", "seed", "kept", "note"))
 
 
 def sweep_path(dataset: str) -> str:
@@ -82,44 +73,21 @@ def cell_key(overrides: dict) -> tuple[str, str, float]:
 
 
 def raw_rows(records: list[dict]) -> list[dict]:
-  """One row per finished cell record (`runner.records_on_disk`) and one ``full`` row per seed."""
+  """One row per finished cell record (`runner.records_on_disk`) and one ``full`` row per seed:
+  `mec_jax.experiments.summary.raw_rows` with the leaderboard's cell name, protocol and stage
+  times."""
+  from mec_jax.experiments import summary
+
   rows, full_seen = [], set()
   for rec in records:
-    name, protocol, ratio = cell_key(rec["overrides"])
-    base = {"method": name, "protocol": protocol, "target_ratio": ratio, "seed": rec["seed"]}
-    if "infeasible" in rec:
-      rows.append(base | {"note": "infeasible: " + rec["infeasible"][:150]})
-      continue
-    report = rec["report"]
-    only, timings = report["memory"]["compressed_fields_only"], report.get("timings", {})
-    kept = report.get("compressed", {})
-    rows.append(
-      base
-      | {
-        "test_auc": kept.get("test_auc"),
-        "test_logloss": kept.get("test_logloss"),
-        "bytes": only["compressed_bytes_packed"],
-        "ratio": only["ratio_packed"],
-        "stage_b_s": timings.get("quantize"),
-        "stage_c_s": timings.get("finetune"),
-        "kept": kept.get("source", ""),
-      }
-    )
-    if rec["seed"] not in full_seen:
+    cell, *full = summary.raw_rows([rec])
+    name, protocol, _ = cell_key(rec["overrides"])
+    timings = rec.get("report", {}).get("timings", {})
+    stages = {"stage_b_s": timings.get("quantize"), "stage_c_s": timings.get("finetune")}
+    rows.append(cell | {"method": name, "protocol": protocol} | ({} if "note" in cell else stages))
+    if full and rec["seed"] not in full_seen:
       full_seen.add(rec["seed"])
-      rows.append(
-        {
-          "method": "full",
-          "protocol": "stage A",
-          "target_ratio": 1.0,
-          "seed": rec["seed"],
-          "test_auc": report["full"]["test_auc"],
-          "test_logloss": report["full"]["test_logloss"],
-          "bytes": only["full_bytes"],
-          "ratio": 1.0,
-          "stage_a_s": rec.get("stage_a_seconds"),
-        }
-      )
+      rows.append(full[0] | {"protocol": "stage A", "stage_a_s": full[0]["seconds"]})
   return rows
 
 

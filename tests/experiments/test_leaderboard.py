@@ -82,14 +82,17 @@ def test_raw_rows_read_bytes_and_stage_times_from_the_report(board):
         "compressed_bytes_packed": 40,
         "ratio_packed": 25.0,
         "full_bytes": 1000,
-      }
+      },
+      "ratio_packed": 20.0,
     },
     "timings": {"quantize": 3.0, "finetune": 7.0},
     "compressed": {"test_auc": 0.78, "test_logloss": 0.4, "source": "finetune"},
     "full": {"test_auc": 0.79, "test_logloss": 0.39},
   }
   rec = {"overrides": {"compress.method": "hash", "compress.target_ratio": 25.0} | FROM_SCRATCH}
-  rows = board.raw_rows([rec | {"seed": 0, "report": report, "stage_a_seconds": 11.0}])
+  rows = board.raw_rows(
+    [rec | {"seed": 0, "report": report, "stage_a_seconds": 11.0, "seconds": 9.0}]
+  )
   assert rows[0]["protocol"] == "scratch"
   assert (rows[0]["bytes"], rows[0]["stage_b_s"], rows[0]["stage_c_s"]) == (40, 3.0, 7.0)
   assert (rows[1]["method"], rows[1]["bytes"], rows[1]["stage_a_s"]) == ("full", 1000, 11.0)
