@@ -44,6 +44,8 @@ RAW_COLUMNS = (
   "seed",
   "test_auc",
   "test_logloss",
+  "valid_auc",
+  "valid_logloss",
   "bytes",
   "ratio",
   "stage_a_s",
@@ -52,7 +54,9 @@ RAW_COLUMNS = (
   "kept",
   "note",
 )
-FLOATS = tuple(c for c in RAW_COLUMNS if c not in ("method", "protocol", "seed", "kept", "note"))
+TEXT = ("method", "protocol", "seed", "kept", "note", "picked")
+FLOATS = tuple(c for c in RAW_COLUMNS if c not in TEXT)
+AUTO = ("auto", "by valid")  # the derived row of `compress.method=auto` (see `auto_rows`)
 
 
 def sweep_path(dataset: str) -> str:
@@ -84,11 +88,64 @@ def raw_rows(records: list[dict]) -> list[dict]:
     name, protocol, _ = cell_key(rec["overrides"])
     timings = rec.get("report", {}).get("timings", {})
     stages = {"stage_b_s": timings.get("quantize"), "stage_c_s": timings.get("finetune")}
-    rows.append(cell | {"method": name, "protocol": protocol} | ({} if "note" in cell else stages))
+    kept = rec.get("report", {}).get("compressed", {})
+    valid = {k: kept.get(k) for k in ("valid_auc", "valid_logloss")}
+    rows.append(
+      cell | {"method": name, "protocol": protocol} | ({} if "note" in cell else stages | valid)
+    )
     if full and rec["seed"] not in full_seen:
       full_seen.add(rec["seed"])
       rows.append(full[0] | {"protocol": "stage A", "stage_a_s": full[0]["seconds"]})
   return rows
+
+
+def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str) -> list[dict]:
+  """The rows ``compress.method=auto`` gets, derived from the cells: per (budget, seed) whose
+  candidate cells all have a record, the candidate with the best validation score
+  (``train.monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
+  grid cell of that method, protocol and seed). Its stage times are the candidates' sums (auto
+  runs them all); infeasible candidates are skipped, as auto skips them.
+
+  Args:
+    rows: `read_raw` rows of one dataset.
+    candidates: ``(method, protocol)`` pairs, from ``compress.auto_candidates``.
+    monitor: ``train.monitor`` of the dataset's config.
+  """
+  from mec_jax.train.metrics import monitor_score
+
+  groups: dict[tuple, dict] = {}
+  for row in rows:
+    if (row["method"], row["protocol"]) in candidates and (row["target_ratio"] or 0) > 1.0:
+      groups.setdefault((row["target_ratio"], row["seed"]), {})[row["method"], row["protocol"]] = (
+        row
+      )
+  out = []
+  for (ratio, seed), members in sorted(groups.items()):
+    done = [r for r in members.values() if r.get("test_auc") is not None]
+    if len(members) < len(candidates) or not done:
+      continue
+    if any(r.get("valid_auc") is None or r.get("valid_logloss") is None for r in done):
+      continue  # a record from before valid metrics were collected
+
+    def score(row):
+      return monitor_score({"auc": row["valid_auc"], "logloss": row["valid_logloss"]}, monitor)
+
+    pick = max(done, key=score)
+    times = {
+      key: sum(r.get(key) or 0.0 for r in members.values()) for key in ("stage_b_s", "stage_c_s")
+    }
+    row = pick | times | {"method": AUTO[0], "protocol": AUTO[1], "target_ratio": ratio}
+    out.append(row | {"seed": seed, "kept": f"{pick['method']} {pick['protocol']}"})
+  return out
+
+
+def auto_candidates(config) -> list[tuple[str, str]]:
+  """``compress.auto_candidates`` of ``config`` as ``(method, protocol)`` pairs."""
+  out = []
+  for name in config.compress.auto_candidates:
+    method, _, protocol = str(name).partition(":")
+    out.append((method, "scratch" if protocol == "scratch" else "warm"))
+  return out
 
 
 def write_csv(path: str, rows: list[dict], columns) -> None:
@@ -225,12 +282,14 @@ def dataset_section(dataset: str, table: dict[tuple, dict], expected: list[tuple
 
 
 def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
-  """A sentence naming the (method, protocol) that is best or within one seed std of the best in
-  the most measured (dataset, budget) cells, with its count and the cells where it is not."""
+  """Sentences on the library's recommended method (``compress.method=auto``, the derived row):
+  in how many measured (dataset, budget) cells it is the best or within one seed std of the best,
+  where not, and its gap to the full model at >= 25x; then the best single (method, protocol)."""
   score: dict[tuple, list] = {}
-  cells = []
+  cells, auto_missed, gaps = [], [], []
   for dataset, table in tables.items():
-    for column, top in winners(table).items():
+    full = table.get(("full", "stage A", 1.0))
+    for column, top in sorted(winners(table).items()):
       if not top or column <= 1.0:
         continue
       best = table[next(iter(top))]
@@ -239,26 +298,59 @@ def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
       for key, cell in table.items():
         if key[2] == column and cell["n"] and cell["test_auc"] >= best["test_auc"] - tol:
           score.setdefault(key[:2], []).append((dataset, column))
+      auto = table.get((*AUTO, column))
+      if auto is None or not auto["n"]:
+        continue
+      if (dataset, column) not in score.get(AUTO, []):
+        auto_missed.append(
+          f"{dataset} {column:g}x ({auto['test_auc']:.4f} vs {best['method']} {best['protocol']} "
+          f"{best['test_auc']:.4f})"
+        )
+      if column >= 25 and full is not None and full["n"]:
+        gaps.append(f"{dataset} {column:g}x {auto['test_auc'] - full['test_auc']:+.4f}")
   if not cells:
     return "No budgeted cell has a result yet: no recommendation."
-  pick = max(score, key=lambda k: len(score[k]))
-  missed = [f"{d} {c:g}x" for d, c in cells if (d, c) not in score[pick]]
+  measured = len(score.get(AUTO, [])) + len(auto_missed)
   text = (
-    f"**Pick `{pick[0]}` ({pick[1]})**: on the cells measured so far it is the best, or within one "
-    f"seed std of the best, in {len(score[pick])} of {len(cells)} (dataset, budget) cells"
+    "**Pick `compress.method=auto`** (the library's recommendation: it runs the candidates "
+    "`compress.auto_candidates` at the budget and keeps the best on validation; row `auto`). "
   )
-  return text + (f"; not in {', '.join(missed)}." if missed else ".")
+  if measured:
+    text += (
+      f"On the cells where all its candidates ran it is the best, or within one seed std of the "
+      f"best, in {len(score.get(AUTO, []))} of {measured}"
+      + (f"; not in {', '.join(auto_missed)}" if auto_missed else "")
+      + ". "
+    )
+  if gaps:
+    text += f"Test AUC minus the full model's at >= 25x: {', '.join(gaps)}. "
+  single = {k: v for k, v in score.items() if k != AUTO}
+  if single:
+    pick = max(single, key=lambda k: len(single[k]))
+    missed = [f"{d} {c:g}x" for d, c in cells if (d, c) not in single[pick]]
+    text += (
+      f"\n\nOf the single methods, `{pick[0]}` ({pick[1]}) is the best or within one seed std of "
+      f"the best in {len(single[pick])} of {len(cells)} measured cells"
+      + (f"; not in {', '.join(missed)}." if missed else ".")
+    )
+  return text
 
 
-def expected_cells(dataset: str) -> list[tuple]:
-  """The cells of a dataset's sweep file (empty if it has none)."""
+def load_sweep(dataset: str):
+  """``(base config, the sweep's overrides)`` of a dataset's sweep file (``(None, [])`` without)."""
   if not os.path.exists(sweep_path(dataset)):
-    return []
+    return None, []
   from mec_jax.experiments import runner
 
-  return [("full", "stage A", 1.0)] + [
-    cell_key(o) for o in runner.load_sweep(sweep_path(dataset))[2]
-  ]
+  config, _, sweep, _ = runner.load_sweep(sweep_path(dataset))
+  return config, sweep
+
+
+def expected_cells(sweep: list[dict]) -> list[tuple]:
+  """The cells of a sweep, with full and the derived auto row at each budget."""
+  keys = [cell_key(o) for o in sweep]
+  budgets = sorted({k[2] for k in keys if k[2] > 1.0})
+  return [("full", "stage A", 1.0)] + [(*AUTO, b) for b in budgets] + keys
 
 
 def commands(dataset: str) -> str:
@@ -304,6 +396,10 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
   (budget). Bytes: the compressed fields only, bit-packed (`report.json`,
   `memory.compressed_fields_only`); a method may use less than its budget. Stage times are wall
   seconds on the shared 2-core machine at `nice -n 19` (load varies; compare within a run only).
+- **auto** (by valid): what `compress.method=auto` keeps, derived from the cells of its candidates
+  (`compress.auto_candidates` of the dataset's config) at the same budget and seed: the candidate
+  with the best validation score (`train.monitor`); `kept` names it. Its stage times are the
+  candidates' sums (auto runs them all). Shown once all its candidates have a record.
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
   budget (e.g. QR's 2 sqrt(V) floor).
 """
@@ -314,9 +410,12 @@ def page() -> None:
   for dataset in DATASETS:
     raw = os.path.join(OUT, dataset, "results_raw.csv")
     rows = read_raw(raw) if os.path.exists(raw) else []
+    config, sweep = load_sweep(dataset)
+    if config is not None:
+      rows += auto_rows(rows, auto_candidates(config), config.train.monitor)
     table = aggregate(rows)
     tables[dataset] = table
-    expected = expected_all[dataset] = expected_cells(dataset)
+    expected = expected_all[dataset] = expected_cells(sweep) if sweep else []
     if not expected and not table:
       continue
     text = f"## {dataset}\n\n{commands(dataset)}\n"

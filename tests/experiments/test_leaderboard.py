@@ -69,7 +69,7 @@ def test_page_bolds_the_winner_and_shows_cells_not_run(board, tmp_path, monkeypa
   assert "**" not in matrix["| pq warm"] and "0.7830 ± 0.0028 (n=2)" in matrix["| pq warm"]
   assert "infeasible" in matrix["| qr warm"]
   assert "not run" in matrix["| cce scratch"]  # in the sweep file, no result: never invented
-  assert "**Pick `hash` (scratch)**" in text
+  assert "Of the single methods, `hash` (scratch)" in text
   assert (tmp_path / "movielens" / "auc_vs_bytes.png").stat().st_size > 0
   with open(tmp_path / "movielens" / "summary.csv") as fh:
     assert len(list(csv.DictReader(fh))) == 5  # full, pq, hash, qr, int8
@@ -105,3 +105,42 @@ def test_sweep_has_every_registered_method_warm_and_from_scratch():
     budgets = 1 if method in FIXED_RATIO else 2
     assert len(mine) == 2 * budgets
     assert sum(c.get("finetune.init_from_pretrain") is False for c in mine) == budgets
+
+
+def _row(method, protocol, seed, test_auc, valid_auc, valid_logloss, ratio=25.0, note=""):
+  return {
+    "method": method, "protocol": protocol, "target_ratio": ratio, "seed": seed,
+    "test_auc": test_auc, "valid_auc": valid_auc, "valid_logloss": valid_logloss,
+    "bytes": 40.0, "stage_b_s": 1.0, "stage_c_s": 2.0, "kept": "finetune", "note": note,
+  }  # fmt: skip
+
+
+def test_auto_row_is_the_candidate_with_the_best_validation_score(board):
+  from mec_jax.train.metrics import monitor_score
+
+  candidates = [("pq", "warm"), ("hash", "scratch"), ("qr", "scratch")]
+  rows = [
+    _row("pq", "warm", 0, 0.780, 0.79, 0.45),
+    _row("hash", "scratch", 0, 0.785, 0.78, 0.40),  # lower AUC, much lower logloss
+    _row("qr", "scratch", 0, None, None, None, note="infeasible: floor"),  # skipped, as auto does
+    _row("pq", "warm", 1, 0.781, 0.79, 0.45),  # seed 1: hash missing -> no auto row
+    _row("cce", "warm", 0, 0.9, 0.99, 0.1),  # not a candidate
+  ]
+  out = board.auto_rows(rows, candidates, "auc_minus_logloss")
+  assert len(out) == 1 and out[0]["seed"] == 0
+  scores = {r["method"]: monitor_score({"auc": r["valid_auc"], "logloss": r["valid_logloss"]},
+                                       "auc_minus_logloss") for r in rows[:2]}  # fmt: skip
+  best = max(scores, key=scores.get)
+  assert out[0]["kept"].startswith(best)
+  assert out[0]["test_auc"] == {"pq": 0.780, "hash": 0.785}[best]
+  assert (out[0]["method"], out[0]["protocol"]) == board.AUTO
+  assert out[0]["stage_c_s"] == pytest.approx(3 * 2.0)  # every candidate's time
+  by_auc = board.auto_rows(rows, candidates, "auc")
+  assert by_auc[0]["kept"] == "pq warm"  # valid AUC 0.79 > 0.78
+
+
+def test_auto_candidates_parse_the_protocol(board):
+  from ml_collections import ConfigDict
+
+  config = ConfigDict({"compress": {"auto_candidates": ("pq", "cce:scratch")}})
+  assert board.auto_candidates(config) == [("pq", "warm"), ("cce", "scratch")]
