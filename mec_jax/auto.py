@@ -95,7 +95,9 @@ def run(config, workdir: str) -> dict | None:
     if config.stage == "export" and not os.path.exists(os.path.join(root, "auto", SELECTION)):
       raise ArtifactError(f"{root}: no finished compress.method=auto pick to export; run all first")
     if config.stage != "export":
-      full = pipeline.run(candidate_config(config, names[0], "pretrain"), root)
+      stage_a = candidate_config(config, names[0], "pretrain")
+      stage_a.report_dir = config.report_dir
+      full = pipeline.run(stage_a, root)
       if config.stage == "pretrain" or full.get("nothing_compressed"):
         return full
     records = _records(config, root, run_missing=config.stage != "export")
@@ -109,15 +111,25 @@ def run(config, workdir: str) -> dict | None:
 
 def run_candidate(config, root: str, name: str) -> dict:
   """Stages B and C of candidate ``name`` in `candidate_dir` (stage A linked from ``root``);
-  returns its record ``{"candidate", "seed", "overrides", "report" | "infeasible", "seconds"}``
-  (the shape of a grid cell's record), reused when ``candidate.json`` exists."""
+  returns its record ``{"candidate", "seed", "overrides", "report" | "infeasible", "seconds",
+  "settings"}`` (a grid cell's record, plus the settings its stages depend on). A finished one
+  (``candidate.json``) is reused; from other settings (e.g. another budget) it is a ConfigError."""
   workdir = candidate_dir(root, name)
   done = os.path.join(workdir, RECORD)
+  settings = workdir_lib.stage_fingerprints(candidate_config(config, name, "all"))["finetune"]
   if os.path.exists(done):
-    return report_lib.read_json(done)
+    record = report_lib.read_json(done)
+    before = record["settings"]
+    changed = sorted(k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k))
+    if changed:
+      raise ConfigError(
+        f"{done} was computed with other settings (config.{', config.'.join(changed[:4])}); "
+        f"delete {workdir} to recompute it, or use another --workdir"
+      )
+    return record
   workdir_lib.link_stage_a(root, workdir)
   method, overrides = protocols.parse(name)
-  record = {"candidate": name, "seed": config.train.seed}
+  record = {"candidate": name, "seed": config.train.seed, "settings": settings}
   record["overrides"] = {"compress.method": method} | overrides
   if config.compress.target_ratio:
     record["overrides"]["compress.target_ratio"] = config.compress.target_ratio

@@ -130,6 +130,16 @@ def test_a_rerun_keeps_finished_candidates(done, tmp_path, trained):
   assert again["auto"]["picked"] == before["picked"]
 
 
+def test_a_finished_candidate_from_other_settings_is_refused(done, tmp_path):
+  root = str(tmp_path / "wd")
+  shutil.copytree(done[0], root)
+  with pytest.raises(
+    ConfigError,
+    match=r"candidate.json was computed with other settings \(config\.compress\.target_ratio\)",
+  ):
+    pipeline.run(auto_config(target_ratio=5.0), root)
+
+
 def test_no_feasible_candidate_is_one_line(done, tmp_path):
   root = str(tmp_path / "wd")
   shutil.copytree(done[0], root)
