@@ -12,6 +12,7 @@ from mec_jax.config_checks import validate_config
 from mec_jax.configs import smoke
 from mec_jax.errors import BudgetError, ConfigError
 from mec_jax.experiments import runner
+from mec_jax.methods import protocols
 from mec_jax.methods.protocols import FROM_SCRATCH
 from mec_jax.train import loop
 
@@ -166,3 +167,21 @@ def test_bad_candidates_are_one_line_config_errors(candidates, bad):
   with pytest.raises(ConfigError, match=rf"config\.compress\.auto_candidates.*{bad}") as err:
     validate_config(config)
   assert "\n" not in str(err.value)
+
+
+def test_grid_cells_name_their_candidate():
+  """`protocols.name_of` inverts `protocols.parse` on a grid cell's overrides (bench/auto_pick.py)."""
+  for name in ("pq", "cce", "cce:scratch", "hash:scratch"):
+    method, overrides = protocols.parse(name)
+    cell = {"compress.method": method, "compress.target_ratio": 25.0} | overrides
+    assert protocols.name_of(cell) == name
+  assert protocols.name_of({"compress.method": "pq", "quantize.variant": "kmeans"}) is None
+  assert protocols.name_of({"compress.method": "hash", "compress.init_tables": "random"}) is None
+
+
+def test_quantize_stage_is_refused_in_one_line(tmp_path):
+  config = auto_config()
+  config.stage = "quantize"
+  with pytest.raises(ConfigError, match=r"config\.stage='quantize' with compress\.method=auto"):
+    pipeline.run(config, str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()

@@ -39,6 +39,20 @@ def parse(candidate: str) -> tuple[str, dict]:
   return method, dict(overrides)
 
 
+def name_of(overrides: dict) -> str | None:
+  """The candidate name of a grid cell's overrides, the inverse of `parse`:
+  ``{"compress.method": "hash", "compress.target_ratio": 25.0} | FROM_SCRATCH`` ->
+  ``"hash:scratch"``; None when other overrides make the cell no candidate."""
+  method = overrides.get("compress.method", "pq")
+  rest = {
+    k: v for k, v in overrides.items() if k not in ("compress.method", "compress.target_ratio")
+  }
+  for protocol, extra in PROTOCOLS.items():
+    if rest == extra:
+      return method if protocol == "warm" else f"{method}:{protocol}"
+  return None
+
+
 def check_candidates(candidates, methods: tuple[str, ...]) -> None:
   """Raises a one-line ConfigError naming `compress.auto_candidates` and its bad value.
 
