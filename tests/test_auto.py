@@ -78,6 +78,7 @@ def test_picks_the_best_valid_score_and_reports_the_winner(done):
   with open(os.path.join(root, "auto", "selection.json")) as fh:
     assert json.load(fh)["picked"] == best
   assert "compress.method=auto" in open(os.path.join(root, "report.md")).read()
+  assert f"picked {best} of 2 candidates" in pipeline.summarize(report)
   export = os.path.join(root, report["artifacts"]["export"])
   assert export.startswith(auto.candidate_dir(root, best)) and os.path.isdir(export)
   loser = next(n for n in CANDIDATES if n != best)
