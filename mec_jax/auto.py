@@ -119,7 +119,7 @@ def run_candidate(config, root: str, name: str) -> dict:
   settings = workdir_lib.stage_fingerprints(candidate_config(config, name, "all"))["finetune"]
   if os.path.exists(done):
     record = report_lib.read_json(done)
-    before = record["settings"]
+    before = record.get("settings", settings)  # a record without settings: not compared
     changed = sorted(k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k))
     if changed:
       raise ConfigError(

@@ -132,6 +132,19 @@ def test_a_rerun_keeps_finished_candidates(done, tmp_path, trained):
   assert again["auto"]["picked"] == before["picked"]
 
 
+def test_export_stage_exports_the_winner_without_training(done, tmp_path, trained):
+  root = str(tmp_path / "wd")
+  shutil.copytree(done[0], root)
+  export = os.path.join(root, done[1]["artifacts"]["export"])
+  shutil.rmtree(export)
+  config = auto_config()
+  config.stage = "export"
+  report = pipeline.run(config, root)
+  assert trained == []
+  assert os.path.isdir(export)
+  assert report["auto"]["picked"] == done[1]["auto"]["picked"]
+
+
 def test_a_finished_candidate_from_other_settings_is_refused(done, tmp_path):
   root = str(tmp_path / "wd")
   shutil.copytree(done[0], root)
