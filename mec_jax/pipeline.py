@@ -229,9 +229,14 @@ def run(config, workdir: str) -> dict | None:
 
   A run that writes holds ``workdir``'s lock (`workdir_lock.hold`) from here to its return: a
   second run on the same ``workdir`` stops at once with `BusyError`. Stages bind to the input
-  files' fingerprint as to their settings (`workdir.check`).
+  files' fingerprint as to their settings (`workdir.check`). ``compress.method=auto`` is
+  `mec_jax.auto.run` (which calls this function once per stage and candidate).
   """
   validate_config(config)
+  if config.compress.method == methods.protocols.AUTO:  # a run per candidate, then the pick
+    from mec_jax import auto  # auto calls this function: imported here, not at the top
+
+    return auto.run(config, workdir)
   wd = Workdir(workdir)
   writes = config.stage != "report"
   writer_process = distributed.is_writer()  # only process 0 writes in a multi-process run

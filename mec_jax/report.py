@@ -305,6 +305,9 @@ def summarize(report: dict) -> str:
     lines.append(f"  compressed: test AUC {c['test_auc']:.4f} ({c['source']})")
   if report.get("nothing_compressed"):
     lines.append(f"  {report['nothing_compressed']}")
+  if report.get("auto"):  # compress.method=auto (mec_jax.auto)
+    auto = report["auto"]
+    lines.append(f"  auto:       picked {auto['picked']} of {len(auto['candidates'])} candidates")
   mem = report.get("memory", {})
   if mem:
     lines.append(

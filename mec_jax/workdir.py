@@ -49,6 +49,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import tempfile
 
 from absl import logging
@@ -68,6 +69,7 @@ _IGNORED = {
   "train.checkpoint_every_steps",
   "train.eval_batch_size",
   "train.model_axis_size",  # device layout; a run resumes on another (sparse.SparseTables.restore)
+  "compress.auto_candidates",  # which runs compress.method=auto makes, not what one computes
 }
 # Keys added with a default that computes something else than mec_jax did before they existed,
 # and the value that reproduces what it did then. A record lacking one of these ran with that value.
@@ -139,6 +141,28 @@ class Workdir:
 def safe_name(name: str) -> str:
   """``name`` with every character but letters, digits and ``-_.`` replaced by ``_`` (a file name)."""
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def link_stage_a(source: str, target: str) -> None:
+  """Makes work directory ``target`` start from the finished stage A of work directory ``source``:
+  ``pretrain/`` hard-linked in (stage A's files are never rewritten; copied across file systems)
+  and its stage records (``stages.json``) copied. Does nothing if ``target`` has ``pretrain/``.
+
+  Used by the grid runner's cells and by ``compress.method=auto``'s candidates.
+  """
+  pretrain = os.path.join(target, "pretrain")
+  if os.path.exists(pretrain):
+    return
+  os.makedirs(target, exist_ok=True)
+  tmp = pretrain + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    shutil.copytree(os.path.join(source, "pretrain"), tmp, copy_function=os.link)
+  except OSError:  # another filesystem: copy instead
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(os.path.join(source, "pretrain"), tmp)
+  shutil.copy(os.path.join(source, STAGES_FILE), os.path.join(target, STAGES_FILE))
+  os.replace(tmp, pretrain)
 
 
 def check_workdir(root: str, *, writable: bool) -> None:

@@ -1,5 +1,7 @@
 """Sweep files for `mec_jax.experiments` (one per grid), and what they share."""
 
+from mec_jax.methods.protocols import FROM_SCRATCH  # the one definition (compress.auto shares it)
+
 SEEDS = [2024, 2025, 2026]  # the seeds of every published grid
 
 
@@ -26,11 +28,6 @@ def as_published(config):
 # The leaderboard (docs/leaderboard.md, bench/leaderboard.py): every registered method, warm-started
 # and from scratch. The one list of methods is the registry; FIXED_RATIO methods have no budget.
 FIXED_RATIO = ("int8", "int4")
-FROM_SCRATCH = {  # as the hashing trick's users train it: random tables, a fresh backbone
-  "compress.init_tables": "random",
-  "finetune.init_from_pretrain": False,
-  "finetune.codebook_learning_rate": 0.0,
-}
 
 
 def leaderboard_sweep(budgets: list[float], methods: tuple[str, ...] | None = None) -> list[dict]:

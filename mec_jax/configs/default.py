@@ -144,8 +144,11 @@ def get_config() -> ml_collections.ConfigDict:
   # --- compression method (stage B) and byte budget: mec_jax/methods/ ---------------------------
   config.compress = comp = ml_collections.ConfigDict()
   comp.method = (
-    "pq"  # pq (MEC and quantize.variant) | hash | qr | int8 | int4 | cce | robez | pq_head
+    "pq"  # pq (MEC, quantize.variant) | hash | qr | int8 | int4 | cce | robez | pq_head | auto
   )
+  # auto: each candidate "<method>" (warm start) or "<method>:scratch" trained at the budget, the
+  # best valid score (train.monitor) kept (mec_jax/auto.py)
+  comp.auto_candidates = ("pq", "cce", "cce:scratch", "hash:scratch")
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
   comp.init_tables = (
     "stage_a"  # hash/qr/cce/robez start: stage_a (fit of the stage-A rows) | random

@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import importlib.util
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from absl import logging
 
 from mec_jax import pipeline
+from mec_jax import workdir as workdir_lib
 from mec_jax.errors import BudgetError, ConfigError
 from mec_jax.report import read_json, write_json_atomic
 
@@ -105,18 +105,6 @@ def _as_type_of(current, value, key: str):
   return value
 
 
-def _link_tree(source: str, target: str) -> None:
-  """Hard-links stage A's files into a cell (stage A's files are never rewritten)."""
-  tmp = target + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    shutil.copytree(source, tmp, copy_function=os.link)
-  except OSError:  # another filesystem: copy instead
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-  os.replace(tmp, target)
-
-
 def run_stage_a(config, seed: int, root: str) -> str:
   """Stage A of one seed in ``root/stage_a/seed<seed>`` (reused when finished)."""
   workdir = os.path.join(root, "stage_a", f"seed{seed}")
@@ -155,9 +143,7 @@ def run_cell(
       return None
     if os.path.exists(done):  # finished by the process that held the lock
       return read_json(done)
-    if not os.path.exists(os.path.join(workdir, "pretrain")):
-      _link_tree(os.path.join(stage_a, "pretrain"), os.path.join(workdir, "pretrain"))
-      shutil.copy(os.path.join(stage_a, "stages.json"), os.path.join(workdir, "stages.json"))
+    workdir_lib.link_stage_a(stage_a, workdir)
     cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
     record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
     record["finetune"] = finetune

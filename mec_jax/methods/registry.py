@@ -6,7 +6,7 @@ from mec_jax.compression.rowwise import SCALE_DTYPES
 from mec_jax.errors import ConfigError
 from mec_jax.layers.hashed import HASH_FUNCTIONS
 from mec_jax.layers.qr import COMBINES, LARGE_INDEX
-from mec_jax.methods import cce, pq, pq_head, qr, robez, rowwise
+from mec_jax.methods import cce, pq, pq_head, protocols, qr, robez, rowwise
 from mec_jax.methods import hash as hashing
 from mec_jax.methods.base import Artifact, Method
 
@@ -50,7 +50,7 @@ def validate(config) -> None:
   """Raises ConfigError naming the ``compress.*`` key that is out of range."""
   c = config.compress
   for key, value, choices in (
-    ("method", c.method, names()),
+    ("method", c.method, (*names(), protocols.AUTO)),
     ("init_tables", c.init_tables, INIT_TABLES),
     ("hash_function", c.hash_function, HASH_FUNCTIONS),
     ("qr_combine", c.qr_combine, COMBINES),
@@ -64,6 +64,7 @@ def validate(config) -> None:
   for key in ("cce_columns", "robez_blocks"):
     if not (1 <= c[key] <= dim and dim % c[key] == 0):
       raise ConfigError(f"config.compress.{key}={c[key]}; expected a divisor of embed_dim={dim}")
+  protocols.check_candidates(c.auto_candidates, names())
   pq_head.head_fractions(config)  # ConfigError naming compress.head_fraction
   if not c.target_ratio >= 0:
     raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")
