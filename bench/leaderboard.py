@@ -140,11 +140,14 @@ def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str)
 
 
 def auto_candidates(config) -> list[tuple[str, str]]:
-  """``compress.auto_candidates`` of ``config`` as ``(method, protocol)`` pairs."""
+  """``compress.auto_candidates`` of ``config`` as ``(method, protocol)`` pairs
+  (`mec_jax.methods.protocols.parse`)."""
+  from mec_jax.methods import protocols
+
   out = []
   for name in config.compress.auto_candidates:
-    method, _, protocol = str(name).partition(":")
-    out.append((method, "scratch" if protocol == "scratch" else "warm"))
+    method, overrides = protocols.parse(name)
+    out.append((method, "scratch" if overrides else "warm"))
   return out
 
 

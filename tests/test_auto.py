@@ -184,7 +184,7 @@ def test_bad_candidates_are_one_line_config_errors(candidates, bad):
 
 
 def test_grid_cells_name_their_candidate():
-  """`protocols.name_of` inverts `protocols.parse` on a grid cell's overrides (bench/auto_pick.py)."""
+  """`protocols.name_of` inverts `protocols.parse` on a grid cell's overrides (bench/leaderboard.py auto_rows)."""
   for name in ("pq", "cce", "cce:scratch", "hash:scratch"):
     method, overrides = protocols.parse(name)
     cell = {"compress.method": method, "compress.target_ratio": 25.0} | overrides
