@@ -305,7 +305,8 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
   `memory.compressed_fields_only`); a method may use less than its budget. Stage times are wall
   seconds on the shared 2-core machine at `nice -n 19` (load varies; compare within a run only).
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
-  budget (e.g. QR's 2 sqrt(V) floor).
+  budget (e.g. QR's 2 sqrt(V) floor); "failed": the cell stopped on an error (its `cell.json` says
+  which; rerunning the grid retries it).
 """
 
 

@@ -105,3 +105,14 @@ def test_sweep_has_every_registered_method_warm_and_from_scratch():
     budgets = 1 if method in FIXED_RATIO else 2
     assert len(mine) == 2 * budgets
     assert sum(c.get("finetune.init_from_pretrain") is False for c in mine) == budgets
+
+
+def test_a_failed_cell_shows_as_failed(board):
+  """`collect` turns a failed cell record into a row whose page cell reads "failed"."""
+  over = {"compress.method": "hash", "compress.target_ratio": 25.0}
+  failed = {"cell": "hash-r25", "seed": 0, "overrides": over, "failed": "sweep override 'x'"}
+  rows = board.raw_rows([failed])
+  assert [r["note"] for r in rows] == ["failed: sweep override 'x'"]
+  cell = board.aggregate(rows)[("hash", "warm", 25.0)]
+  assert cell["n"] == 0
+  assert board._auc(cell, False) == "failed"
