@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mec_jax import pipeline
-from mec_jax.errors import ArtifactError, BudgetError, ConfigError
+from mec_jax.errors import ArtifactError, BudgetError, ConfigError, DataError
 from mec_jax.experiments import runner, summary
 from mec_jax.train import loop
 
@@ -148,13 +148,29 @@ def test_budget_errors_are_infeasible_and_other_errors_failed_then_retried(
   assert runner.failures([record]) == ""
 
 
+def test_a_failing_stage_a_skips_its_seed_only(grid, monkeypatch):
+  root, records, _ = grid
+  real = runner.run_stage_a
+
+  def stage_a(config, seed, root):
+    if seed == 1:
+      raise DataError("data/train.csv, line 3: 2 fields, expected 5")
+    return real(config, seed, root)
+
+  monkeypatch.setattr(runner, "run_stage_a", stage_a)
+  monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a cell of seed 1 ran"))
+  again = runner.run_grid(SWEEP, str(root), seeds=[0, 1])
+  assert [r["cell"] for r in again] == [r["cell"] for r in records] + ["stage_a"]
+  assert again[-1]["failed"] == "data/train.csv, line 3: 2 fields, expected 5"
+  assert runner.failures(again).startswith("1 failed: stage_a seed 1 ")
+
+
 BAD_SWEEP = """
 from configs import smoke
 
 SEEDS = [0]
 FINETUNE = False
 SWEEP = [
-  {"compress.method": "int8"},
   {"compress.method": "hash", "compress.target_ratio": 4.0, "compress.no_such_key": 1},
   {"compress.method": "int4"},
 ]
@@ -180,7 +196,7 @@ def test_a_failing_cell_does_not_stop_the_grid_and_the_cli_names_it(grid, tmp_pa
   records = runner.run_grid(str(sweep), str(out), seeds=[0])
   by_cell = {r["cell"]: r for r in records}
   bad = "hash-no_such_key=1-r4"
-  assert list(by_cell) == ["int8", bad, "int4"]
+  assert list(by_cell) == [bad, "int4"]
   assert "compress.no_such_key" in by_cell[bad]["failed"]
   assert 0.5 < by_cell["int4"]["report"]["compressed"]["test_auc"] <= 1.0
   assert (
