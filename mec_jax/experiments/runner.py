@@ -12,11 +12,11 @@ Layout of the grid's workdir::
   cache/                        the encoded dataset, shared by every run (data.cache_dir)
   stage_a/seed<seed>/           stage A (config.stage = pretrain), once per seed
   cells/<cell>/seed<seed>/      one pipeline run: stage A hard-linked from stage_a, then B, C
-  cells/<cell>/seed<seed>/cell.json   written last: the cell is finished (or infeasible)
+  cells/<cell>/seed<seed>/cell.json   written last: finished (a report), infeasible or failed
   results.csv  results_raw.csv  results.md  auc_vs_bytes.png   (`mec_jax.experiments.summary`)
 
 A seed sets ``train.seed``, ``quantize.seed`` and ``compress.hash_seed``. A cell whose
-``cell.json`` exists is not run again, so an interrupted grid continues where it stopped and a
+``cell.json`` holds a report or ``infeasible`` is not run again, so an interrupted grid continues where it stopped and a
 partial grid still gives a table. A budget a method cannot meet (e.g. QR below its ``2 sqrt(V)``
 floor) is recorded as infeasible, with the reason.
 

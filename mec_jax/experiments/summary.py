@@ -187,7 +187,8 @@ def plot(table: list[dict], path: str, title: str) -> None:
   ax.set_xlabel("embedding bytes of the compressed fields (bit-packed, log scale)")
   ax.set_ylabel("test AUC (mean ± std over seeds)")
   ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=7)
+  if lines:  # none while every finished cell failed or was infeasible
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(_tmp(path) + ".png", dpi=110)
   os.replace(_tmp(path) + ".png", path)
