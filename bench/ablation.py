@@ -40,7 +40,7 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from configs.sweeps import ablation
-from mec_jax.experiments import runner
+from mec_jax.experiments import runner, summary
 
 FIELD_STATS = {  # column title -> (compressed_fields key, format)
   "entropy / ln K": ("code_usage_entropy", "{:.3f}"),
@@ -89,6 +89,9 @@ def run_dataset(dataset: str, seeds: list[int], args) -> None:
           record = runner.run_cell(config, seed, overrides, root, stage_a, finetune=True)
         if record is None:
           print(f"  {setting} {variant}: being run by another process", flush=True)
+          continue
+        if "report" not in record:  # failed (retried by the next run) or infeasible
+          print(f"  {setting} {variant}: {summary.one_line(record)}", flush=True)
           continue
         report = record["report"]
         stage_c = report.get("compressed_finetune")

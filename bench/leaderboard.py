@@ -404,7 +404,8 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
   with the best validation score (`train.monitor`); `kept` names it. Its stage times are the
   candidates' sums (auto runs them all). Shown once all its candidates have a record.
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
-  budget (e.g. QR's 2 sqrt(V) floor).
+  budget (e.g. QR's 2 sqrt(V) floor); "failed": the cell stopped on an error (its `cell.json` says
+  which; rerunning the grid retries it).
 """
 
 

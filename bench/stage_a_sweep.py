@@ -12,30 +12,25 @@ processes may share a workdir: a run another process holds is skipped.
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import time
 
 import _common  # noqa: F401  (puts the checkout's configs package on sys.path)
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from mec_jax import pipeline
 from mec_jax.errors import BusyError
 from mec_jax.experiments import runner
 from mec_jax.train import loop
 
-_SWEEP = flags.DEFINE_string("sweep", "configs/sweeps/stage_a_synthetic.py", "Sweep file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
-_SEEDS = flags.DEFINE_list("seeds", [], "Seeds instead of the sweep file's SEEDS.")
-_ONLY = flags.DEFINE_list("only", [], "key=value,...: run the overrides with one of these values.")
-flags.mark_flags_as_required(["workdir"])
 
-
-def _keep(overrides: dict) -> bool:
-  if not _ONLY.value:
+def _keep(overrides: dict, only: list[str]) -> bool:
+  """Whether ``overrides`` sets one of the ``key=value`` items of ``only`` (empty: keep all)."""
+  if not only:
     return True
-  for item in _ONLY.value:
+  for item in only:
     key, _, value = item.partition("=")
     if key in overrides and float(overrides[key]) == float(value):
       return True
@@ -54,17 +49,15 @@ def run_one(config, overrides: dict, seed: int, root: str) -> dict:
   return result.metrics() | {"seconds": time.time() - start, "best_epoch": result.best_epoch}
 
 
-def main(argv):
-  del argv
+def main(sweep_path: str, root: str, seeds: list[int], only: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
-  config, file_seeds, sweep, _ = runner.load_sweep(_SWEEP.value)
-  seeds = [int(s) for s in _SEEDS.value] or file_seeds
+  config, file_seeds, sweep, _ = runner.load_sweep(sweep_path)
   rows = {}
-  for seed in seeds:
-    for overrides in filter(_keep, sweep):
+  for seed in seeds or file_seeds:
+    for overrides in (o for o in sweep if _keep(o, only)):
       name = ", ".join(f"{k}={v:g}" for k, v in overrides.items())
       try:
-        out = run_one(config, overrides, seed, _WORKDIR.value)
+        out = run_one(config, overrides, seed, root)
       except BusyError as err:  # another process of this sweep is on it
         print(f"{name} seed {seed}: skipped, {err}", flush=True)
         continue
@@ -95,5 +88,17 @@ def main(argv):
     )
 
 
+def _list(text: str) -> list[str]:
+  return [item for item in text.split(",") if item]
+
+
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sweep", default="configs/sweeps/stage_a_synthetic.py", help="sweep file")
+  parser.add_argument("--workdir", required=True, help="root directory of the runs")
+  parser.add_argument("--seeds", type=_list, default=[], help="seeds instead of the file's SEEDS")
+  parser.add_argument(
+    "--only", type=_list, default=[], help="key=value,...: the overrides with one of these values"
+  )
+  args = parser.parse_args()
+  main(args.sweep, args.workdir, [int(s) for s in args.seeds], args.only)

@@ -10,18 +10,13 @@ Run: ``python bench/synthetic_tail.py [--config=synthetic] [--k=3] [--cache_dir=
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
 
 import _common  # noqa: F401  (puts the checkout's configs package on sys.path)
 import numpy as np
-from absl import app, flags
 
 from mec_jax.data import load_dataset
-
-_CONFIG = flags.DEFINE_string("config", "synthetic", "Built-in config name.")
-_K = flags.DEFINE_integer("k", 3, "Rare: at most this many train occurrences.")
-_CACHE = flags.DEFINE_string("cache_dir", "/tmp/mec_tail_cache", "Encoded-array cache.")
 
 
 def tail_rows(counts: np.ndarray, oov_id: int, train_ids, test_ids, k: int) -> dict:
@@ -37,11 +32,9 @@ def tail_rows(counts: np.ndarray, oov_id: int, train_ids, test_ids, k: int) -> d
   }
 
 
-def main(argv):
-  del argv
-  config = importlib.import_module(f"mec_jax.configs.{_CONFIG.value}").get_config()
-  dataset = load_dataset(config.data, _CACHE.value)
-  k = _K.value
+def main(config_name: str, k: int, cache_dir: str) -> None:
+  config = importlib.import_module(f"mec_jax.configs.{config_name}").get_config()
+  dataset = load_dataset(config.data, cache_dir)
   print(f"| field | ids | ids seen <= {k}x | train rows on them | test rows on them | test OOV |")
   print("|---|---|---|---|---|---|")
   any_train = any_test = any_oov = 0
@@ -67,4 +60,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", default="synthetic", help="built-in config name")
+  parser.add_argument("--k", type=int, default=3, help="rare: at most this many train occurrences")
+  parser.add_argument("--cache_dir", default="/tmp/mec_tail_cache", help="encoded-array cache")
+  args = parser.parse_args()
+  main(args.config, args.k, args.cache_dir)

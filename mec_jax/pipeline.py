@@ -252,7 +252,8 @@ class _Run:
     self.config, self.wd, self.writes, self.writer = config, wd, writes, writer_process
     self.cache_dir = config.data.cache_dir or wd.cache
     self.inputs = fingerprint.input_fingerprint(config.data, exclude=(wd.root, self.cache_dir))
-    workdir_lib.check(config, wd.root, self.inputs)
+    self.compress_keys = methods.get(config.compress.method).config_keys  # what stage B reads
+    workdir_lib.check(config, wd.root, self.inputs, self.compress_keys)
     self.timings = report_lib.read_json(wd.timings) if os.path.exists(wd.timings) else {}
     self.out_dir = (config.report_dir or wd.root) if writer_process else None
 
@@ -268,7 +269,7 @@ class _Run:
   def record(self, stage: str) -> None:
     """Records the settings ``stage``'s outputs are computed with (`workdir.record`)."""
     if self.writer:
-      workdir_lib.record(self.config, self.wd.root, stage, self.inputs)
+      workdir_lib.record(self.config, self.wd.root, stage, self.inputs, self.compress_keys)
 
   def stages(self) -> dict | None:
     config, wd, stage = self.config, self.wd, self.config.stage

@@ -29,6 +29,15 @@ stay usable; the few whose default changed what a stage computes (`BEHAVIOUR_BEF
 compared against the value that reproduces the old behaviour. A key a newer version dropped no
 longer means anything and is not compared either.
 
+Of the ``compress.*`` keys, stages B and C bind ``compress.method`` and the keys that method reads
+(``compress_keys``: its `methods.Method.config_keys`, passed in by the pipeline): a PQ work
+directory stays usable when a key only QR reads (``compress.qr_random_init``) changes, and a
+record written before methods declared their keys (it holds every ``compress.*`` key) is compared
+on the method's keys alone, like a record holding a key a newer version dropped. A record also
+lists the ``compress.*`` keys that existed but went unread (``compress.unread_keys``), so they are
+never compared against it, not even at their `BEHAVIOUR_BEFORE_KEY` value (that applies to keys
+that did not exist yet when the stage ran).
+
 A stage also binds to the data it was computed from: its record holds the input files'
 fingerprint (``data.files``, `mec_jax.data.fingerprint`: paths relative to ``data.dir``, sizes,
 modification times, content digests). A rerun whose files differ (another ``data.dir`` with other
@@ -59,6 +68,8 @@ from mec_jax.errors import ConfigError
 
 STAGES_FILE = "stages.json"
 _FILES = "data.files"  # a stage record's fingerprint of the input files (not a config key)
+# A stage record's compress.* keys that existed but its method does not read (not a config key).
+_UNREAD = "compress.unread_keys"
 # Keys that change how a run looks, not what it computes.
 _IGNORED = {
   "stage",
@@ -213,8 +224,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def stage_fingerprints(config) -> dict[str, dict]:
+def stage_fingerprints(config, compress_keys=None) -> dict[str, dict]:
+  """Per stage, ``{config key: value}`` of the settings its artifacts depend on.
+
+  Args:
+    config: the root config.
+    compress_keys: names under ``compress`` that the run's method reads (`methods.Method.
+      config_keys`); the other ``compress.*`` keys but ``compress.method`` are left out. None:
+      every ``compress.*`` key.
+  """
   flat = _flatten(config.to_dict())
+  if compress_keys is not None:
+    keep = {"compress.method", *(f"compress.{k}" for k in compress_keys)}
+    flat = {k: v for k, v in flat.items() if not k.startswith("compress.") or k in keep}
   if not flat.get("pretrain.external_tables"):  # no external tables: their row order means nothing
     flat.pop("pretrain.external_index", None)  # (and its default changed from "dataset" to "auto")
   prints = {}
@@ -227,21 +249,23 @@ def stage_fingerprints(config) -> dict[str, dict]:
   return json.loads(json.dumps(prints))  # canonical JSON types, as they will be read back
 
 
-def check(config, root: str, inputs: dict | None = None) -> None:
+def check(config, root: str, inputs: dict | None = None, compress_keys=None) -> None:
   """Raises `ConfigError` if artifacts in ``root`` came from other settings or other data.
 
   Args:
     config: the root config.
     root: the work directory.
     inputs: `fingerprint.input_fingerprint` of the run's data (None: no files to compare).
+    compress_keys: the ``compress.*`` keys the method reads (`stage_fingerprints`).
   """
   stored = _stored(root)
-  current = stage_fingerprints(config)
+  current = stage_fingerprints(config, compress_keys)
   stale, changes, files, touched = [], {}, [], []
   for stage, before in stored.items():
     if stage not in _STAGE_ARTIFACTS or not stage_outputs(root, stage):
       continue
-    now = current.get(stage, {})
+    unread = set(before.get(_UNREAD, ()))  # the stage's method did not read them
+    now = {k: v for k, v in current.get(stage, {}).items() if k not in unread}
     # A key the record lacks was added after the stage ran (see the module docstring).
     before = {k: BEHAVIOUR_BEFORE_KEY[k] for k in now if k in BEHAVIOUR_BEFORE_KEY} | before
     diff = {k: (before[k], now.get(k)) for k in before if k in now and before[k] != now[k]}
@@ -274,11 +298,15 @@ def check(config, root: str, inputs: dict | None = None) -> None:
     )  # fmt: skip
 
 
-def record(config, root: str, stage: str, inputs: dict | None = None) -> None:
+def record(config, root: str, stage: str, inputs: dict | None = None, compress_keys=None) -> None:
   """Records ``stage``'s settings and input fingerprint in ``stages.json`` (call when the
-  stage starts writing)."""
+  stage starts writing); ``compress_keys`` as for `stage_fingerprints`."""
   stored = _stored(root)
-  stored[stage] = stage_fingerprints(config)[stage]
+  stored[stage] = stage_fingerprints(config, compress_keys)[stage]
+  if compress_keys is not None and "compress" in _STAGE_SECTIONS[stage][0]:
+    stored[stage][_UNREAD] = sorted(
+      f"compress.{k}" for k in config.compress if k != "method" and k not in compress_keys
+    )
   if inputs is not None:
     stored[stage][_FILES] = inputs
   path = os.path.join(root, STAGES_FILE)
@@ -288,11 +316,11 @@ def record(config, root: str, stage: str, inputs: dict | None = None) -> None:
   os.replace(tmp, path)
 
 
-def check_and_record(config, root: str, inputs: dict | None = None) -> None:
+def check_and_record(config, root: str, inputs: dict | None = None, compress_keys=None) -> None:
   """`check`, then `record` of every stage (for callers that run all stages at once)."""
-  check(config, root, inputs)
+  check(config, root, inputs, compress_keys)
   for stage in _STAGE_SECTIONS:
-    record(config, root, stage, inputs)
+    record(config, root, stage, inputs, compress_keys)
 
 
 def _stored(root: str) -> dict:

@@ -184,3 +184,59 @@ def test_workdir_layout_names_every_artifact(tmp_path):
   assert wd.swap == os.path.join(root, "swap", "result.json")
   assert wd.stages == os.path.join(root, "stages.json")
   assert os.path.dirname(wd.export_staging) == root
+
+
+def test_a_pq_workdir_binds_only_the_compress_keys_pq_reads(finished_quick, tmp_path, monkeypatch):
+  """A key only QR reads changes: the finished PQ run is reused as it is; a key PQ's stages read
+  (``compress.target_ratio``, ``quantize.*``) changes: refused, naming it."""
+  _, workdir, report = finished_quick
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  _forbid_training(monkeypatch)
+  config = quick_config()
+  config.compress.qr_random_init = "dlrm" if config.compress.qr_random_init != "dlrm" else "ones"
+  config.compress.hash_function = "mod" if config.compress.hash_function != "mod" else "universal"
+  again = pipeline.run(config, copy)
+  assert again["compressed"]["test_auc"] == pytest.approx(report["compressed"]["test_auc"])
+  with open(os.path.join(copy, "stages.json")) as fh:
+    recorded = json.load(fh)["quantize"]
+  assert {k for k in recorded if k.startswith("compress.")} == {
+    "compress.method",
+    "compress.target_ratio",
+    "compress.unread_keys",
+  }
+  assert "compress.qr_large_index" in recorded["compress.unread_keys"]
+  # Unread keys are not compared even by a caller that does not name the method's keys (nor at
+  # their BEHAVIOUR_BEFORE_KEY value: qr_large_index is at "remainder", not "quotient").
+  workdir_lib.check(config, copy)
+  for section, key, value in (("compress", "target_ratio", 3.0), ("quantize", "codebook_size", 8)):
+    changed = quick_config()
+    changed[section][key] = value
+    with pytest.raises(
+      ConfigError, match=rf"stage\(s\) quantize, finetune .*config.{section}.{key}"
+    ):
+      pipeline.run(changed, copy)
+
+
+def test_a_record_with_every_compress_key_binds_the_methods_keys_only(tmp_path):
+  """A record written before methods declared their keys holds every ``compress.*`` key: it is
+  still accepted when a key the method does not read changed, and refused when one it reads did."""
+  from mec_jax import methods
+
+  root = str(tmp_path)
+  config = quick_config()
+  config.compress.method = "hash"
+  workdir_lib.record(config, root, "quantize")  # compress_keys=None: the old record, every key
+  (tmp_path / "quantize").mkdir()
+  (tmp_path / "quantize" / "cat0.hash.npz").write_bytes(b"")
+  with open(tmp_path / "stages.json") as fh:
+    assert "compress.qr_combine" in json.load(fh)["quantize"]
+  keys = methods.get("hash").config_keys
+  config.compress.qr_combine = "sum"  # QR only
+  config.compress.cce_columns = 2  # CCE only
+  workdir_lib.check(config, root, compress_keys=keys)
+  with pytest.raises(ConfigError, match=r"compress.qr_combine: 'mult' -> 'sum'"):
+    workdir_lib.check(config, root)  # every key binds when the method's keys are not given
+  config.compress.hash_function = "mod"  # hash reads it
+  with pytest.raises(ConfigError, match=r"compress.hash_function: 'universal' -> 'mod'"):
+    workdir_lib.check(config, root, compress_keys=keys)

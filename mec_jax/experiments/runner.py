@@ -12,13 +12,21 @@ Layout of the grid's workdir::
   cache/                        the encoded dataset, shared by every run (data.cache_dir)
   stage_a/seed<seed>/           stage A (config.stage = pretrain), once per seed
   cells/<cell>/seed<seed>/      one pipeline run: stage A hard-linked from stage_a, then B, C
-  cells/<cell>/seed<seed>/cell.json   written last: the cell is finished (or infeasible)
+  cells/<cell>/seed<seed>/cell.json   written last: finished (a report), infeasible or failed
   results.csv  results_raw.csv  results.md  auc_vs_bytes.png   (`mec_jax.experiments.summary`)
 
 A seed sets ``train.seed``, ``quantize.seed`` and ``compress.hash_seed``. A cell whose
-``cell.json`` exists is not run again, so an interrupted grid continues where it stopped and a
+``cell.json`` holds a report or ``infeasible`` is not run again, so an interrupted grid continues where it stopped and a
 partial grid still gives a table. A budget a method cannot meet (e.g. QR below its ``2 sqrt(V)``
 floor) is recorded as infeasible, with the reason.
+
+A cell that fails for any other reason (a bad override, settings that differ from the cell's
+workdir, a damaged artifact, a bug) does not stop the grid: its ``cell.json`` records
+``"failed": "<one line>"`` (a bug's traceback goes to ``cells/<cell>/seed<seed>/logs/``), one
+line is logged, and the other cells run. A failed cell is not finished: the next run of the grid
+retries it (after the cause is fixed), and a success replaces the record. A stage A that fails
+skips its seed's cells the same way. The tables show failed cells as ``failed``, and the command
+line exits with status 1 and one line naming them (`failures`).
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from absl import logging
 
 from mec_jax import pipeline
 from mec_jax import workdir as workdir_lib
-from mec_jax.errors import BudgetError, ConfigError
+from mec_jax.error_log import ErrorLog
+from mec_jax.errors import BudgetError, ConfigError, MecError
 from mec_jax.report import read_json, write_json_atomic
 
 
@@ -129,11 +138,12 @@ def run_cell(
 ) -> dict | None:
   """One cell: stage A linked from ``stage_a``, then stages B, C (unless not ``finetune``), report.
 
-  Returns the cell record, or None when another process is running this cell right now.
+  Returns the cell record, or None when another process is running this cell right now. A
+  finished record (a report, or ``infeasible``) is read back; a ``failed`` one is run again.
   """
   workdir = os.path.join(root, "cells", cell_name(overrides), f"seed{seed}")
   done = os.path.join(workdir, "cell.json")
-  if os.path.exists(done):
+  if _finished(done):
     return read_json(done)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, ".running"), "a") as fh:
@@ -141,27 +151,50 @@ def run_cell(
       fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       return None
-    if os.path.exists(done):  # finished by the process that held the lock
+    if _finished(done):  # finished by the process that held the lock
       return read_json(done)
-    workdir_lib.link_stage_a(stage_a, workdir)
-    cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
     record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
     record["finetune"] = finetune
     start = time.time()
     try:
-      if finetune:
-        record["report"] = pipeline.run(cfg, workdir)
-      else:  # stage B, then the report of the swap-in model
-        cfg.stage = "quantize"
-        pipeline.run(cfg, workdir)
-        cfg.stage = "report"
-        record["report"] = pipeline.run(cfg, workdir)
-    except BudgetError as err:  # a budget the method cannot meet (other errors stop the grid)
+      record["report"] = _run_stages(config, seed, overrides, root, stage_a, workdir, finetune)
+    except BudgetError as err:  # a budget the method cannot meet
       record["infeasible"] = str(err)
+    except Exception as err:  # noqa: BLE001  (one cell's failure must not end a long grid)
+      record["failed"] = failure_line(err, workdir)
     record["seconds"] = time.time() - start
-    record["stage_a_seconds"] = read_json(os.path.join(stage_a, "stage_a.json"))["seconds"]
+    stage_a_done = os.path.join(stage_a, "stage_a.json")
+    if os.path.exists(stage_a_done):
+      record["stage_a_seconds"] = read_json(stage_a_done)["seconds"]
     write_json_atomic(done, record)
     return record
+
+
+def _finished(done: str) -> bool:
+  """Whether the cell record at ``done`` exists and is final (a report or infeasible)."""
+  return os.path.exists(done) and "failed" not in read_json(done)
+
+
+def _run_stages(config, seed, overrides, root, stage_a, workdir, finetune) -> dict:
+  """The pipeline stages of one cell in ``workdir``; the report."""
+  cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
+  workdir_lib.link_stage_a(stage_a, workdir)
+  if finetune:
+    return pipeline.run(cfg, workdir)
+  cfg.stage = "quantize"  # stage B, then the report of the swap-in model
+  pipeline.run(cfg, workdir)
+  cfg.stage = "report"
+  return pipeline.run(cfg, workdir)
+
+
+def failure_line(err: Exception, workdir: str) -> str:
+  """One line for a failed cell or stage A: a `MecError`'s message (it names the cause), or for
+  anything else (a bug) its type and message plus the log file that holds its traceback."""
+  if isinstance(err, MecError):
+    return " ".join(str(err).split())
+  path = ErrorLog(workdir).exception("grid cell", err)
+  text = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+  return text + (f" (traceback: {path})" if path else "")
 
 
 @contextlib.contextmanager
@@ -202,8 +235,20 @@ def run_grid(
   cells = [o for o in sweep if only is None or only(o)]
   records = []
   for seed in seeds or file_seeds:  # seeds outermost: a partial grid has every cell at seed 1
-    with _locked(lock):
-      stage_a = run_stage_a(config, seed, root)
+    try:
+      with _locked(lock):
+        stage_a = run_stage_a(config, seed, root)
+    except Exception as err:  # noqa: BLE001  (the other seeds may still run)
+      workdir = os.path.join(root, "stage_a", f"seed{seed}")
+      record = {
+        "cell": "stage_a",
+        "seed": seed,
+        "overrides": {},
+        "failed": failure_line(err, workdir),
+      }
+      logging.warning("stage A seed %d failed, its cells skipped: %s", seed, record["failed"])
+      records.append(record)
+      continue
     for overrides in cells:
       with _locked(lock):
         record = run_cell(config, seed, overrides, root, stage_a, finetune=finetune)
@@ -213,6 +258,17 @@ def run_grid(
       logging.warning("cell %s seed %d: %s", record["cell"], seed, summary.one_line(record))
       summary.write(root, config, records_on_disk(root))
   return records
+
+
+def failures(records: list[dict]) -> str:
+  """One line naming the failed cells (and stage A seeds) of ``records``; ``""`` when none."""
+  failed = [f"{r['cell']} seed {r['seed']}" for r in records if "failed" in r]
+  if not failed:
+    return ""
+  return (
+    f"{len(failed)} failed: {', '.join(failed)} (the reasons are in cells/<cell>/seed<seed>/"
+    "cell.json; a rerun retries them)"
+  )
 
 
 def records_on_disk(root: str) -> list[dict]:

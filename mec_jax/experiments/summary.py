@@ -4,7 +4,9 @@ Bytes and ratios are those of ``report.json`` (``memory.compressed_fields_only``
 compressed fields alone, the figure papers quote; ``ratio all`` is over all embedding tables).
 The metrics are those of the kept compressed model (``report["compressed"]``: the better of
 swap-in and finetuned on validation). Wall time is a cell's stages B and C (stage A is shared per
-seed and shown in the ``full`` row).
+seed and shown in the ``full`` row). A cell that could not run shows its reason instead of
+metrics: ``infeasible`` (the method cannot meet the budget) or ``failed`` (any other error; a
+rerun of the grid retries it); a seed that failed beside others that ran is counted in ``failed``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def raw_rows(records: list[dict]) -> list[dict]:
       "target_ratio": float(over.get("compress.target_ratio", 0.0)),
       "seed": rec["seed"],
     }
-    if "infeasible" in rec:
-      rows.append(base | {"note": "infeasible: " + rec["infeasible"]})
+    if "infeasible" in rec or "failed" in rec:
+      why = "infeasible" if "infeasible" in rec else "failed"
+      rows.append(base | {"note": f"{why}: {rec[why]}"})
       continue
     report = rec["report"]
     mem = report["memory"]
@@ -99,7 +102,8 @@ def _stats(values) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-  """Mean ± std (sample std over seeds) per (label, target ratio); infeasible groups noted."""
+  """Mean ± std (sample std over seeds) per (label, target ratio); ``failed``: seeds that failed;
+  ``note``: why a group has no result at all (infeasible or failed)."""
   groups: dict[tuple, list[dict]] = {}
   for row in rows:
     groups.setdefault((row["label"], row["target_ratio"]), []).append(row)
@@ -116,6 +120,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         "method": members[0]["method"],
         "target_ratio": ratio,
         "seeds": len(done),
+        "failed": sum(1 for m in members if m.get("note", "").startswith("failed:")),
         "test_auc": auc,
         "test_auc_std": auc_std,
         "test_logloss": loss,
@@ -150,8 +155,9 @@ def to_markdown(table: list[dict], title: str) -> str:
     if r["note"]:
       lines.append(f"| {r['label']} | {target} | 0 | {r['note']} | | | | | | |")
       continue
+    seeds = f"{r['seeds']} (+{r['failed']} failed)" if r.get("failed") else str(r["seeds"])
     lines.append(
-      f"| {r['label']} | {target} | {r['seeds']} | {_pm(r['test_auc'], r['test_auc_std'])} "
+      f"| {r['label']} | {target} | {seeds} | {_pm(r['test_auc'], r['test_auc_std'])} "
       f"| {_pm(r['test_logloss'], r['test_logloss_std'])} | {r['bytes']:,.0f} "
       f"| {r['ratio']:.1f}x | {r['ratio_all_tables']:.1f}x | {r['kept']} | {r['seconds']:.0f} |"
     )
@@ -181,7 +187,8 @@ def plot(table: list[dict], path: str, title: str) -> None:
   ax.set_xlabel("embedding bytes of the compressed fields (bit-packed, log scale)")
   ax.set_ylabel("test AUC (mean ± std over seeds)")
   ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=7)
+  if lines:  # none while every finished cell failed or was infeasible
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(_tmp(path) + ".png", dpi=110)
   os.replace(_tmp(path) + ".png", path)
@@ -222,8 +229,9 @@ def write(root: str, config, records: list[dict]) -> list[dict]:
 
 def one_line(record: dict) -> str:
   """A short log line for a finished cell."""
-  if "infeasible" in record:
-    return "infeasible: " + record["infeasible"][:100]
+  for why in ("infeasible", "failed"):
+    if why in record:
+      return f"{why}: " + record[why][:200]
   kept = record["report"].get("compressed", {})
   only = record["report"]["memory"]["compressed_fields_only"]
   return (

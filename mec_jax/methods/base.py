@@ -98,12 +98,17 @@ class Method:
     artifact: the `Artifact` class (its ``load`` reads the files ``build`` writes).
     build: ``(config, feature_map, StageB) -> {field: Artifact}``, reusing saved artifacts.
     suffix: file name suffix in ``quantize/`` (None: ``.<name>``).
+    config_keys: the ``compress.*`` keys (names under ``compress``) its stage B reads besides
+      ``compress.method``: its stages' settings records bind these alone (`mec_jax.workdir`),
+      so a key only another method reads can change without refusing its work directories.
+      None: every ``compress.*`` key (a method that does not declare its keys).
   """
 
   name: str
   artifact: type
   build: Callable[..., dict]
   suffix: str | None = None
+  config_keys: tuple[str, ...] | None = None
 
   @property
   def trainable_params(self) -> tuple[str, ...]:

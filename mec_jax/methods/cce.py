@@ -90,4 +90,6 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, CCEArtifact]:
   return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
-METHOD = base.Method("cce", CCEArtifact, build)
+METHOD = base.Method(
+  "cce", CCEArtifact, build, config_keys=("target_ratio", "init_tables", "hash_seed", "cce_columns")
+)

@@ -67,4 +67,9 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, HashArtifact]:
   return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
-METHOD = base.Method("hash", HashArtifact, build)
+METHOD = base.Method(
+  "hash",
+  HashArtifact,
+  build,
+  config_keys=("target_ratio", "init_tables", "hash_function", "hash_seed"),
+)

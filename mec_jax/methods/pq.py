@@ -84,4 +84,4 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, PQTable]:
   return build_tables(budget.pq_config(config, feature_map), feature_map, ctx)
 
 
-METHOD = base.Method("pq", PQTable, build, suffix="")
+METHOD = base.Method("pq", PQTable, build, suffix="", config_keys=("target_ratio",))

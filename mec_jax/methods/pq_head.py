@@ -203,4 +203,6 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, PQHeadArtifact]:
   return best
 
 
-METHOD = base.Method("pq_head", PQHeadArtifact, build)
+METHOD = base.Method(
+  "pq_head", PQHeadArtifact, build, config_keys=("target_ratio", "head_fraction")
+)

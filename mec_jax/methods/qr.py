@@ -112,4 +112,17 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, QRArtifact]:
   return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
-METHOD = base.Method("qr", QRArtifact, build)
+METHOD = base.Method(
+  "qr",
+  QRArtifact,
+  build,
+  config_keys=(
+    "target_ratio",
+    "init_tables",
+    "hash_seed",
+    "qr_combine",
+    "qr_init_iters",
+    "qr_large_index",
+    "qr_random_init",
+  ),
+)

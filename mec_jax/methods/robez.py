@@ -68,4 +68,9 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, RobeArtifact]:
   return base.build_from_stage_a(METHOD, config, feature_map, ctx, make)
 
 
-METHOD = base.Method("robez", RobeArtifact, build)
+METHOD = base.Method(
+  "robez",
+  RobeArtifact,
+  build,
+  config_keys=("target_ratio", "init_tables", "hash_seed", "robez_blocks"),
+)

@@ -59,6 +59,11 @@ def _build(bits: int, config, feature_map, ctx: base.StageB) -> dict[str, Rowwis
 
 
 METHODS = {
-  bits: base.Method(f"int{bits}", RowwiseArtifact, functools.partial(_build, bits))
+  bits: base.Method(
+    f"int{bits}",
+    RowwiseArtifact,
+    functools.partial(_build, bits),
+    config_keys=("scale_dtype", "hash_seed"),
+  )
   for bits in (8, 4)
 }

@@ -144,3 +144,14 @@ def test_auto_candidates_parse_the_protocol(board):
 
   config = ConfigDict({"compress": {"auto_candidates": ("pq", "cce:scratch")}})
   assert board.auto_candidates(config) == [("pq", "warm"), ("cce", "scratch")]
+
+
+def test_a_failed_cell_shows_as_failed(board):
+  """`collect` turns a failed cell record into a row whose page cell reads "failed"."""
+  over = {"compress.method": "hash", "compress.target_ratio": 25.0}
+  failed = {"cell": "hash-r25", "seed": 0, "overrides": over, "failed": "sweep override 'x'"}
+  rows = board.raw_rows([failed])
+  assert [r["note"] for r in rows] == ["failed: sweep override 'x'"]
+  cell = board.aggregate(rows)[("hash", "warm", 25.0)]
+  assert cell["n"] == 0
+  assert board._auc(cell, False) == "failed"

@@ -2,12 +2,16 @@
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mec_jax import pipeline
-from mec_jax.errors import BudgetError, ConfigError
+from mec_jax.errors import ArtifactError, BudgetError, ConfigError, DataError
 from mec_jax.experiments import runner, summary
 from mec_jax.train import loop
 
@@ -103,20 +107,34 @@ def test_swap_in_only_cells_report_the_swap_in(grid, tmp_path, monkeypatch, meth
   assert {f["method"] for f in report["compressed_fields"].values()} == {method}
 
 
-def test_only_budget_errors_make_a_cell_infeasible(grid, tmp_path, monkeypatch):
-  """Any other `ConfigError` (here: a workdir from other settings) stops the grid, unrecorded."""
+def test_budget_errors_are_infeasible_and_other_errors_failed_then_retried(
+  grid, tmp_path, monkeypatch
+):
+  """A `BudgetError` is final (infeasible); any other error is recorded as failed, and the next
+  run of the cell retries it: a success replaces the record, which is then read back."""
   root, _, _ = grid
   config, _, _, _ = runner.load_sweep(SWEEP)
   stage_a = str(Path(root) / "stage_a" / "seed0")
+  done = tmp_path / "cells" / "hash-r9" / "seed0" / "cell.json"
+  overrides = {"compress.method": "hash", "compress.target_ratio": 9.0}
 
   def stale(*args, **kwargs):
-    raise ConfigError("holds stage(s) pretrain computed with other settings")
+    raise ArtifactError("quantize/cat0.hash.npz is damaged;\n delete it")
 
   monkeypatch.setattr(pipeline, "run", stale)
-  overrides = {"compress.method": "hash", "compress.target_ratio": 9.0}
-  with pytest.raises(ConfigError, match="other settings"):
-    runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
-  assert not (tmp_path / "cells" / "hash-r9" / "seed0" / "cell.json").exists()
+  record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert record["failed"] == "quantize/cat0.hash.npz is damaged; delete it"  # one line
+  assert json.loads(done.read_text())["failed"] == record["failed"]
+  assert runner.failures([record]).startswith("1 failed: hash-r9 seed 0")
+
+  def bug(*args, **kwargs):
+    raise RuntimeError("a bug")
+
+  monkeypatch.setattr(pipeline, "run", bug)
+  record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
+  assert record["failed"].startswith("RuntimeError: a bug (traceback: ")
+  log = record["failed"].split("(traceback: ")[1].rstrip(")")
+  assert "Traceback" in Path(log).read_text() and "a bug" in Path(log).read_text()
 
   def over_budget(*args, **kwargs):
     raise BudgetError("config.compress.target_ratio: a budget of 3 bytes is below ...")
@@ -124,7 +142,79 @@ def test_only_budget_errors_make_a_cell_infeasible(grid, tmp_path, monkeypatch):
   monkeypatch.setattr(pipeline, "run", over_budget)
   record = runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False)
   assert record["infeasible"].startswith("config.compress.target_ratio: a budget of 3 bytes")
-  assert (tmp_path / "cells" / "hash-r9" / "seed0" / "cell.json").exists()
+  assert "failed" not in json.loads(done.read_text())
+  monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a finished cell ran again"))
+  assert runner.run_cell(config, 0, overrides, str(tmp_path), stage_a, finetune=False) == record
+  assert runner.failures([record]) == ""
+
+
+def test_a_failing_stage_a_skips_its_seed_only(grid, monkeypatch):
+  root, records, _ = grid
+  real = runner.run_stage_a
+
+  def stage_a(config, seed, root):
+    if seed == 1:
+      raise DataError("data/train.csv, line 3: 2 fields, expected 5")
+    return real(config, seed, root)
+
+  monkeypatch.setattr(runner, "run_stage_a", stage_a)
+  monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a cell of seed 1 ran"))
+  again = runner.run_grid(SWEEP, str(root), seeds=[0, 1])
+  assert [r["cell"] for r in again] == [r["cell"] for r in records] + ["stage_a"]
+  assert again[-1]["failed"] == "data/train.csv, line 3: 2 fields, expected 5"
+  assert runner.failures(again).startswith("1 failed: stage_a seed 1 ")
+
+
+BAD_SWEEP = """
+from configs import smoke
+
+SEEDS = [0]
+FINETUNE = False
+SWEEP = [
+  {"compress.method": "hash", "compress.target_ratio": 4.0, "compress.no_such_key": 1},
+  {"compress.method": "int4"},
+]
+
+
+def get_config():
+  config = smoke.get_config()
+  config.train.epochs = 1
+  return config
+"""
+
+
+def test_a_failing_cell_does_not_stop_the_grid_and_the_cli_names_it(grid, tmp_path):
+  """A cell whose override names no config key fails alone; the cells after it run; the table
+  shows it failed; the command line reruns it (it fails again) and exits 1 naming it."""
+  root, _, _ = grid
+  sweep = tmp_path / "configs" / "sweeps" / "bad.py"
+  sweep.parent.mkdir(parents=True)
+  sweep.write_text(BAD_SWEEP)
+  out = tmp_path / "grid"
+  for shared in ("stage_a", "cache"):  # the grid's stage A of seed 0, reused
+    shutil.copytree(Path(root) / shared, out / shared)
+  records = runner.run_grid(str(sweep), str(out), seeds=[0])
+  by_cell = {r["cell"]: r for r in records}
+  bad = "hash-no_such_key=1-r4"
+  assert list(by_cell) == [bad, "int4"]
+  assert "compress.no_such_key" in by_cell[bad]["failed"]
+  assert 0.5 < by_cell["int4"]["report"]["compressed"]["test_auc"] <= 1.0
+  assert (
+    "| hash (no_such_key=1) | 4x | 0 | failed: sweep override" in (out / "results.md").read_text()
+  )
+  before = (out / "cells" / bad / "seed0" / "cell.json").stat().st_mtime_ns
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  cli = subprocess.run(
+    [sys.executable, "-m", "mec_jax.experiments", f"--config={sweep}", f"--workdir={out}"],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert cli.returncode == 1, cli.stderr
+  assert f"error: 1 failed: {bad} seed 0" in cli.stderr
+  assert "| int4 |" in cli.stdout  # the table still prints
+  assert (out / "cells" / bad / "seed0" / "cell.json").stat().st_mtime_ns > before  # retried
 
 
 def test_summary_mean_and_std_over_seeds():
@@ -144,10 +234,14 @@ def test_summary_mean_and_std_over_seeds():
     over = {"compress.method": "hash", "compress.target_ratio": 10.0}
     return {"seed": seed, "overrides": over, "report": report, "seconds": 1.0}
 
-  table = summary.aggregate(summary.raw_rows([record(0, 0.6), record(1, 0.8), record(2, 0.7)]))
+  failed = {"seed": 3, "overrides": record(0, 0.6)["overrides"], "failed": "a damaged file"}
+  records = [record(0, 0.6), record(1, 0.8), record(2, 0.7), failed]
+  table = summary.aggregate(summary.raw_rows(records))
   (row,) = [r for r in table if r["label"] == "hash"]
   assert row["seeds"] == 3 and row["test_auc"] == pytest.approx(0.7)
   assert row["test_auc_std"] == pytest.approx(0.1)
+  assert row["failed"] == 1 and not row["note"]  # three seeds ran: the mean stands, one failed
+  assert "| hash | 10x | 3 (+1 failed) | 0.7000 ± 0.1000 |" in summary.to_markdown(table, "t")
   assert json.dumps(table)  # plain values
 
 
