@@ -3,9 +3,10 @@
 Each compressed field's byte share (``compress.target_ratio``; shares in proportion to ``V_f``,
 as CCE and ROBE-Z split them) is split: ``compress.head_fraction`` of it buys float32 rows for
 the most frequent ids (stage A's rows, their train counts from stage A), the rest of the budget
-(summed over fields) buys one PQ setting ``(M, K)`` for every tail (`budget.plan_pq`, as ``pq``
-plans it) and stage B of ``pq`` (`mec_jax.compression.quantizer.quantize_table`, PWR weights
-included) quantizes the tail rows. With a head fraction of 0 this is ``pq`` exactly.
+(summed over fields) buys one PQ setting ``(M, K)`` for every tail (`budget.plan_pq`: the most
+bytes, as ``pq`` with ``compress.pq_candidates=1`` plans it) and stage B of ``pq``
+(`mec_jax.compression.quantizer.quantize_table`, PWR weights included) quantizes the tail rows.
+With a head fraction of 0 this is that ``pq`` exactly.
 
 A list of head fractions (the default ``(0.0, 0.1, 0.25, 0.5)``) is tried in turn: each one's
 swap-in model (stage-A weights with these tables, no training) is scored on the validation split
