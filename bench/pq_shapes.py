@@ -1,12 +1,12 @@
 """PQ's (M, K) within a byte budget: every candidate's swap-in valid AUC, and the kept one after C.
 
 With ``compress.target_ratio`` stage B of ``pq`` tries up to ``compress.pq_candidates`` settings
-(`mec_jax.methods.budget.pq_candidates`: per M its largest K that fits, the most bytes first, then
-by code capacity M log2 K) and keeps the best swap-in on validation. This runs, per ratio, one
-grid cell with every candidate (``--candidates``, default all) through stages B and C, and prints
-each candidate's bytes, capacity, swap-in valid AUC and rank, the kept one's test AUC after stage C
-and the full model's, and stage B's wall time per candidate. ``--each`` also runs stage C on every
-candidate alone (``pq_candidates=1`` at that M, K), to check that the valid ranking picks well.
+(`mec_jax.methods.budget.pq_candidates`: per M its largest K that fits, ranked by bytes) and
+keeps the best swap-in on validation. This runs, per ratio, one grid cell with every candidate
+(``--candidates``, default all) through stages B and C, and prints each candidate's bytes, code
+capacity, swap-in valid AUC and rank, the kept one's test AUC after stage C and the full model's,
+and stage B's wall time. ``--each`` also runs stage C on every candidate alone (``quantize.*`` at
+that M, K, no target ratio), to check that the valid ranking picks well.
 
   nice -n 19 python bench/pq_shapes.py --config=configs/movielens.py --ratios=25,50 \
     --workdir=/tmp/pq_shapes_ml --seed=2024 --each
@@ -70,7 +70,8 @@ def main() -> None:
     scores = field.get("shape_selection", {})
     order = sorted(scores, key=lambda k: -scores[k]["valid_score"])
     kept = shape_label((field["num_subspaces"], field["codebook_size"]))
-    seconds_b = sum(f["seconds"] for f in report["compressed_fields"].values())
+    cell_dir = f"{args.workdir}/cells/{runner.cell_name(over)}/seed{args.seed}"
+    seconds_b = runner.read_json(f"{cell_dir}/timings.json")["quantize"]  # every try, scored
     finetuned = {}
     if args.each:
       for shape in shapes:
@@ -95,8 +96,8 @@ def main() -> None:
     print(
       f"kept {kept}: test AUC {comp['test_auc']:.4f} ({comp.get('source')}), full "
       f"{full['test_auc']:.4f}, diff {comp['test_auc'] - full['test_auc']:+.4f}; bytes "
-      f"{report['memory']['compressed_fields_only']['compressed_bytes_packed']:,}; stage B of "
-      f"the kept setting {seconds_b:.0f} s; cell {rec['seconds']:.0f} s "
+      f"{report['memory']['compressed_fields_only']['compressed_bytes_packed']:,}; stage B ("
+      f"{len(shapes)} settings, each scored) {seconds_b:.0f} s; cell {rec['seconds']:.0f} s "
       f"(this call {time.time() - start:.0f} s)"
     )
 

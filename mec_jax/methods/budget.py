@@ -69,24 +69,22 @@ def pq_candidates(
 ) -> list[tuple[int, int]]:
   """At most ``count`` settings ``(M, K)`` within ``budget``, in the order stage B tries them.
 
-  One per M of `_pq_grid`: its largest K that fits. The first is `plan_pq`'s (the most bytes), so
-  ``count = 1`` is that rule; the others follow by code capacity ``M log2 K`` (bits naming an
-  id), then bytes, both descending (bench/pq_shapes.py measured the order).
+  One per M of `_pq_grid`: its largest K that fits; ranked by bytes, then K, both descending
+  (bench/pq_shapes.py measured this order against code capacity ``M log2 K``). The first is
+  `plan_pq`'s (its tie rule too), so ``count = 1`` is the most-bytes rule.
 
   Raises:
     BudgetError: no setting fits (as `plan_pq`).
   """
-  first = plan_pq(vocab_sizes, dim, budget)
+  plan_pq(vocab_sizes, dim, budget)  # BudgetError when no setting fits
   largest: dict[int, int] = {}
   for m, k in _pq_grid(dim):
     if pq_bytes(vocab_sizes, dim, m, k) <= budget:
       largest[m] = max(k, largest.get(m, 0))
-  others = sorted(
-    ((m, k) for m, k in largest.items() if (m, k) != first),
-    key=lambda mk: (mk[0] * math.log2(mk[1]), pq_bytes(vocab_sizes, dim, *mk)),
-    reverse=True,
+  ranked = sorted(
+    largest.items(), key=lambda mk: (pq_bytes(vocab_sizes, dim, *mk), mk[1]), reverse=True
   )
-  return [first, *others][:count]
+  return ranked[:count]
 
 
 def pq_shapes(config, feature_map) -> list[tuple[int, int]]:
