@@ -43,7 +43,7 @@ def test_candidates_fit_the_budget_and_take_each_m_largest_k(vocabs, dim, ratio)
   assert used == sorted(used, reverse=True)  # the most bytes first
 
 
-def _stage_a(tmp_path, vocabs=(300, 200), dim=16):
+def _stage_a(tmp_path, vocabs=(300,), dim=16):
   rng = np.random.default_rng(0)
   specs, paths = [], {}
   for i, vocab in enumerate(vocabs):
@@ -55,13 +55,13 @@ def _stage_a(tmp_path, vocabs=(300, 200), dim=16):
   return FeatureMap("toy", specs), paths
 
 
-def _config(count, ratio=6.0):
+def _config(count, ratio=6.0, dim=16):
   config = smoke.get_config()
   config.quantize.variant = "kmeans"
   config.quantize.min_vocab = 100
   config.compress.target_ratio = ratio
   config.compress.pq_candidates = count
-  config.model.embed_dim = 16  # M in (1, 2, 4): three candidates
+  config.model.embed_dim = dim  # 16: M in (1, 2, 4), three candidates
   return config
 
 
@@ -85,7 +85,7 @@ def test_selection_keeps_the_best_swap_in_and_its_bytes_are_exact(tmp_path):
     shape = (arts["f0"].num_subspaces, arts["f0"].codebook_size)
     assert all((a.num_subspaces, a.codebook_size) == shape for a in arts.values())
     used = sum(a.nbytes() for a in arts.values())
-    assert used == budget.pq_bytes([300, 200], 16, *shape) <= budget.budget_bytes(config, fm)
+    assert used == budget.pq_bytes([300], 16, *shape) <= budget.budget_bytes(config, fm)
     seen.append(shape)
     return {"valid_auc": fake[shape] / 2, "valid_logloss": 0.5, "valid_score": fake[shape]}
 
@@ -117,7 +117,7 @@ def test_one_candidate_or_no_stage_a_model_is_the_most_bytes_rule(tmp_path, eval
 
   arts = pq.build(config, fm, _ctx(tmp_path, paths, evaluate if evaluated else None))
   assert calls == []
-  planned = budget.plan_pq([300, 200], 16, budget.budget_bytes(config, fm))
+  planned = budget.plan_pq([300], 16, budget.budget_bytes(config, fm))
   old = budget.pq_config(config, fm).quantize
   assert planned == (old.num_subspaces, old.codebook_size)
   for art in arts.values():
@@ -136,7 +136,7 @@ def test_bad_pq_candidates_is_named(value):
 
 
 def test_report_shows_the_shapes_tried_on_smoke(tmp_path):
-  config = _config(2, ratio=8.0)
+  config = _config(2, ratio=8.0, dim=8)  # M in (1, 2)
   config.quantize.min_vocab = 200
   config.train.epochs = 1
   config.finetune.swap_in = True
@@ -150,5 +150,5 @@ def test_report_shows_the_shapes_tried_on_smoke(tmp_path):
   shape = (fields["cat0"]["num_subspaces"], fields["cat0"]["codebook_size"])
   used = report["memory"]["compressed_fields_only"]["compressed_bytes_packed"]
   vocabs = [fields[name]["vocab_size"] for name in ("cat0", "cat1")]
-  assert used == budget.pq_bytes(vocabs, 16, *shape)
+  assert used == budget.pq_bytes(vocabs, 8, *shape)
   assert report["memory"]["compressed_fields_only"]["ratio_packed"] >= 8.0
