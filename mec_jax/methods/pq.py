@@ -4,9 +4,9 @@ Stage B is `mec_jax.compression.quantizer.quantize_table` on every compressed fi
 ``quantize.num_subspaces/codebook_size`` sized by the byte budget when ``compress.target_ratio``
 is set: up to ``compress.pq_candidates`` settings (M, K) within it (`budget.pq_shapes`) are each
 quantized and the one whose swap-in model scores best on validation is kept
-(`mec_jax.methods.selection`; 1 candidate: the most bytes, `budget.plan_pq`). Its artifact is the `CompressedTable` of
-`mec_jax.compression` (which imports nothing of the rest of mec_jax), adapted here to the
-`Artifact` protocol: `PQTable` adds the layer (`CodebookEmbed`) it becomes.
+(`mec_jax.methods.selection`; one candidate: the most bytes, `budget.pq_config`). Its artifact is
+the `CompressedTable` of `mec_jax.compression` (which imports nothing of the rest of mec_jax),
+adapted here to the `Artifact` protocol: `PQTable` adds the layer (`CodebookEmbed`) it becomes.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, PQTable]:
   fields = base.compressed_fields(config, feature_map)
   saved = all(os.path.exists(base.field_path(METHOD, ctx, f.name)) for f in fields)
   if saved or len(shapes) == 1 or ctx.evaluate is None:
-    return build_tables(budget.with_pq_shape(config, shapes[0]), feature_map, ctx)
+    return build_tables(budget.pq_config(config, feature_map), feature_map, ctx)  # shapes[0]
 
   def build_at(shape):
     shaped = budget.with_pq_shape(config, shape)
