@@ -91,6 +91,7 @@ BEHAVIOUR_BEFORE_KEY = {
   "quantize.selection": "error",  # the epoch with the lowest held-out error shipped
   "compress.qr_large_index": "quotient",  # QR's large-table row was v // c
   "compress.qr_random_init": "ones",  # a from-scratch QR small table started at ones
+  "compress.pq_candidates": 1,  # pq at a target ratio took the (M, K) using the most bytes
 }
 # Stage A and B use pretrain.model; model.name is stage C's backbone only (model-agnostic reuse).
 _STAGE_SECTIONS = {

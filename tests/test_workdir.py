@@ -144,6 +144,7 @@ def test_keys_missing_from_an_older_record_are_not_changes(tmp_path):
     ("train.sparse_min_rows", 20_000),
     ("quantize.selection", "balance"),
     ("compress.qr_large_index", "remainder"),
+    ("compress.pq_candidates", 4),
   ],
 )
 def test_a_key_added_with_a_new_behaviour_binds_at_its_old_value(tmp_path, key, new_value):

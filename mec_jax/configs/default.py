@@ -150,6 +150,9 @@ def get_config() -> ml_collections.ConfigDict:
   # best valid score (train.monitor) kept (mec_jax/auto.py)
   comp.auto_candidates = ("pq", "cce", "cce:scratch", "hash:scratch")
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
+  # pq with a target ratio: how many (M, K) within the budget stage B tries (the best swap-in on
+  # valid is kept; stage B costs that many times); 1: the one using the most bytes
+  comp.pq_candidates = 4
   comp.init_tables = (
     "stage_a"  # hash/qr/cce/robez start: stage_a (fit of the stage-A rows) | random
   )

@@ -3,9 +3,11 @@
 With ``compress.target_ratio = r`` the embedding bytes of the compressed fields are at most
 ``full / r`` (bit-packed, as `mec_jax.memory` counts them): hash gives every field ``V_f / r``
 rows; QR fills each field's share (fields whose ``2 sqrt(V)`` floor exceeds it get the floor, the
-rest is shared out again); PQ takes the (M, K) with the most bytes within the budget (see
-`plan_pq`); CCE and ROBE-Z split the bytes in proportion to ``V_f`` and take the most clusters
-(`plan_cce`) or array floats (`plan_robez`) within each share. With ``r = 0`` PQ keeps ``quantize.*`` and the others take the bytes that PQ setting uses.
+rest is shared out again); PQ tries up to ``compress.pq_candidates`` settings (M, K) within
+the budget, the most bytes first (`pq_candidates`; ``pq`` keeps the best on validation); CCE and
+ROBE-Z split the bytes in proportion to ``V_f`` and take the most clusters (`plan_cce`) or array
+floats (`plan_robez`) within each share. With ``r = 0`` PQ keeps ``quantize.*`` and the others
+take the bytes that PQ setting uses.
 int8/int4 have fixed ratios and ignore ``r``.
 """
 
@@ -38,19 +40,22 @@ def budget_bytes(config, feature_map) -> int:
   return pq_bytes(vocabs, dim, q.num_subspaces, q.codebook_size)
 
 
-def plan_pq(vocab_sizes: list[int], dim: int, budget: int) -> tuple[int, int]:
-  """``(M, K)`` using the most bytes within ``budget`` (ties: larger K).
-
-  Candidates: M divides ``dim`` with sub-dimension >= 4 (>= 1 for tiny dims), K a power of two
-  in ``[2, 256]`` (uint8 codes).
-  """
+def _pq_grid(dim: int):
+  """``(M, K)`` settings PQ may take: M divides ``dim`` with sub-dimension >= 4 (>= 1 for tiny
+  dims), K a power of two in ``[2, 256]`` (uint8 codes)."""
   min_sub = 4 if dim >= 8 else 1
-  best = None
   for m in (m for m in range(1, dim + 1) if dim % m == 0 and dim // m >= min_sub):
     for k in (2**b for b in range(1, 9)):
-      size = pq_bytes(vocab_sizes, dim, m, k)
-      if size <= budget and (best is None or (size, k) > best[0]):
-        best = ((size, k), (m, k))
+      yield m, k
+
+
+def plan_pq(vocab_sizes: list[int], dim: int, budget: int) -> tuple[int, int]:
+  """``(M, K)`` using the most bytes within ``budget`` (ties: larger K), over `_pq_grid`."""
+  best = None
+  for m, k in _pq_grid(dim):
+    size = pq_bytes(vocab_sizes, dim, m, k)
+    if size <= budget and (best is None or (size, k) > best[0]):
+      best = ((size, k), (m, k))
   if best is None:
     raise BudgetError(
       f"config.compress.target_ratio: a budget of {budget} bytes is below the smallest PQ "
@@ -59,17 +64,56 @@ def plan_pq(vocab_sizes: list[int], dim: int, budget: int) -> tuple[int, int]:
   return best[1]
 
 
+def pq_candidates(
+  vocab_sizes: list[int], dim: int, budget: int, count: int
+) -> list[tuple[int, int]]:
+  """At most ``count`` settings ``(M, K)`` within ``budget``, in the order stage B tries them.
+
+  One per M of `_pq_grid`: its largest K that fits; ranked by bytes, then K, both descending
+  (bench/pq_shapes.py measured this order against code capacity ``M log2 K``). The first is
+  `plan_pq`'s (its tie rule too), so ``count = 1`` is the most-bytes rule.
+
+  Raises:
+    BudgetError: no setting fits (as `plan_pq`).
+  """
+  plan_pq(vocab_sizes, dim, budget)  # BudgetError when no setting fits
+  largest: dict[int, int] = {}
+  for m, k in _pq_grid(dim):
+    if pq_bytes(vocab_sizes, dim, m, k) <= budget:
+      largest[m] = max(k, largest.get(m, 0))
+  ranked = sorted(
+    largest.items(), key=lambda mk: (pq_bytes(vocab_sizes, dim, *mk), mk[1]), reverse=True
+  )
+  return ranked[:count]
+
+
+def pq_shapes(config, feature_map) -> list[tuple[int, int]]:
+  """The ``(M, K)`` settings stage B of ``pq`` tries: `pq_candidates` within the byte budget
+  (``compress.pq_candidates`` of them), or ``quantize.*``'s alone without a target ratio."""
+  if config.compress.target_ratio <= 0:
+    return [(config.quantize.num_subspaces, config.quantize.codebook_size)]
+  vocabs = [f.vocab_size for f in compressed_fields(config, feature_map)]
+  budget = budget_bytes(config, feature_map)
+  return pq_candidates(vocabs, config.model.embed_dim, budget, config.compress.pq_candidates)
+
+
+def with_pq_shape(config, shape: tuple[int, int]):
+  """A copy of ``config`` with ``quantize.num_subspaces, codebook_size = shape``."""
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.quantize.num_subspaces, out.quantize.codebook_size = shape
+  return out
+
+
 def pq_config(config, feature_map):
-  """``config`` with ``quantize.num_subspaces/codebook_size`` from the budget (when one is set)."""
+  """``config`` with ``quantize.num_subspaces/codebook_size`` from the budget (when one is set):
+  `plan_pq`'s setting, the first of `pq_shapes`."""
   if config.compress.target_ratio <= 0:
     return config
   vocabs = [f.vocab_size for f in compressed_fields(config, feature_map)]
   m, k = plan_pq(vocabs, config.model.embed_dim, budget_bytes(config, feature_map))
-  out = config.copy_and_resolve_references()
-  with out.unlocked():
-    out.quantize.num_subspaces, out.quantize.codebook_size = m, k
   logging.info("compress: pq at target ratio %g -> M=%d, K=%d", config.compress.target_ratio, m, k)
-  return out
+  return with_pq_shape(config, (m, k))
 
 
 def _qr_min_rows(vocab: int) -> tuple[int, int]:

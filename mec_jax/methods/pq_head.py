@@ -3,9 +3,10 @@
 Each compressed field's byte share (``compress.target_ratio``; shares in proportion to ``V_f``,
 as CCE and ROBE-Z split them) is split: ``compress.head_fraction`` of it buys float32 rows for
 the most frequent ids (stage A's rows, their train counts from stage A), the rest of the budget
-(summed over fields) buys one PQ setting ``(M, K)`` for every tail (`budget.plan_pq`, as ``pq``
-plans it) and stage B of ``pq`` (`mec_jax.compression.quantizer.quantize_table`, PWR weights
-included) quantizes the tail rows. With a head fraction of 0 this is ``pq`` exactly.
+(summed over fields) buys one PQ setting ``(M, K)`` for every tail (`budget.plan_pq`: the most
+bytes, as ``pq`` with ``compress.pq_candidates=1`` plans it) and stage B of ``pq``
+(`mec_jax.compression.quantizer.quantize_table`, PWR weights included) quantizes the tail rows.
+With a head fraction of 0 this is that ``pq`` exactly.
 
 A list of head fractions (the default ``(0.0, 0.1, 0.25, 0.5)``) is tried in turn: each one's
 swap-in model (stage-A weights with these tables, no training) is scored on the validation split
@@ -31,7 +32,7 @@ from mec_jax.compression import quantizer
 from mec_jax.compression.table import bits_per_code
 from mec_jax.errors import ArtifactError, ConfigError
 from mec_jax.layers.pq_head import FLOAT_BYTES, PQHeadTable
-from mec_jax.methods import base, budget, files
+from mec_jax.methods import base, budget, files, selection
 
 
 class PQHeadArtifact(files.Stored, PQHeadTable):
@@ -183,24 +184,14 @@ def build(config, feature_map, ctx: base.StageB) -> dict[str, PQHeadArtifact]:
   fields = base.compressed_fields(config, feature_map)
   if all(os.path.exists(base.field_path(METHOD, ctx, f.name)) for f in fields):
     return base.load_each(METHOD, config, feature_map, ctx)
-  best, best_score, scores = None, None, {}
-  for fraction in fractions:
-    arts = build_at(config, feature_map, ctx, fraction)
-    if len(fractions) == 1 or ctx.evaluate is None:
-      best = arts
-      break
-    metrics = ctx.evaluate(arts)
-    scores[str(fraction)] = {k: metrics[k] for k in ("valid_auc", "valid_score")}
-    logging.info("compress: pq_head head_fraction %g -> %s", fraction, scores[str(fraction)])
-    if best_score is None or metrics["valid_score"] > best_score:
-      best, best_score = arts, metrics["valid_score"]
-  for spec in fields:
-    art = best[spec.name]
-    if scores:
-      art.stats["head_selection"] = scores
-    if ctx.writes:
-      art.save(base.field_path(METHOD, ctx, spec.name))
-  return best
+  best, scores = selection.best_on_valid(
+    fractions,
+    lambda fraction: build_at(config, feature_map, ctx, fraction),
+    ctx,
+    str,
+    "pq_head head_fraction",
+  )
+  return selection.save_kept(METHOD, ctx, best, "head_selection", scores)
 
 
 METHOD = base.Method(

@@ -66,5 +66,6 @@ def validate(config) -> None:
       raise ConfigError(f"config.compress.{key}={c[key]}; expected a divisor of embed_dim={dim}")
   protocols.check_candidates(c.auto_candidates, names())
   pq_head.head_fractions(config)  # ConfigError naming compress.head_fraction
+  pq.candidate_count(config)  # ConfigError naming compress.pq_candidates
   if not c.target_ratio >= 0:
     raise ConfigError(f"config.compress.target_ratio={c.target_ratio}; expected >= 0 (0: none)")
