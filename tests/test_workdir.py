@@ -204,6 +204,7 @@ def test_a_pq_workdir_binds_only_the_compress_keys_pq_reads(finished_quick, tmp_
   assert {k for k in recorded if k.startswith("compress.")} == {
     "compress.method",
     "compress.target_ratio",
+    "compress.pq_candidates",
     "compress.unread_keys",
   }
   assert "compress.qr_large_index" in recorded["compress.unread_keys"]
