@@ -3,9 +3,9 @@ and byte budget, from the grids of `mec_jax.experiments` (sweeps ``configs/sweep
 
 Three steps, each resumable:
 
-  run      runs (or resumes) a dataset's grid in ``<root>/<dataset>``, restricted to some budgets
-           and seeds (the fixed-ratio methods int8/int4 run with every call), then collects and
-           rewrites the page;
+  run      runs (or resumes) a dataset's grid in ``<root>/<dataset>``, restricted to some budgets,
+           seeds and methods (``--methods``; the fixed-ratio methods int8/int4 run with every call
+           that does not exclude them), then collects and rewrites the page;
   collect  reads a grid's finished cells into ``bench/leaderboard/<dataset>/results_raw.csv``
            (one row per cell and seed; the repo keeps these, not the grids);
   page     aggregates every ``results_raw.csv`` into ``summary.csv`` and ``auc_vs_bytes.png`` per
@@ -457,11 +457,15 @@ def collect(dataset: str, root: str) -> None:
   write_csv(os.path.join(OUT, dataset, "results_raw.csv"), rows, RAW_COLUMNS)
 
 
-def run(dataset: str, root: str, budgets: list[float], seeds: list[int]) -> None:
+def run(
+  dataset: str, root: str, budgets: list[float], seeds: list[int], methods: list[str] = ()
+) -> None:
   from mec_jax.experiments import runner
 
   def only(overrides: dict) -> bool:
     ratio = float(overrides.get("compress.target_ratio", 0.0))
+    if methods and overrides.get("compress.method", "pq") not in methods:
+      return False
     return not ratio or not budgets or ratio in budgets
 
   runner.run_grid(sweep_path(dataset), os.path.join(root, dataset), only=only, seeds=seeds or None)
@@ -476,13 +480,15 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--root", default="/tmp/board", help="parent of the grids' workdirs")
   parser.add_argument("--budgets", default="", help="comma-separated target ratios (run)")
   parser.add_argument("--seeds", default="", help="comma-separated seeds (run; default the file's)")
+  parser.add_argument("--methods", default="", help="comma-separated compress.method values (run)")
   args = parser.parse_args(argv)
   if args.step != "page" and not args.dataset:
     parser.error(f"{args.step} needs --dataset")
   sys.path.insert(0, REPO)  # the sweep files import `configs`
   if args.step == "run":
     budgets = [float(b) for b in args.budgets.split(",") if b]
-    run(args.dataset, args.root, budgets, [int(s) for s in args.seeds.split(",") if s])
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    run(args.dataset, args.root, budgets, seeds, [m for m in args.methods.split(",") if m])
   elif args.step == "collect":
     collect(args.dataset, args.root)
     page()
