@@ -102,14 +102,14 @@ def raw_rows(records: list[dict]) -> list[dict]:
 def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str) -> list[dict]:
   """The rows ``compress.method=auto`` gets, derived from the cells: per (budget, seed) whose
   candidate cells all have a record, the candidate with the best validation score
-  (``train.monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
+  (``compress.auto_monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
   grid cell of that method, protocol and seed). Its stage times are the candidates' sums (auto
   runs them all); infeasible candidates are skipped, as auto skips them.
 
   Args:
     rows: `read_raw` rows of one dataset.
     candidates: ``(method, protocol)`` pairs, from ``compress.auto_candidates``.
-    monitor: ``train.monitor`` of the dataset's config.
+    monitor: ``compress.auto_monitor`` of the dataset's config.
   """
   from mec_jax.train.metrics import monitor_score
 
@@ -401,7 +401,7 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
   seconds on the shared 2-core machine at `nice -n 19` (load varies; compare within a run only).
 - **auto** (by valid): what `compress.method=auto` keeps, derived from the cells of its candidates
   (`compress.auto_candidates` of the dataset's config) at the same budget and seed: the candidate
-  with the best validation score (`train.monitor`); `kept` names it. Its stage times are the
+  with the best validation score (`compress.auto_monitor`, AUC); `kept` names it. Its stage times are the
   candidates' sums (auto runs them all). Shown once all its candidates have a record.
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
   budget (e.g. QR's 2 sqrt(V) floor); "failed": the cell stopped on an error (its `cell.json` says
@@ -416,7 +416,7 @@ def page() -> None:
     rows = read_raw(raw) if os.path.exists(raw) else []
     config, sweep = load_sweep(dataset)
     if config is not None:
-      rows += auto_rows(rows, auto_candidates(config), config.train.monitor)
+      rows += auto_rows(rows, auto_candidates(config), config.compress.auto_monitor)
     table = aggregate(rows)
     tables[dataset] = table
     expected = expected_all[dataset] = expected_cells(sweep) if sweep else []

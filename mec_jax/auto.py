@@ -5,7 +5,8 @@ No method wins everywhere at a budget (docs/leaderboard.md): a user who sets
 candidate of ``compress.auto_candidates`` (``"<method>"``: warm-started from stage A, the pipeline's
 normal protocol; ``"<method>:scratch"``: from scratch, `protocols.FROM_SCRATCH`) through stages B
 and C, and keeps the candidate whose kept compressed model (``report["compressed"]``) has the best
-validation score (``train.monitor``, as everywhere else; ties go to the earlier candidate). The
+validation score (``compress.auto_monitor``: AUC by default, the metric a byte budget is judged
+by; ties go to the earlier candidate). The
 winner alone is exported. Test metrics play no part in the pick.
 
 Layout of the work directory (besides stage A's files, `mec_jax.workdir`)::
@@ -103,7 +104,7 @@ def run(config, workdir: str) -> dict | None:
     records = _records(config, root, run_missing=config.stage != "export")
     if writer:
       report_lib.write_json_atomic(os.path.join(root, "config.json"), config.to_dict())
-    picked = pick(records, config.train.monitor)
+    picked = pick(records, config.compress.auto_monitor)
     if config.stage in ("all", "export"):
       pipeline.run(candidate_config(config, picked, "export"), candidate_dir(root, picked))
     return _report(config, root, records, (config.report_dir or root) if writer else None)
@@ -156,7 +157,7 @@ def _records(config, root: str, *, run_missing: bool) -> dict[str, dict]:
 
 
 def valid_score(record: dict, monitor: str) -> float | None:
-  """The ``train.monitor`` score of a candidate's kept model on validation (None: infeasible or
+  """The ``compress.auto_monitor`` score of a candidate's kept model on validation (None: infeasible or
   nothing compressed)."""
   kept = record.get("report", {}).get("compressed")
   if kept is None:
@@ -194,7 +195,7 @@ def auto_section(config, records: dict[str, dict], picked: str) -> dict:
     candidates[name] = {
       "valid_auc": kept["valid_auc"],
       "valid_logloss": kept["valid_logloss"],
-      "valid_score": valid_score(rec, config.train.monitor),
+      "valid_score": valid_score(rec, config.compress.auto_monitor),
       "test_auc": kept["test_auc"],
       "kept": kept["source"],
       "bytes": only["compressed_bytes_packed"],
@@ -202,7 +203,7 @@ def auto_section(config, records: dict[str, dict], picked: str) -> dict:
       "seconds": rec["seconds"],
     }
   pending = [n for n in config.compress.auto_candidates if n not in records]
-  section = {"candidates": candidates, "picked": picked, "monitor": config.train.monitor}
+  section = {"candidates": candidates, "picked": picked, "monitor": config.compress.auto_monitor}
   return section | ({"pending": pending} if pending else {})
 
 
@@ -211,7 +212,7 @@ def _report(config, root: str, records: dict[str, dict], out_dir: str | None) ->
   to ``out_dir`` with ``auto/selection.json`` unless ``out_dir`` is None."""
   if not records:
     raise ArtifactError(f"{root}: no finished compress.method=auto candidate; run stage=all first")
-  picked = pick(records, config.train.monitor)
+  picked = pick(records, config.compress.auto_monitor)
   winner = candidate_dir(root, picked)
   path = os.path.join(winner, "report.json")  # after the export, it names export/ too
   report = report_lib.read_json(path) if os.path.exists(path) else dict(records[picked]["report"])
@@ -228,7 +229,9 @@ def _report(config, root: str, records: dict[str, dict], out_dir: str | None) ->
     os.makedirs(out_dir, exist_ok=True)
     if out_dir == root:
       selection = {k: report["auto"][k] for k in ("picked", "monitor")}
-      selection["scores"] = {n: valid_score(r, config.train.monitor) for n, r in records.items()}
+      selection["scores"] = {
+        n: valid_score(r, config.compress.auto_monitor) for n, r in records.items()
+      }
       report_lib.write_json_atomic(os.path.join(root, "auto", SELECTION), selection)
     report_lib.write_json_atomic(os.path.join(out_dir, "report.json"), report)
     _write_text(

@@ -81,6 +81,7 @@ _IGNORED = {
   "train.eval_batch_size",
   "train.model_axis_size",  # device layout; a run resumes on another (sparse.SparseTables.restore)
   "compress.auto_candidates",  # which runs compress.method=auto makes, not what one computes
+  "compress.auto_monitor",  # which of them compress.method=auto keeps
 }
 # Keys added with a default that computes something else than mec_jax did before they existed,
 # and the value that reproduces what it did then. A record lacking one of these ran with that value.

@@ -62,10 +62,10 @@ def candidate_report(root, name):
 def test_picks_the_best_valid_score_and_reports_the_winner(done):
   root, report = done
   kept = {n: candidate_report(root, n)["compressed"] for n in CANDIDATES}
-  score = {n: m["valid_auc"] - m["valid_logloss"] for n, m in kept.items()}  # train.monitor
+  score = {n: m["valid_auc"] for n, m in kept.items()}  # compress.auto_monitor
   best = max(score, key=score.get)
   assert report["auto"]["picked"] == best
-  assert report["auto"]["monitor"] == "auc_minus_logloss"
+  assert report["auto"]["monitor"] == "auc"
   for name in CANDIDATES:  # each candidate's row is its own report's kept model
     row = report["auto"]["candidates"][name]
     assert row["valid_auc"] == pytest.approx(kept[name]["valid_auc"], abs=1e-9)
@@ -183,8 +183,16 @@ def test_bad_candidates_are_one_line_config_errors(candidates, bad):
   assert "\n" not in str(err.value)
 
 
+def test_a_bad_auto_monitor_is_one_line():
+  config = auto_config()
+  config.compress.auto_monitor = "accuracy"
+  with pytest.raises(ConfigError, match=r"config\.compress\.auto_monitor='accuracy'") as err:
+    validate_config(config)
+  assert "\n" not in str(err.value)
+
+
 def test_grid_cells_name_their_candidate():
-  """`protocols.name_of` inverts `protocols.parse` on a grid cell's overrides (bench/leaderboard.py auto_rows)."""
+  """`protocols.name_of` inverts `protocols.parse` on a grid cell's overrides."""
   for name in ("pq", "cce", "cce:scratch", "hash:scratch"):
     method, overrides = protocols.parse(name)
     cell = {"compress.method": method, "compress.target_ratio": 25.0} | overrides

@@ -149,6 +149,9 @@ def get_config() -> ml_collections.ConfigDict:
   # auto: each candidate "<method>" (warm start) or "<method>:scratch" trained at the budget, the
   # best valid score (train.monitor) kept (mec_jax/auto.py)
   comp.auto_candidates = ("pq", "cce", "cce:scratch", "hash:scratch")
+  # auto: the validation score that picks (a train.monitor value). AUC: auc_minus_logloss picked
+  # a better-calibrated, 0.012-AUC-worse model on Frappe 25x (bench/RESULTS.md, leaderboard).
+  comp.auto_monitor = "auc"
   comp.target_ratio = 0.0  # compressed fields take full bytes / ratio; 0: bytes of quantize.* PQ
   # pq with a target ratio: how many (M, K) within the budget stage B tries (the best swap-in on
   # valid is kept; stage B costs that many times); 1: the one using the most bytes

@@ -9,6 +9,7 @@ from mec_jax.layers.qr import COMBINES, LARGE_INDEX
 from mec_jax.methods import cce, pq, pq_head, protocols, qr, robez, rowwise
 from mec_jax.methods import hash as hashing
 from mec_jax.methods.base import Artifact, Method
+from mec_jax.train.metrics import MONITORS
 
 REGISTRY: dict[str, Method] = {
   "pq": pq.METHOD,
@@ -57,6 +58,7 @@ def validate(config) -> None:
     ("qr_large_index", c.qr_large_index, LARGE_INDEX),
     ("qr_random_init", c.qr_random_init, qr.RANDOM_INITS),
     ("scale_dtype", c.scale_dtype, SCALE_DTYPES),
+    ("auto_monitor", c.auto_monitor, MONITORS),
   ):
     if value not in choices:
       raise ConfigError(f"config.compress.{key}={value!r}; expected one of {choices}")
