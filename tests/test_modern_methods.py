@@ -41,6 +41,10 @@ def test_plan_cce_takes_the_most_clusters_within_each_share():
     assert 2 * (k + 1) * dim * 4 + packed_nbytes(vocab, cols, k + 1) > share
   with pytest.raises(ConfigError, match="below CCE's smallest"):
     budget.plan_cce([1000], 40, 4, 200)
+  one_cluster = budget.cce_bytes(383, 16, 4, 1)  # MovieLens zip3 at 100x: fits 1 cluster, not 2
+  assert budget.cce_bytes(383, 16, 4, 2) > one_cluster
+  with pytest.raises(ConfigError, match="2 clusters a column"):
+    budget.plan_cce([383], 16, 4, one_cluster)
 
 
 def test_plan_robez_fills_the_budget():

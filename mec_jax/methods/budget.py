@@ -22,6 +22,7 @@ from mec_jax.errors import BudgetError
 from mec_jax.methods.base import compressed_fields
 
 FLOAT_BYTES = 4
+MIN_CCE_CLUSTERS = 2  # pointers of at least one bit (`compression.table.code_dtype`)
 
 
 def pq_bytes(vocab_sizes: list[int], dim: int, num_subspaces: int, codebook_size: int) -> int:
@@ -171,7 +172,8 @@ def plan_cce(vocab_sizes: list[int], dim: int, num_columns: int, budget: int) ->
   """Clusters ``k_f`` per field: the most (``<= V_f``) whose CCE bytes fit the field's share.
 
   Raises:
-    BudgetError: a share below one cluster per column.
+    BudgetError: a share below two clusters per column (one cluster gives every id the same
+      clustered row and no pointer bits: not CCE).
   """
   out = []
   for vocab, share in zip(vocab_sizes, _shares(vocab_sizes, budget), strict=True):
@@ -181,10 +183,11 @@ def plan_cce(vocab_sizes: list[int], dim: int, num_columns: int, budget: int) ->
       low, high = (
         (mid, high) if cce_bytes(vocab, dim, num_columns, mid) <= share else (low, mid - 1)
       )
-    if low < 1:
+    if low < MIN_CCE_CLUSTERS:
       raise BudgetError(
         f"config.compress.target_ratio: a share of {share} bytes for a field of {vocab} ids is "
-        f"below CCE's smallest ({cce_bytes(vocab, dim, num_columns, 1)} bytes at dim {dim})"
+        f"below CCE's smallest ({cce_bytes(vocab, dim, num_columns, MIN_CCE_CLUSTERS)} bytes at "
+        f"dim {dim}: {MIN_CCE_CLUSTERS} clusters a column)"
       )
     out.append(low)
   return out
