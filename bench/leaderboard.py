@@ -57,6 +57,7 @@ RAW_COLUMNS = (
 TEXT = ("method", "protocol", "seed", "kept", "note", "picked")
 FLOATS = tuple(c for c in RAW_COLUMNS if c not in TEXT)
 AUTO = ("auto", "by valid")  # the derived row of `compress.method=auto` (see `auto_rows`)
+AUTO_ALL = ("auto", "every line")  # the same with every budgeted (method, protocol) as candidate
 
 
 def sweep_path(dataset: str) -> str:
@@ -99,7 +100,9 @@ def raw_rows(records: list[dict]) -> list[dict]:
   return rows
 
 
-def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str) -> list[dict]:
+def auto_rows(
+  rows: list[dict], candidates: list[tuple[str, str]], monitor: str, name: tuple = AUTO
+) -> list[dict]:
   """The rows ``compress.method=auto`` gets, derived from the cells: per (budget, seed) whose
   candidate cells all have a record, the candidate with the best validation score
   (``compress.auto_monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
@@ -110,6 +113,7 @@ def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str)
     rows: `read_raw` rows of one dataset.
     candidates: ``(method, protocol)`` pairs, from ``compress.auto_candidates``.
     monitor: ``compress.auto_monitor`` of the dataset's config.
+    name: the rows' ``(method, protocol)``.
   """
   from mec_jax.train.metrics import monitor_score
 
@@ -134,7 +138,7 @@ def auto_rows(rows: list[dict], candidates: list[tuple[str, str]], monitor: str)
     times = {
       key: sum(r.get(key) or 0.0 for r in members.values()) for key in ("stage_b_s", "stage_c_s")
     }
-    row = pick | times | {"method": AUTO[0], "protocol": AUTO[1], "target_ratio": ratio}
+    row = pick | times | {"method": name[0], "protocol": name[1], "target_ratio": ratio}
     out.append(row | {"seed": seed, "kept": f"{pick['method']} {pick['protocol']}"})
   return out
 
@@ -327,7 +331,7 @@ def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
     )
   if gaps:
     text += f"Test AUC minus the full model's at >= 25x: {', '.join(gaps)}. "
-  single = {k: v for k, v in score.items() if k != AUTO}
+  single = {k: v for k, v in score.items() if k[0] != AUTO[0]}
   if single:
     pick = max(single, key=lambda k: len(single[k]))
     missed = [f"{d} {c:g}x" for d, c in cells if (d, c) not in single[pick]]
@@ -353,7 +357,8 @@ def expected_cells(sweep: list[dict]) -> list[tuple]:
   """The cells of a sweep, with full and the derived auto row at each budget."""
   keys = [cell_key(o) for o in sweep]
   budgets = sorted({k[2] for k in keys if k[2] > 1.0})
-  return [("full", "stage A", 1.0)] + [(*AUTO, b) for b in budgets] + keys
+  autos = [(*name, b) for name in (AUTO, AUTO_ALL) for b in budgets]
+  return [("full", "stage A", 1.0)] + autos + keys
 
 
 def commands(dataset: str) -> str:
@@ -402,7 +407,9 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
 - **auto** (by valid): what `compress.method=auto` keeps, derived from the cells of its candidates
   (`compress.auto_candidates` of the dataset's config) at the same budget and seed: the candidate
   with the best validation score (`compress.auto_monitor`, AUC); `kept` names it. Its stage times are the
-  candidates' sums (auto runs them all). Shown once all its candidates have a record.
+  candidates' sums (auto runs them all). Shown once all its candidates have a record. **auto
+  (every line)**: the same pick with every budgeted method and protocol of the sweep as a
+  candidate (`compress.auto_candidates` listing them all; ~12x one method's cost).
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the
   budget (e.g. QR's 2 sqrt(V) floor); "failed": the cell stopped on an error (its `cell.json` says
   which; rerunning the grid retries it).
@@ -416,7 +423,11 @@ def page() -> None:
     rows = read_raw(raw) if os.path.exists(raw) else []
     config, sweep = load_sweep(dataset)
     if config is not None:
-      rows += auto_rows(rows, auto_candidates(config), config.compress.auto_monitor)
+      monitor = config.compress.auto_monitor
+      lines = list(dict.fromkeys(k[:2] for k in map(cell_key, sweep) if k[2] > 1.0))
+      rows += auto_rows(rows, auto_candidates(config), monitor) + auto_rows(
+        rows, lines, monitor, AUTO_ALL
+      )
     table = aggregate(rows)
     tables[dataset] = table
     expected = expected_all[dataset] = expected_cells(sweep) if sweep else []

@@ -137,6 +137,8 @@ def test_auto_row_is_the_candidate_with_the_best_validation_score(board):
   assert out[0]["stage_c_s"] == pytest.approx(3 * 2.0)  # every candidate's time
   by_auc = board.auto_rows(rows, candidates, "auc")
   assert by_auc[0]["kept"] == "pq warm"  # valid AUC 0.79 > 0.78
+  every = board.auto_rows(rows, candidates, "auc", board.AUTO_ALL)
+  assert (every[0]["method"], every[0]["protocol"]) == board.AUTO_ALL
 
 
 def test_auto_candidates_parse_the_protocol(board):
