@@ -7,27 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import smoke
 from mec_jax import methods, pipeline
 from mec_jax.compression.table import packed_nbytes
 from mec_jax.errors import ConfigError
 from mec_jax.layers.cce import CCETable
 from mec_jax.layers.robez import RobeTable
 from mec_jax.methods import budget, cce, robez
-
-
-class _Spec:
-  name = "f"
-
-  def __init__(self, vocab):
-    self.vocab_size = vocab
-
-
-def _config(**compress):
-  config = smoke.get_config()
-  for key, value in compress.items():
-    setattr(config.compress, key, value)
-  return config
+from tests.methods.method_fixtures import FieldStub, smoke_config
 
 
 def test_plan_cce_takes_the_most_clusters_within_each_share():
@@ -57,7 +43,9 @@ def test_robez_warm_start_is_the_weighted_least_squares_fit():
   vocab, dim, size = 30, 4, 17
   table = rng.normal(size=(vocab, dim)).astype(np.float32)
   counts = rng.integers(1, 20, vocab).astype(np.float64)
-  art = robez.build_field(_Spec(vocab), table, None, counts, _config(robez_blocks=2), size, 0)
+  art = robez.build_field(
+    FieldStub(vocab), table, None, counts, smoke_config(robez_blocks=2), size, 0
+  )
   # Independent: min_a sum_v n_v ||x_v - A_v a||^2 by numpy's least squares.
   design = np.zeros((vocab * dim, size))
   design[np.arange(vocab * dim), art.positions().reshape(-1)] = 1.0
@@ -75,7 +63,7 @@ def test_cce_warm_start_clusters_and_fits_the_residual():
   )
   counts = rng.integers(1, 50, vocab).astype(np.float64)
   bias = rng.normal(size=vocab).astype(np.float32)
-  art = cce.build_field(_Spec(vocab), table, bias, counts, _config(cce_columns=2), k, 0)
+  art = cce.build_field(FieldStub(vocab), table, bias, counts, smoke_config(cce_columns=2), k, 0)
   assert art.assignments.dtype == np.uint8 and art.assignments.shape == (vocab, 2)
   layer = art.to_layer(rngs=nnx.Rngs(0))
   rec = np.asarray(layer(np.arange(vocab)))
@@ -84,7 +72,9 @@ def test_cce_warm_start_clusters_and_fits_the_residual():
   base = np.asarray(clusters_only.to_layer(rngs=nnx.Rngs(0))(np.arange(vocab)))
   err = lambda r: float(np.sum(counts[:, None] * (r - table) ** 2) / counts.sum())
   assert err(base) < 0.05 * float(np.mean(table**2)) and err(rec) <= err(base) + 1e-6
-  scratch = cce.build_field(_Spec(vocab), table, bias, counts, _config(init_tables="random"), k, 0)
+  scratch = cce.build_field(
+    FieldStub(vocab), table, bias, counts, smoke_config(init_tables="random"), k, 0
+  )
   assert np.abs(scratch.clustered).max() < 1e-2 and not scratch.hashed.any()
   assert not np.array_equal(scratch.assignments, art.assignments)
 
@@ -130,13 +120,13 @@ def test_artifact_round_trip_and_with_layer(method, tmp_path):
 def test_bad_divisor_is_a_clear_error():
   for key in ("cce_columns", "robez_blocks"):
     with pytest.raises(ConfigError, match=f"compress.{key}=3; expected a divisor of embed_dim=8"):
-      methods.validate(_config(**{key: 3}))
-  methods.validate(_config(cce_columns=8, robez_blocks=2))
+      methods.validate(smoke_config(**{key: 3}))
+  methods.validate(smoke_config(cce_columns=8, robez_blocks=2))
 
 
 @pytest.mark.parametrize(("method", "init"), [("cce", "stage_a"), ("robez", "random")])
 def test_runs_every_stage_on_smoke_at_the_target_ratio(method, init, tmp_path):
-  config = _config(method=method, init_tables=init, target_ratio=8.0)
+  config = smoke_config(method=method, init_tables=init, target_ratio=8.0)
   config.train.epochs = 1
   report = pipeline.run(config, str(tmp_path))
   fields = report["compressed_fields"]

@@ -3,32 +3,21 @@
 import numpy as np
 import pytest
 
-from configs import smoke
 from mec_jax import pipeline
 from mec_jax.layers.qr import qr_index
 from mec_jax.methods import budget, qr
 from mec_jax.methods.hash import INIT_STD
-
-
-class _Spec:
-  name = "f"
-
-  def __init__(self, vocab):
-    self.vocab_size = vocab
+from tests.methods.method_fixtures import FieldStub, smoke_config
 
 
 def _config(**compress):
-  config = smoke.get_config()
-  config.compress.init_tables = "random"
-  for key, value in compress.items():
-    setattr(config.compress, key, value)
-  return config
+  return smoke_config(init_tables="random", **compress)
 
 
 def _scratch_rows(large_index, init, combine="mult", vocab=20_000, collisions=25, dim=16):
   config = _config(qr_large_index=large_index, qr_random_init=init, qr_combine=combine)
   table = np.zeros((vocab, dim), np.float32)  # stage A's rows: unused from scratch
-  art = qr.build_field(_Spec(vocab), table, np.zeros(vocab), None, config, collisions, seed=3)
+  art = qr.build_field(FieldStub(vocab), table, np.zeros(vocab), None, config, collisions, seed=3)
   assert art.quotient.shape == (vocab // collisions, dim) and art.remainder.shape == (25, dim)
   assert art.first_order is not None and not art.first_order.any()
   return art, art.reconstruct()
