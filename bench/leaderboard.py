@@ -299,7 +299,7 @@ def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
     for column, top in sorted(winners(table).items()):
       if not top or column <= 1.0:
         continue
-      best = table[next(iter(top))]
+      best = table[min(top, key=lambda k: (k[0] == AUTO[0], k))]  # name a method, not auto
       tol = 0.0 if math.isnan(best["test_auc_std"]) else best["test_auc_std"]
       cells.append((dataset, column))
       for key, cell in table.items():
