@@ -106,8 +106,9 @@ def auto_rows(
   """The rows ``compress.method=auto`` gets, derived from the cells: per (budget, seed) whose
   candidate cells all have a record, the candidate with the best validation score
   (``compress.auto_monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
-  grid cell of that method, protocol and seed). Its stage times are the candidates' sums (auto
-  runs them all); infeasible candidates are skipped, as auto skips them.
+  grid cell of that method, protocol and seed; ties go to the earlier candidate). Its stage times
+  are the candidates' sums (auto runs them all), a stage B that candidates share
+  (`stage_b_key`) counted once; infeasible candidates are skipped, as auto skips them.
 
   Args:
     rows: `read_raw` rows of one dataset.
@@ -134,13 +135,32 @@ def auto_rows(
     def score(row):
       return monitor_score({"auc": row["valid_auc"], "logloss": row["valid_logloss"]}, monitor)
 
+    done.sort(key=lambda r: candidates.index((r["method"], r["protocol"])))  # ties: the first
     pick = max(done, key=score)
+    once = {stage_b_key(*c): c for c in reversed(candidates)}.values()  # auto shares these
     times = {
-      key: sum(r.get(key) or 0.0 for r in members.values()) for key in ("stage_b_s", "stage_c_s")
+      "stage_b_s": sum(members[c].get("stage_b_s") or 0.0 for c in once),
+      "stage_c_s": sum(r.get("stage_c_s") or 0.0 for r in members.values()),
     }
     row = pick | times | {"method": name[0], "protocol": name[1], "target_ratio": ratio}
     out.append(row | {"seed": seed, "kept": f"{pick['method']} {pick['protocol']}"})
   return out
+
+
+def stage_b_key(method: str, protocol: str) -> tuple:
+  """What a candidate's stage B depends on beyond the shared settings: its method and the
+  protocol's overrides of the ``compress.*`` keys the method reads (`Method.config_keys`). Equal
+  keys: `mec_jax.auto` computes that stage B once (``pq`` and ``pq:scratch``)."""
+  from mec_jax.methods import protocols, registry
+
+  keys = registry.get(method).config_keys
+  overrides = protocols.PROTOCOLS[protocol]
+  read = sorted(
+    (k, v)
+    for k, v in overrides.items()
+    if k.startswith("compress.") and (keys is None or k.split(".", 1)[1] in keys)
+  )
+  return (method, tuple(read))
 
 
 def auto_candidates(config) -> list[tuple[str, str]]:
@@ -407,7 +427,7 @@ see `configs.sweeps.leaderboard_sweep`). Do not edit by hand: rerun the page.
 - **auto** (by valid): what `compress.method=auto` keeps, derived from the cells of its candidates
   (`compress.auto_candidates` of the dataset's config) at the same budget and seed: the candidate
   with the best validation score (`compress.auto_monitor`, AUC); `kept` names it. Its stage times are the
-  candidates' sums (auto runs them all). Shown once all its candidates have a record. **auto
+  candidates' sums (auto runs them all; a stage B two candidates share, as `pq` and `pq:scratch` do, counted once). Shown once all its candidates have a record. **auto
   (every line)**: the same pick with every budgeted method and protocol of the sweep as a
   candidate (`compress.auto_candidates` listing them all; ~12x one method's cost).
 - "not run": in the sweep, no result yet (never filled in); "infeasible": the method cannot meet the

@@ -37,7 +37,9 @@ import os
 import shutil
 import time
 
-from mec_jax import pipeline, workdir_lock
+from absl import logging
+
+from mec_jax import methods, pipeline, workdir_lock
 from mec_jax import report as report_lib
 from mec_jax import workdir as workdir_lib
 from mec_jax.config_checks import validate_config
@@ -128,8 +130,9 @@ def run_candidate(config, root: str, name: str) -> dict:
         f"delete {workdir} to recompute it, or use another --workdir"
       )
     return record
-  workdir_lib.link_stage_a(root, workdir)
+  workdir_lib.link_stage(root, workdir)
   method, overrides = protocols.parse(name)
+  _share_stage_b(config, root, name)
   record = {"candidate": name, "seed": config.train.seed, "settings": settings}
   record["overrides"] = {"compress.method": method} | overrides
   if config.compress.target_ratio:
@@ -144,6 +147,24 @@ def run_candidate(config, root: str, name: str) -> dict:
   if distributed.is_writer():
     report_lib.write_json_atomic(done, record)
   return record
+
+
+def _share_stage_b(config, root: str, name: str) -> None:
+  """Links into candidate ``name``'s directory the stage B of a finished candidate that computed
+  it with the same settings (e.g. ``pq`` for ``pq:scratch``: PQ's stage B reads no protocol key,
+  `methods.Method.config_keys`), so it is not computed twice."""
+  workdir = candidate_dir(root, name)
+  if workdir_lib.stage_outputs(workdir, "quantize"):
+    return
+  stage_b = candidate_config(config, name, "quantize")
+  keys = methods.get(stage_b.compress.method).config_keys
+  for other in config.compress.auto_candidates:
+    source = candidate_dir(root, other)
+    finished = other != name and os.path.exists(os.path.join(source, RECORD))
+    if finished and workdir_lib.stage_matches(stage_b, source, "quantize", keys):
+      logging.info("auto: candidate %s reuses the stage B of %s (same settings)", name, other)
+      workdir_lib.link_stage(source, workdir, "quantize")
+      return
 
 
 def _records(config, root: str, *, run_missing: bool) -> dict[str, dict]:

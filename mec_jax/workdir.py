@@ -156,26 +156,46 @@ def safe_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def link_stage_a(source: str, target: str) -> None:
-  """Makes work directory ``target`` start from the finished stage A of work directory ``source``:
-  ``pretrain/`` hard-linked in (stage A's files are never rewritten; copied across file systems)
-  and its stage records (``stages.json``) copied. Does nothing if ``target`` has ``pretrain/``.
+def link_stage(source: str, target: str, stage: str = "pretrain") -> None:
+  """Makes work directory ``target`` start from the finished ``stage`` of work directory
+  ``source``: the stage's directories (``_STAGE_DIRS``) hard-linked in (a finished stage's files
+  are never rewritten; copied across file systems) and its record added to ``target``'s
+  ``stages.json``. Does nothing if ``target`` has the stage's first directory.
 
-  Used by the grid runner's cells and by ``compress.method=auto``'s candidates.
+  Used by the grid runner's cells (stage A) and by ``compress.method=auto``'s candidates (stage A,
+  and a stage B that an earlier candidate computed with the same settings: `stage_matches`).
   """
-  pretrain = os.path.join(target, "pretrain")
-  if os.path.exists(pretrain):
+  if os.path.exists(os.path.join(target, _STAGE_DIRS[stage][0])):
     return
   os.makedirs(target, exist_ok=True)
-  tmp = pretrain + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    shutil.copytree(os.path.join(source, "pretrain"), tmp, copy_function=os.link)
-  except OSError:  # another filesystem: copy instead
+  for name in _STAGE_DIRS[stage]:
+    src, dst = os.path.join(source, name), os.path.join(target, name)
+    if not os.path.isdir(src) and name != _STAGE_DIRS[stage][0]:  # e.g. no swap/ (no swap-in)
+      continue
+    tmp = dst + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(os.path.join(source, "pretrain"), tmp)
-  shutil.copy(os.path.join(source, STAGES_FILE), os.path.join(target, STAGES_FILE))
-  os.replace(tmp, pretrain)
+    try:
+      shutil.copytree(src, tmp, copy_function=os.link)
+    except OSError:  # another filesystem: copy instead
+      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.copytree(src, tmp)
+    if name != _STAGE_DIRS[stage][0]:
+      os.replace(tmp, dst)
+  stored = _stored(target)
+  stored[stage] = _stored(source)[stage]
+  _write_stored(target, stored)
+  first = os.path.join(target, _STAGE_DIRS[stage][0])
+  os.replace(first + ".tmp", first)  # last: its presence says the stage is linked
+
+
+def stage_matches(config, root: str, stage: str, compress_keys=None) -> bool:
+  """Whether ``root`` holds ``stage``'s outputs, recorded as computed with ``config``'s settings
+  for that stage (``compress_keys`` as for `stage_fingerprints`); input files are not compared."""
+  stored = _stored(root).get(stage)
+  if not stored or not stage_outputs(root, stage):
+    return False
+  before = {k: v for k, v in stored.items() if k not in (_FILES, _UNREAD)}
+  return before == stage_fingerprints(config, compress_keys)[stage]
 
 
 def check_workdir(root: str, *, writable: bool) -> None:
@@ -311,6 +331,10 @@ def record(config, root: str, stage: str, inputs: dict | None = None, compress_k
     )
   if inputs is not None:
     stored[stage][_FILES] = inputs
+  _write_stored(root, stored)
+
+
+def _write_stored(root: str, stored: dict) -> None:
   path = os.path.join(root, STAGES_FILE)
   tmp = path + ".tmp"
   with open(tmp, "w") as fh:

@@ -102,7 +102,7 @@ def test_a_candidate_is_the_grid_cell_of_its_method_protocol_and_seed(done, tmp_
   protocol and seed over the same stage A computes the same model."""
   root, report = done
   stage_a = str(tmp_path / "stage_a")
-  workdir_lib.link_stage_a(root, stage_a)
+  workdir_lib.link_stage(root, stage_a)
   with open(os.path.join(stage_a, "stage_a.json"), "w") as fh:
     json.dump({"seconds": 0.0}, fh)
   overrides = {"compress.method": "hash", "compress.target_ratio": 4.0} | FROM_SCRATCH
@@ -207,3 +207,35 @@ def test_quantize_stage_is_refused_in_one_line(tmp_path):
   with pytest.raises(ConfigError, match=r"config\.stage='quantize' with compress\.method=auto"):
     pipeline.run(config, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
+
+
+def test_candidates_with_the_same_stage_b_compute_it_once(tmp_path):
+  """``pq`` and ``pq:scratch`` read the same stage-B settings (`Method.config_keys`): the second
+  links the first's ``quantize/`` (same inodes) and still equals its grid cell, whose stage B ran
+  on its own; ``hash:scratch`` (another method) computes its own."""
+  root = str(tmp_path / "wd")
+  config = auto_config(auto_candidates=("pq", "pq:scratch", "hash:scratch"), pq_candidates=2)
+  report = pipeline.run(config, root)
+  pq, scratch, other = (
+    os.path.join(auto.candidate_dir(root, n), "quantize")
+    for n in ("pq", "pq:scratch", "hash:scratch")
+  )
+  shared = sorted(f for f in os.listdir(pq) if f.endswith(".npz"))
+  assert shared
+  for name in shared:
+    assert os.path.samefile(os.path.join(pq, name), os.path.join(scratch, name))
+  assert not set(os.listdir(other)) & set(shared)
+  with open(os.path.join(auto.candidate_dir(root, "pq:scratch"), workdir_lib.STAGES_FILE)) as fh:
+    assert "quantize" in json.load(fh)  # the link carries the stage record: a rerun checks it
+  stage_a = str(tmp_path / "stage_a")
+  workdir_lib.link_stage(root, stage_a)
+  with open(os.path.join(stage_a, "stage_a.json"), "w") as fh:
+    json.dump({"seconds": 0.0}, fh)
+  overrides = {"compress.method": "pq", "compress.target_ratio": 4.0} | FROM_SCRATCH
+  base = auto_config(method="pq", pq_candidates=2)
+  cell = runner.run_cell(base, SEED, overrides, str(tmp_path), stage_a)["report"]
+  mine = report["auto"]["candidates"]["pq:scratch"]
+  assert cell["compressed"]["test_auc"] == pytest.approx(mine["test_auc"], abs=1e-6)
+  assert cell["memory"]["compressed_fields_only"]["compressed_bytes_packed"] == mine["bytes"]
+  again = pipeline.run(config, root)  # a rerun reads everything back
+  assert again["auto"]["picked"] == report["auto"]["picked"]

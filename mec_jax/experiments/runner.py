@@ -178,7 +178,7 @@ def _finished(done: str) -> bool:
 def _run_stages(config, seed, overrides, root, stage_a, workdir, finetune) -> dict:
   """The pipeline stages of one cell in ``workdir``; the report."""
   cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
-  workdir_lib.link_stage_a(stage_a, workdir)
+  workdir_lib.link_stage(stage_a, workdir)
   if finetune:
     return pipeline.run(cfg, workdir)
   cfg.stage = "quantize"  # stage B, then the report of the swap-in model

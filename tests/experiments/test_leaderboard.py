@@ -141,6 +141,23 @@ def test_auto_row_is_the_candidate_with_the_best_validation_score(board):
   assert (every[0]["method"], every[0]["protocol"]) == board.AUTO_ALL
 
 
+def test_auto_row_counts_a_shared_stage_b_once_and_ties_go_to_the_first_candidate(board):
+  """``pq`` and ``pq:scratch`` share stage B in `mec_jax.auto` (PQ's stage B reads no protocol
+  key); ``hash:scratch`` reads ``compress.init_tables``, so hash warm and scratch do not."""
+  assert board.stage_b_key("pq", "warm") == board.stage_b_key("pq", "scratch")
+  assert board.stage_b_key("hash", "warm") != board.stage_b_key("hash", "scratch")
+  candidates = [("pq", "warm"), ("pq", "scratch"), ("hash", "scratch")]
+  rows = [
+    _row("hash", "scratch", 0, 0.70, 0.77, 0.45),
+    _row("pq", "scratch", 0, 0.78, 0.79, 0.45),  # ties pq warm on validation
+    _row("pq", "warm", 0, 0.78, 0.79, 0.45),
+  ]
+  (out,) = board.auto_rows(rows, candidates, "auc")
+  assert out["kept"] == "pq warm"  # the earlier candidate, as auto.pick breaks ties
+  assert out["stage_b_s"] == pytest.approx(2 * 1.0)  # pq's and hash's; pq:scratch links pq's
+  assert out["stage_c_s"] == pytest.approx(3 * 2.0)
+
+
 def test_auto_candidates_parse_the_protocol(board):
   from ml_collections import ConfigDict
 
