@@ -12,6 +12,7 @@ from mec_jax import model_factory
 from mec_jax.compression.table import normalized_entropy
 from mec_jax.errors import ArtifactError, one_line
 from mec_jax.memory import field_memories, memory_report
+from mec_jax.train.metrics import monitor_score
 
 METRIC_KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
 
@@ -257,13 +258,24 @@ def metrics_of(result) -> dict | None:
   return {k: float(v) for k, v in values.items() if k in METRIC_KEYS}
 
 
+def kept_source(candidates: dict[str, dict], monitor: str) -> str:
+  """The key of ``candidates`` (``{"finetune" | "swap": metrics}``) with the best validation score
+  (``monitor``, a `train.monitor` value); ties go to the first."""
+
+  def score(name):
+    m = candidates[name]
+    return monitor_score({"auc": m["valid_auc"], "logloss": m["valid_logloss"]}, monitor)
+
+  return max(candidates, key=score)
+
+
 def assemble(config, dataset, results: RunResults, timings: dict) -> dict:
   """The ``report.json`` document of a run (DESIGN §7).
 
   The backbone is built as shapes only (`model_factory.abstract_compressed_model`): it says
   whether it has first-order terms and how many dense parameters it holds, allocating no table.
-  The compressed model kept is the candidate (stage C, swap-in) with the best validation
-  ``auc - logloss``, the monitor of the training loop.
+  The compressed model kept is the candidate (stage C, swap-in) with the best validation score
+  (``train.monitor``, the score the training loop keeps its best checkpoint by).
   """
   fm, compressed = dataset.feature_map, results.compressed
   probe = model_factory.abstract_compressed_model(config.model.name, dataset, compressed, config)
@@ -287,8 +299,7 @@ def assemble(config, dataset, results: RunResults, timings: dict) -> dict:
   if results.swap is not None:
     report["compressed_swap"] = candidates["swap"] = metrics_of(results.swap)
   if candidates:
-    score = lambda m: m["valid_auc"] - m["valid_logloss"]  # noqa: E731
-    source = max(candidates, key=lambda k: score(candidates[k]))
+    source = kept_source(candidates, config.train.monitor)
     report["compressed"] = {**candidates[source], "source": source}
   if results.note:
     report["nothing_compressed"] = results.note
