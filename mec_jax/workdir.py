@@ -286,11 +286,7 @@ def check(config, root: str, inputs: dict | None = None, compress_keys=None) -> 
   for stage, before in stored.items():
     if stage not in _STAGE_ARTIFACTS or not stage_outputs(root, stage):
       continue
-    unread = set(before.get(_UNREAD, ()))  # the stage's method did not read them
-    now = {k: v for k, v in current.get(stage, {}).items() if k not in unread}
-    # A key the record lacks was added after the stage ran (see the module docstring).
-    before = {k: BEHAVIOUR_BEFORE_KEY[k] for k in now if k in BEHAVIOUR_BEFORE_KEY} | before
-    diff = {k: (before[k], now.get(k)) for k in before if k in now and before[k] != now[k]}
+    diff = _diff(before, current.get(stage, {}))
     data_diff = []
     if inputs is not None and before.get(_FILES):
       data_diff, same_but_touched = fingerprint.differences(before[_FILES], inputs)
@@ -318,6 +314,29 @@ def check(config, root: str, inputs: dict | None = None, compress_keys=None) -> 
       "%s: input files touched since the stages ran, same size and content digest; reusing "
       "the stages: %s", root, ", ".join(touched[:4]),
     )  # fmt: skip
+
+
+def _diff(before: dict, now: dict) -> dict:
+  """``{key: (recorded, current)}`` of a stage record ``before`` against the current fingerprint
+  ``now`` of that stage: keys its method did not read are skipped, and a key the record lacks
+  was added after the stage ran (its value then: `BEHAVIOUR_BEFORE_KEY`)."""
+  unread = set(before.get(_UNREAD, ()))
+  now = {k: v for k, v in now.items() if k not in unread}
+  before = {k: BEHAVIOUR_BEFORE_KEY[k] for k in now if k in BEHAVIOUR_BEFORE_KEY} | before
+  return {k: (before[k], now[k]) for k in before if k in now and before[k] != now[k]}
+
+
+def changed_settings(config, root: str, compress_keys=None) -> list[str]:
+  """``"config.<key>: <recorded> -> <current>"`` for each setting that differs between ``root``'s
+  stage records and ``config`` (every recorded stage, with outputs or not; input files are not
+  compared); ``compress_keys`` as for `stage_fingerprints`. Empty: ``root`` holds what ``config``
+  computes."""
+  current = stage_fingerprints(config, compress_keys)
+  changes = {}
+  for stage, before in _stored(root).items():
+    if stage in _STAGE_ARTIFACTS:
+      changes |= _diff(before, current.get(stage, {}))
+  return [f"config.{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())]
 
 
 def record(config, root: str, stage: str, inputs: dict | None = None, compress_keys=None) -> None:

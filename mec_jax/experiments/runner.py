@@ -18,7 +18,12 @@ Layout of the grid's workdir::
 A seed sets ``train.seed``, ``quantize.seed`` and ``compress.hash_seed``. A cell whose
 ``cell.json`` holds a report or ``infeasible`` is not run again, so an interrupted grid continues where it stopped and a
 partial grid still gives a table. A budget a method cannot meet (e.g. QR below its ``2 sqrt(V)``
-floor) is recorded as infeasible, with the reason.
+floor) is recorded as infeasible, with the reason. A finished cell is reused only while its stage
+records hold the grid's settings (`workdir.changed_settings`, the keys its method reads): from
+other settings (a changed sweep base or default) the grid stops with one line naming them and the
+cell to delete, rather than let an old record stand for the new settings. A cell's stage B is
+linked from a finished cell of the same seed that computed it with the same settings (PQ warm and
+from scratch), not computed twice.
 
 A cell that fails for any other reason (a bad override, settings that differ from the cell's
 workdir, a damaged artifact, a bug) does not stop the grid: its ``cell.json`` records
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import importlib.util
 import os
 import sys
@@ -41,7 +47,7 @@ from collections.abc import Callable
 
 from absl import logging
 
-from mec_jax import pipeline
+from mec_jax import methods, pipeline
 from mec_jax import workdir as workdir_lib
 from mec_jax.error_log import ErrorLog
 from mec_jax.errors import BudgetError, ConfigError, MecError
@@ -144,7 +150,7 @@ def run_cell(
   workdir = os.path.join(root, "cells", cell_name(overrides), f"seed{seed}")
   done = os.path.join(workdir, "cell.json")
   if _finished(done):
-    return read_json(done)
+    return _reused(config, seed, overrides, root, workdir, done)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, ".running"), "a") as fh:
     try:
@@ -152,7 +158,7 @@ def run_cell(
     except BlockingIOError:
       return None
     if _finished(done):  # finished by the process that held the lock
-      return read_json(done)
+      return _reused(config, seed, overrides, root, workdir, done)
     record = {"cell": cell_name(overrides), "seed": seed, "overrides": overrides}
     record["finetune"] = finetune
     start = time.time()
@@ -170,6 +176,25 @@ def run_cell(
     return record
 
 
+def _reused(config, seed, overrides, root, workdir, done) -> dict:
+  """The finished record ``done``, if the cell's stage records hold this grid's settings.
+
+  Raises:
+    ConfigError: the cell was computed with other settings (a changed sweep file or default),
+      naming them; its record would otherwise stand for a computation it is not.
+  """
+  cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
+  keys = methods.get(cfg.compress.method).config_keys
+  changed = workdir_lib.changed_settings(cfg, workdir, keys)
+  if changed:
+    more = f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
+    raise ConfigError(
+      f"{done} was computed with other settings ({'; '.join(changed[:3])}{more}); "
+      f"delete {workdir} to recompute the cell, or use another grid directory"
+    )
+  return read_json(done)
+
+
 def _finished(done: str) -> bool:
   """Whether the cell record at ``done`` exists and is final (a report or infeasible)."""
   return os.path.exists(done) and "failed" not in read_json(done)
@@ -179,12 +204,30 @@ def _run_stages(config, seed, overrides, root, stage_a, workdir, finetune) -> di
   """The pipeline stages of one cell in ``workdir``; the report."""
   cfg = seeded(config, seed, os.path.join(root, "cache"), overrides)
   workdir_lib.link_stage(stage_a, workdir)
+  _share_stage_b(cfg, root, seed, workdir)
   if finetune:
     return pipeline.run(cfg, workdir)
   cfg.stage = "quantize"  # stage B, then the report of the swap-in model
   pipeline.run(cfg, workdir)
   cfg.stage = "report"
   return pipeline.run(cfg, workdir)
+
+
+def _share_stage_b(cfg, root: str, seed: int, workdir: str) -> None:
+  """Links into ``workdir`` the stage B of a finished cell of the same seed that computed it with
+  the same settings (PQ warm-started and from scratch: PQ's stage B reads no protocol key,
+  `methods.Method.config_keys`), so a grid computes it once, as ``compress.method=auto`` does."""
+  if workdir_lib.stage_outputs(workdir, "quantize"):
+    return
+  keys = methods.get(cfg.compress.method).config_keys
+  for done in sorted(glob.glob(os.path.join(root, "cells", "*", f"seed{seed}", "cell.json"))):
+    source = os.path.dirname(done)
+    if source == workdir or "report" not in read_json(done):
+      continue
+    if workdir_lib.stage_matches(cfg, source, "quantize", keys):
+      logging.info("%s: stage B linked from %s (same settings)", workdir, source)
+      workdir_lib.link_stage(source, workdir, "quantize")
+      return
 
 
 def failure_line(err: Exception, workdir: str) -> str:

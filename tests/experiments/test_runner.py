@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mec_jax import pipeline
@@ -266,3 +267,47 @@ def test_overrides_take_the_type_of_the_default():
   assert isinstance(config.compress.target_ratio, float)
   with pytest.raises(ConfigError, match="init_from_pretrain"):
     runner.seeded(smoke.get_config(), 0, "/tmp", {"finetune.init_from_pretrain": "no"})
+
+
+def test_a_finished_cell_from_other_settings_is_refused(grid, tmp_path):
+  """A changed sweep base (or default) that a finished cell's method reads makes its record
+  stale: one line naming the setting. A key the method does not read leaves it standing."""
+  root, _, _ = grid
+  copy = tmp_path / "grid"
+  shutil.copytree(root, copy)
+  config, _, _, _ = runner.load_sweep(SWEEP)
+  config.compress.pq_candidates += 1  # read by pq, not by hash
+  stage_a = str(copy / "stage_a" / "seed0")
+  pq = {"compress.method": "pq", "compress.target_ratio": 4.0}
+  with pytest.raises(ConfigError, match=r"cell\.json was computed with other settings") as err:
+    runner.run_cell(config, 0, pq, str(copy), stage_a)
+  assert "config.compress.pq_candidates: 4 -> 5" in str(err.value)
+  assert "\n" not in str(err.value)
+  hash_cell = {"compress.method": "hash", "compress.target_ratio": 4.0}
+  assert "report" in runner.run_cell(config, 0, hash_cell, str(copy), stage_a)
+
+
+def test_pq_from_scratch_links_the_warm_cells_stage_b(grid, tmp_path):
+  """PQ's stage B reads no protocol key: the from-scratch cell links the finished warm cell's
+  ``quantize/`` (same inodes) and computes what it computes with a stage B of its own."""
+  from mec_jax.methods.protocols import FROM_SCRATCH
+
+  root, _, _ = grid
+  copy = tmp_path / "grid"
+  shutil.copytree(root, copy, copy_function=os.link)
+  config, _, _, _ = runner.load_sweep(SWEEP)
+  stage_a = str(copy / "stage_a" / "seed0")
+  scratch = {"compress.method": "pq", "compress.target_ratio": 4.0} | FROM_SCRATCH
+  linked = runner.run_cell(config, 0, scratch, str(copy), stage_a)["report"]
+  warm_b = copy / "cells" / "pq-r4" / "seed0" / "quantize"
+  mine_b = copy / "cells" / runner.cell_name(scratch) / "seed0" / "quantize"
+  files = sorted(p.name for p in warm_b.glob("*.npz"))
+  assert files and all(os.path.samefile(warm_b / f, mine_b / f) for f in files)
+  alone = runner.run_cell(config, 0, scratch, str(tmp_path / "alone"), stage_a)["report"]
+  assert linked["compressed"]["test_auc"] == pytest.approx(
+    alone["compressed"]["test_auc"], abs=1e-6
+  )
+  alone_b = tmp_path / "alone" / "cells" / runner.cell_name(scratch) / "seed0" / "quantize"
+  for name in files:  # the same codes (integers), so the same compressed tables
+    with np.load(mine_b / name) as a, np.load(alone_b / name) as b:
+      np.testing.assert_array_equal(a["codes"], b["codes"])
