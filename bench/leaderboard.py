@@ -308,22 +308,35 @@ def dataset_section(dataset: str, table: dict[tuple, dict], expected: list[tuple
   return "\n".join(lines) + "\n"
 
 
+def _tol(best: dict, cell: dict) -> float:
+  """One seed std: the best line's; when it ran one seed (no std), the compared row's; else 0."""
+  for row in (best, cell):
+    if not math.isnan(row["test_auc_std"]):
+      return row["test_auc_std"]
+  return 0.0
+
+
 def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
   """Sentences on the library's recommended method (``compress.method=auto``, the derived row):
-  in how many measured (dataset, budget) cells it is the best or within one seed std of the best,
-  where not, and its gap to the full model at >= 25x; then the best single (method, protocol)."""
+  in how many measured (dataset, budget) cells it is within one seed std (`_tol`) of the best
+  method line (the derived auto rows are not lines), where not, and its gap to the full model at
+  >= 25x; then the best single (method, protocol)."""
   score: dict[tuple, list] = {}
   cells, auto_missed, gaps = [], [], []
   for dataset, table in tables.items():
     full = table.get(("full", "stage A", 1.0))
-    for column, top in sorted(winners(table).items()):
-      if not top or column <= 1.0:
+    for column in sorted({k[2] for k in table if k[2] > 1.0}):
+      lines = [  # the methods' rows: the derived auto rows are not methods to beat
+        k for k in table if k[2] == column and table[k]["n"] and k[0] not in ("full", AUTO[0])
+      ]
+      if not lines:
         continue
-      best = table[min(top, key=lambda k: (k[0] == AUTO[0], k))]  # name a method, not auto
-      tol = 0.0 if math.isnan(best["test_auc_std"]) else best["test_auc_std"]
+      best = table[max(lines, key=lambda k: (table[k]["test_auc"], k))]
       cells.append((dataset, column))
       for key, cell in table.items():
-        if key[2] == column and cell["n"] and cell["test_auc"] >= best["test_auc"] - tol:
+        if (
+          key[2] == column and cell["n"] and cell["test_auc"] >= best["test_auc"] - _tol(best, cell)
+        ):
           score.setdefault(key[:2], []).append((dataset, column))
       auto = table.get((*AUTO, column))
       if auto is None or not auto["n"]:
@@ -344,8 +357,9 @@ def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
   )
   if measured:
     text += (
-      f"On the cells where all its candidates ran it is the best, or within one seed std of the "
-      f"best, in {len(score.get(AUTO, []))} of {measured}"
+      f"On the cells where all its candidates ran it is the best method line, or within one seed "
+      f"std of it (that line's std; auto's own when the best line ran one seed), in "
+      f"{len(score.get(AUTO, []))} of {measured}"
       + (f"; not in {', '.join(auto_missed)}" if auto_missed else "")
       + ". "
     )

@@ -174,3 +174,28 @@ def test_a_failed_cell_shows_as_failed(board):
   cell = board.aggregate(rows)[("hash", "warm", 25.0)]
   assert cell["n"] == 0
   assert board._auc(cell, False) == "failed"
+
+
+def test_the_recommendation_compares_auto_with_the_method_lines(board):
+  """auto is judged against the best method line, not against the derived "every line" row; the
+  tolerance is that line's seed std, or auto's own when the line ran one seed."""
+
+  def cell(method, protocol, ratio, auc, std, n):
+    return {"method": method, "protocol": protocol, "target_ratio": ratio, "n": n,
+            "test_auc": auc, "test_auc_std": std}  # fmt: skip
+
+  nan = float("nan")
+  table = {
+    ("full", "stage A", 1.0): cell("full", "stage A", 1.0, 0.790, 0.001, 3),
+    (*board.AUTO, 10.0): cell(*board.AUTO, 10.0, 0.7881, 0.0015, 3),
+    (*board.AUTO_ALL, 10.0): cell(*board.AUTO_ALL, 10.0, 0.7894, nan, 1),  # not a line
+    ("qr", "scratch", 10.0): cell("qr", "scratch", 10.0, 0.7888, 0.0010, 3),  # within its std
+    (*board.AUTO, 50.0): cell(*board.AUTO, 50.0, 0.7843, 0.0019, 3),
+    ("pq_head", "warm", 50.0): cell("pq_head", "warm", 50.0, 0.7855, nan, 1),  # auto's std
+    (*board.AUTO, 100.0): cell(*board.AUTO, 100.0, 0.7689, 0.0027, 3),
+    ("pq", "scratch", 100.0): cell("pq", "scratch", 100.0, 0.7760, 0.0021, 3),  # 0.0071 > 0.0021
+  }
+  text = board.recommendation({"d": table})
+  assert "in 2 of 3" in text
+  assert "not in d 100x (0.7689 vs pq scratch 0.7760)" in text
+  assert "10x (" not in text and "50x (" not in text
