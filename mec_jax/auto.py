@@ -37,8 +37,6 @@ import os
 import shutil
 import time
 
-from absl import logging
-
 from mec_jax import methods, pipeline, workdir_lock
 from mec_jax import report as report_lib
 from mec_jax import workdir as workdir_lib
@@ -153,18 +151,14 @@ def _share_stage_b(config, root: str, name: str) -> None:
   """Links into candidate ``name``'s directory the stage B of a finished candidate that computed
   it with the same settings (e.g. ``pq`` for ``pq:scratch``: PQ's stage B reads no protocol key,
   `methods.Method.config_keys`), so it is not computed twice."""
-  workdir = candidate_dir(root, name)
-  if workdir_lib.stage_outputs(workdir, "quantize"):
-    return
   stage_b = candidate_config(config, name, "quantize")
+  finished = [
+    candidate_dir(root, n)
+    for n in config.compress.auto_candidates
+    if os.path.exists(os.path.join(candidate_dir(root, n), RECORD))
+  ]
   keys = methods.get(stage_b.compress.method).config_keys
-  for other in config.compress.auto_candidates:
-    source = candidate_dir(root, other)
-    finished = other != name and os.path.exists(os.path.join(source, RECORD))
-    if finished and workdir_lib.stage_matches(stage_b, source, "quantize", keys):
-      logging.info("auto: candidate %s reuses the stage B of %s (same settings)", name, other)
-      workdir_lib.link_stage(source, workdir, "quantize")
-      return
+  workdir_lib.link_same_stage(stage_b, finished, candidate_dir(root, name), "quantize", keys)
 
 
 def _records(config, root: str, *, run_missing: bool) -> dict[str, dict]:

@@ -188,6 +188,21 @@ def link_stage(source: str, target: str, stage: str = "pretrain") -> None:
   os.replace(first + ".tmp", first)  # last: its presence says the stage is linked
 
 
+def link_same_stage(config, sources, target: str, stage: str, compress_keys=None) -> str | None:
+  """Links ``stage`` into ``target`` from the first of the finished work directories ``sources``
+  that computed it with ``config``'s settings (`stage_matches`); returns that source, or None
+  (also when ``target`` has the stage's outputs already). How two runs that share a stage (PQ's
+  stage B, warm-started and from scratch) compute it once."""
+  if stage_outputs(target, stage):
+    return None
+  for source in sources:
+    if source != target and stage_matches(config, source, stage, compress_keys):
+      logging.info("%s: %s linked from %s (same settings)", target, stage, source)
+      link_stage(source, target, stage)
+      return source
+  return None
+
+
 def stage_matches(config, root: str, stage: str, compress_keys=None) -> bool:
   """Whether ``root`` holds ``stage``'s outputs, recorded as computed with ``config``'s settings
   for that stage (``compress_keys`` as for `stage_fingerprints`); input files are not compared."""

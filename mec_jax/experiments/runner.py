@@ -217,17 +217,10 @@ def _share_stage_b(cfg, root: str, seed: int, workdir: str) -> None:
   """Links into ``workdir`` the stage B of a finished cell of the same seed that computed it with
   the same settings (PQ warm-started and from scratch: PQ's stage B reads no protocol key,
   `methods.Method.config_keys`), so a grid computes it once, as ``compress.method=auto`` does."""
-  if workdir_lib.stage_outputs(workdir, "quantize"):
-    return
+  records = sorted(glob.glob(os.path.join(root, "cells", "*", f"seed{seed}", "cell.json")))
+  finished = [os.path.dirname(p) for p in records if "report" in read_json(p)]
   keys = methods.get(cfg.compress.method).config_keys
-  for done in sorted(glob.glob(os.path.join(root, "cells", "*", f"seed{seed}", "cell.json"))):
-    source = os.path.dirname(done)
-    if source == workdir or "report" not in read_json(done):
-      continue
-    if workdir_lib.stage_matches(cfg, source, "quantize", keys):
-      logging.info("%s: stage B linked from %s (same settings)", workdir, source)
-      workdir_lib.link_stage(source, workdir, "quantize")
-      return
+  workdir_lib.link_same_stage(cfg, finished, workdir, "quantize", keys)
 
 
 def failure_line(err: Exception, workdir: str) -> str:
