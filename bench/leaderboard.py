@@ -5,7 +5,8 @@ Three steps, each resumable:
 
   run      runs (or resumes) a dataset's grid in ``<root>/<dataset>``, restricted to some budgets,
            seeds and methods (``--methods``; the fixed-ratio methods int8/int4 run with every call
-           that does not exclude them), then collects and rewrites the page;
+           that does not exclude them) or method-protocol pairs (``--candidates=hash:scratch,pq``;
+           ``--candidates=auto``: the cells the auto row needs), then collects and rewrites the page;
   collect  reads a grid's finished cells into ``bench/leaderboard/<dataset>/results_raw.csv``
            (one row per cell and seed; the repo keeps these, not the grids);
   page     aggregates every ``results_raw.csv`` into ``summary.csv`` and ``auc_vs_bytes.png`` per
@@ -503,13 +504,28 @@ def collect(dataset: str, root: str) -> None:
 
 
 def run(
-  dataset: str, root: str, budgets: list[float], seeds: list[int], methods: list[str] = ()
+  dataset: str,
+  root: str,
+  budgets: list[float],
+  seeds: list[int],
+  methods: list[str] = (),
+  candidates: list[str] = (),
 ) -> None:
+  """Runs the cells of a dataset's sweep at ``budgets`` (all: empty) and ``seeds`` (the file's:
+  empty), of ``methods`` (all: empty) and of the ``candidates`` (``"<method>[:scratch]"``; ``auto``:
+  the dataset config's ``compress.auto_candidates``, the cells its auto row is derived from)."""
   from mec_jax.experiments import runner
+  from mec_jax.methods import protocols
+
+  if "auto" in candidates:
+    config, _ = load_sweep(dataset)
+    candidates = [c for c in candidates if c != "auto"] + list(config.compress.auto_candidates)
 
   def only(overrides: dict) -> bool:
     ratio = float(overrides.get("compress.target_ratio", 0.0))
     if methods and overrides.get("compress.method", "pq") not in methods:
+      return False
+    if candidates and protocols.name_of(overrides) not in candidates:
       return False
     return not ratio or not budgets or ratio in budgets
 
@@ -526,6 +542,12 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--budgets", default="", help="comma-separated target ratios (run)")
   parser.add_argument("--seeds", default="", help="comma-separated seeds (run; default the file's)")
   parser.add_argument("--methods", default="", help="comma-separated compress.method values (run)")
+  parser.add_argument(
+    "--candidates",
+    default="",
+    help="comma-separated '<method>' (warm) or '<method>:scratch' cells (run); 'auto': the "
+    "dataset config's compress.auto_candidates",
+  )
   args = parser.parse_args(argv)
   if args.step != "page" and not args.dataset:
     parser.error(f"{args.step} needs --dataset")
@@ -533,7 +555,9 @@ def main(argv: list[str]) -> None:
   if args.step == "run":
     budgets = [float(b) for b in args.budgets.split(",") if b]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    run(args.dataset, args.root, budgets, seeds, [m for m in args.methods.split(",") if m])
+    methods = [m for m in args.methods.split(",") if m]
+    candidates = [c for c in args.candidates.split(",") if c]
+    run(args.dataset, args.root, budgets, seeds, methods, candidates)
   elif args.step == "collect":
     collect(args.dataset, args.root)
     page()

@@ -199,3 +199,27 @@ def test_the_recommendation_compares_auto_with_the_method_lines(board):
   assert "in 2 of 3" in text
   assert "not in d 100x (0.7689 vs pq scratch 0.7760)" in text
   assert "10x (" not in text and "50x (" not in text
+
+
+def test_run_candidates_auto_selects_the_cells_of_the_auto_row(board, monkeypatch, tmp_path):
+  """``--candidates=auto`` runs exactly the cells of the dataset's ``compress.auto_candidates``
+  at the budgets asked (warm and from-scratch cells told apart by their overrides)."""
+  from mec_jax.experiments import runner
+  from mec_jax.methods import protocols
+
+  seen = {}
+
+  def fake_grid(path, root, *, only=None, seeds=None, lock=None):
+    seen["cells"] = [o for o in runner.load_sweep(path)[2] if only(o)]
+    return []
+
+  monkeypatch.setattr(runner, "run_grid", fake_grid)
+  monkeypatch.setattr(board, "collect", lambda *a: None)
+  monkeypatch.setattr(board, "page", lambda: None)
+  board.run("movielens", str(tmp_path), [25.0], [2024], candidates=["auto"])
+  config, _ = board.load_sweep("movielens")
+  names = [protocols.name_of(o) for o in seen["cells"]]
+  assert sorted(names) == sorted(config.compress.auto_candidates)
+  assert {o["compress.target_ratio"] for o in seen["cells"]} == {25.0}
+  board.run("movielens", str(tmp_path), [10.0, 50.0], [2024], candidates=["hash:scratch"])
+  assert [protocols.name_of(o) for o in seen["cells"]] == ["hash:scratch", "hash:scratch"]
