@@ -180,6 +180,7 @@ def link_stage(source: str, target: str, stage: str = "pretrain") -> None:
       shutil.rmtree(tmp, ignore_errors=True)
       shutil.copytree(src, tmp)
     if name != _STAGE_DIRS[stage][0]:
+      shutil.rmtree(dst, ignore_errors=True)  # a link cut short (the first dir is linked last)
       os.replace(tmp, dst)
   stored = _stored(target)
   stored[stage] = _stored(source)[stage]
