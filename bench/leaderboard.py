@@ -7,8 +7,9 @@ Three steps, each resumable:
            seeds and methods (``--methods``; the fixed-ratio methods int8/int4 run with every call
            that does not exclude them) or method-protocol pairs (``--candidates=hash:scratch,pq``;
            ``--candidates=auto``: the cells the auto row needs), then collects and rewrites the page;
-  collect  reads a grid's finished cells into ``bench/leaderboard/<dataset>/results_raw.csv``
-           (one row per cell and seed; the repo keeps these, not the grids);
+  collect  merges a grid's finished cells into ``bench/leaderboard/<dataset>/results_raw.csv``
+           (one row per cell and seed; a cell and seed the grid holds replaces its row, the
+           others are kept: the repo keeps these rows, not the grids);
   page     aggregates every ``results_raw.csv`` into ``summary.csv`` and ``auc_vs_bytes.png`` per
            dataset and writes ``docs/leaderboard.md``. Cells of a sweep without a result are shown
            as "not run".
@@ -496,11 +497,29 @@ def page() -> None:
   os.replace(PAGE + ".tmp", PAGE)
 
 
+def row_key(row: dict) -> tuple:
+  """A raw row's cell and seed: ``(method, protocol, target ratio, seed)``."""
+  ratio = float(row.get("target_ratio") or 0.0)
+  return row["method"], row["protocol"], ratio, int(float(row["seed"]))
+
+
+def merge_rows(kept: list[dict], new: list[dict]) -> list[dict]:
+  """``kept`` with each row replaced by the ``new`` row of the same cell and seed (`row_key`), in
+  place, and the other new rows appended: a grid that holds only some cells (a fresh root, a
+  grid run on another machine) adds to the committed rows instead of dropping the rest."""
+  fresh = {row_key(r): r for r in new}
+  out = [fresh.pop(row_key(r), r) for r in kept]
+  return out + [r for r in new if row_key(r) in fresh]
+
+
 def collect(dataset: str, root: str) -> None:
+  """Merges the finished cells of ``<root>/<dataset>`` into ``results_raw.csv`` (`merge_rows`)."""
   from mec_jax.experiments import runner
 
+  path = os.path.join(OUT, dataset, "results_raw.csv")
   rows = raw_rows(runner.records_on_disk(os.path.join(root, dataset)))
-  write_csv(os.path.join(OUT, dataset, "results_raw.csv"), rows, RAW_COLUMNS)
+  kept = read_raw(path) if os.path.exists(path) else []
+  write_csv(path, merge_rows(kept, rows), RAW_COLUMNS)
 
 
 def run(

@@ -223,3 +223,30 @@ def test_run_candidates_auto_selects_the_cells_of_the_auto_row(board, monkeypatc
   assert {o["compress.target_ratio"] for o in seen["cells"]} == {25.0}
   board.run("movielens", str(tmp_path), [10.0, 50.0], [2024], candidates=["hash:scratch"])
   assert [protocols.name_of(o) for o in seen["cells"]] == ["hash:scratch", "hash:scratch"]
+
+
+def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monkeypatch):
+  """A grid holding some cells replaces those cells' rows (same cell and seed) and keeps the
+  rest: a fresh grid root must not drop the committed results."""
+  from mec_jax.experiments import runner
+
+  write_fake(tmp_path / "movielens" / "results_raw.csv")
+  monkeypatch.setattr(board, "OUT", str(tmp_path))
+  over = {"compress.method": "hash", "compress.target_ratio": 25.0}
+  scratch = over | {"finetune.init_from_pretrain": False}
+  records = [  # hash scratch seed 1 rerun; hash warm seed 2 is new
+    {"cell": "a", "seed": 1, "overrides": scratch, "failed": "boom"},
+    {"cell": "b", "seed": 2, "overrides": over, "failed": "bang"},
+  ]
+  monkeypatch.setattr(runner, "records_on_disk", lambda root: records)
+  board.collect("movielens", "unused")
+  rows = board.read_raw(str(tmp_path / "movielens" / "results_raw.csv"))
+  assert len(rows) == len(FAKE) + 1
+  keys = [board.row_key(r) for r in rows]
+  assert len(set(keys)) == len(keys)
+  by_key = dict(zip(keys, rows))
+  assert by_key["hash", "scratch", 25.0, 1]["note"] == "failed: boom"
+  assert by_key["hash", "scratch", 25.0, 1]["test_auc"] is None
+  assert by_key["hash", "scratch", 25.0, 0]["test_auc"] == pytest.approx(0.7901)  # kept
+  assert by_key["hash", "warm", 25.0, 2]["note"] == "failed: bang"
+  assert by_key["full", "stage A", 1.0, 0]["test_auc"] == pytest.approx(0.790)
