@@ -244,7 +244,7 @@ def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monke
   assert len(rows) == len(FAKE) + 1
   keys = [board.row_key(r) for r in rows]
   assert len(set(keys)) == len(keys)
-  by_key = dict(zip(keys, rows))
+  by_key = dict(zip(keys, rows, strict=True))
   assert by_key["hash", "scratch", 25.0, 1]["note"] == "failed: boom"
   assert by_key["hash", "scratch", 25.0, 1]["test_auc"] is None
   assert by_key["hash", "scratch", 25.0, 0]["test_auc"] == pytest.approx(0.7901)  # kept
