@@ -250,3 +250,32 @@ def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monke
   assert by_key["hash", "scratch", 25.0, 0]["test_auc"] == pytest.approx(0.7901)  # kept
   assert by_key["hash", "warm", 25.0, 2]["note"] == "failed: bang"
   assert by_key["full", "stage A", 1.0, 0]["test_auc"] == pytest.approx(0.790)
+
+
+def test_compare_candidates_shows_what_adding_a_line_changes(board):
+  """A line that validates best on one seed changes auto's pick there: its row shows that seed's
+  test AUC and the mean difference to the default list over the seeds both lists have."""
+
+  def row(method, protocol, seed, valid, test):
+    return {"method": method, "protocol": protocol, "target_ratio": 25.0, "seed": str(seed),
+            "valid_auc": valid, "valid_logloss": 0.5, "test_auc": test, "test_logloss": 0.5,
+            "bytes": 40.0, "ratio": 25.0, "kept": "finetune"}  # fmt: skip
+
+  rows = [
+    row("pq", "warm", 0, 0.80, 0.790),
+    row("pq", "warm", 1, 0.80, 0.792),
+    row("hash", "scratch", 0, 0.81, 0.796),  # validates better on seed 0 only
+    row("hash", "scratch", 1, 0.79, 0.799),
+    row("qr", "warm", 0, 0.70, 0.700),  # one seed: its list has one row
+  ]
+  pq, hash_, qr = ("pq", "warm"), ("hash", "scratch"), ("qr", "warm")
+  text = board.compare_candidates(rows, [pq], [[pq, hash_], [pq, qr]], "auc")
+  lines = text.strip().splitlines()
+  assert (
+    lines[2]
+    == f"| default | {np.mean([0.790, 0.792]):.4f} ± {np.std([0.790, 0.792], ddof=1):.4f} (n=2) |"
+  )
+  picked = [0.796, 0.792]
+  mean, std, delta = np.mean(picked), np.std(picked, ddof=1), np.mean([0.796 - 0.790, 0.0])
+  assert lines[3] == f"| default + hash:scratch | {mean:.4f} ± {std:.4f} (n=2), {delta:+.4f} on 2 |"
+  assert lines[4] == "| default + qr | 0.7900 (n=1), +0.0000 on 1 |"
