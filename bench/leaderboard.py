@@ -577,7 +577,10 @@ def collect(dataset: str, root: str) -> None:
 
   path = os.path.join(OUT, dataset, "results_raw.csv")
   rows = raw_rows(runner.records_on_disk(os.path.join(root, dataset)))
-  kept = read_raw(path) if os.path.exists(path) else []
+  kept = []
+  if os.path.exists(path):  # as text: a kept row is written back unchanged
+    with open(path, newline="") as fh:
+      kept = list(csv.DictReader(fh))
   write_csv(path, merge_rows(kept, rows), RAW_COLUMNS)
 
 
