@@ -238,9 +238,19 @@ def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monke
     {"cell": "a", "seed": 1, "overrides": scratch, "failed": "boom"},
     {"cell": "b", "seed": 2, "overrides": over, "failed": "bang"},
   ]
-  monkeypatch.setattr(runner, "records_on_disk", lambda root: records)
+  path = tmp_path / "movielens" / "results_raw.csv"
+  grid: list[dict] = []
+  monkeypatch.setattr(runner, "records_on_disk", lambda root: grid)
+  board.collect("movielens", "unused")  # an empty grid: every row kept (in the full columns)
+  before = path.read_text().splitlines()
+  assert len(before) == len(FAKE) + 1
+  grid.extend(records)
   board.collect("movielens", "unused")
-  rows = board.read_raw(str(tmp_path / "movielens" / "results_raw.csv"))
+  after = path.read_text().splitlines()
+  (old,) = [i for i, line in enumerate(before) if line.startswith("hash,scratch,25.0,1,")]
+  assert after[:old] + after[old + 1 : len(before)] == before[:old] + before[old + 1 :]  # verbatim
+  assert after[old] != before[old]  # replaced in place
+  rows = board.read_raw(str(path))
   assert len(rows) == len(FAKE) + 1
   keys = [board.row_key(r) for r in rows]
   assert len(set(keys)) == len(keys)
