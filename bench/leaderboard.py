@@ -565,9 +565,14 @@ def row_key(row: dict) -> tuple:
 def merge_rows(kept: list[dict], new: list[dict]) -> list[dict]:
   """``kept`` with each row replaced by the ``new`` row of the same cell and seed (`row_key`), in
   place, and the other new rows appended: a grid that holds only some cells (a fresh root, a
-  grid run on another machine) adds to the committed rows instead of dropping the rest."""
+  grid run on another machine) adds to the committed rows instead of dropping the rest. A failed
+  new cell does not replace a kept result (the grid's exit status names the failure)."""
   fresh = {row_key(r): r for r in new}
-  out = [fresh.pop(row_key(r), r) for r in kept]
+  out = []
+  for row in kept:
+    update = fresh.pop(row_key(row), row)
+    failed = str(update.get("note") or "").startswith("failed") and row.get("test_auc")
+    out.append(row if failed else update)
   return out + [r for r in new if row_key(r) in fresh]
 
 

@@ -234,9 +234,10 @@ def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monke
   monkeypatch.setattr(board, "OUT", str(tmp_path))
   over = {"compress.method": "hash", "compress.target_ratio": 25.0}
   scratch = over | {"finetune.init_from_pretrain": False}
-  records = [  # hash scratch seed 1 rerun; hash warm seed 2 is new
-    {"cell": "a", "seed": 1, "overrides": scratch, "failed": "boom"},
+  records = [  # hash scratch seed 1 rerun, pq seed 0 failed on rerun; hash warm seed 2 is new
+    {"cell": "a", "seed": 1, "overrides": scratch, "infeasible": "boom"},
     {"cell": "b", "seed": 2, "overrides": over, "failed": "bang"},
+    {"cell": "c", "seed": 0, "overrides": {"compress.target_ratio": 25.0}, "failed": "crash"},
   ]
   path = tmp_path / "movielens" / "results_raw.csv"
   grid: list[dict] = []
@@ -255,7 +256,8 @@ def test_collect_merges_a_partial_grid_into_the_kept_rows(board, tmp_path, monke
   keys = [board.row_key(r) for r in rows]
   assert len(set(keys)) == len(keys)
   by_key = dict(zip(keys, rows, strict=True))
-  assert by_key["hash", "scratch", 25.0, 1]["note"] == "failed: boom"
+  assert by_key["hash", "scratch", 25.0, 1]["note"] == "infeasible: boom"
+  assert by_key["pq", "warm", 25.0, 0]["test_auc"] == pytest.approx(0.781)  # a failure: kept
   assert by_key["hash", "scratch", 25.0, 1]["test_auc"] is None
   assert by_key["hash", "scratch", 25.0, 0]["test_auc"] == pytest.approx(0.7901)  # kept
   assert by_key["hash", "warm", 25.0, 2]["note"] == "failed: bang"
