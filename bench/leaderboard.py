@@ -58,6 +58,7 @@ RAW_COLUMNS = (
   "stage_c_s",
   "kept",
   "note",
+  "stage_a_auc",
 )
 TEXT = ("method", "protocol", "seed", "kept", "note", "picked")
 FLOATS = tuple(c for c in RAW_COLUMNS if c not in TEXT)
@@ -84,24 +85,29 @@ def cell_key(overrides: dict) -> tuple[str, str, float]:
 
 def raw_rows(records: list[dict]) -> list[dict]:
   """One row per finished cell record (`runner.records_on_disk`) and one ``full`` row per seed:
-  `mec_jax.experiments.summary.raw_rows` with the leaderboard's cell name, protocol and stage
-  times."""
+  `mec_jax.experiments.summary.raw_rows` with the leaderboard's cell name, protocol, stage times
+  and ``stage_a_auc``, the test AUC of the stage-A model the cell started from (it tells apart
+  the stage-A runs of one seed: grids on other machines retrain stage A, `auto_rows`)."""
   from mec_jax.experiments import summary
 
   rows, full_seen = [], set()
   for rec in records:
     cell, *full = summary.raw_rows([rec])
     name, protocol, _ = cell_key(rec["overrides"])
-    timings = rec.get("report", {}).get("timings", {})
+    report = rec.get("report", {})
+    timings = report.get("timings", {})
     stages = {"stage_b_s": timings.get("quantize"), "stage_c_s": timings.get("finetune")}
-    kept = rec.get("report", {}).get("compressed", {})
+    kept = report.get("compressed", {})
     valid = {k: kept.get(k) for k in ("valid_auc", "valid_logloss")}
+    stage_a = {"stage_a_auc": report.get("full", {}).get("test_auc")}
     rows.append(
-      cell | {"method": name, "protocol": protocol} | ({} if "note" in cell else stages | valid)
+      cell
+      | {"method": name, "protocol": protocol}
+      | ({} if "note" in cell else stages | valid | stage_a)
     )
     if full and rec["seed"] not in full_seen:
       full_seen.add(rec["seed"])
-      rows.append(full[0] | {"protocol": "stage A", "stage_a_s": full[0]["seconds"]})
+      rows.append(full[0] | {"protocol": "stage A", "stage_a_s": full[0]["seconds"]} | stage_a)
   return rows
 
 
@@ -109,9 +115,11 @@ def auto_rows(
   rows: list[dict], candidates: list[tuple[str, str]], monitor: str, name: tuple = AUTO
 ) -> list[dict]:
   """The rows ``compress.method=auto`` gets, derived from the cells: per (budget, seed) whose
-  candidate cells all have a record, the candidate with the best validation score
-  (``compress.auto_monitor`` of its kept model), as `mec_jax.auto` picks (a candidate's sub-run is the
-  grid cell of that method, protocol and seed; ties go to the earlier candidate). Its stage times
+  candidate cells all have a record from one stage-A run (``stage_a_auc``: auto trains one stage
+  A; cells of another run of that seed are not compared with them), the candidate with the best
+  validation score (``compress.auto_monitor`` of its kept model), as `mec_jax.auto` picks (a
+  candidate's sub-run is the grid cell of that method, protocol and seed; ties go to the earlier
+  candidate). Its stage times
   are the candidates' sums (auto runs them all), a stage B that candidates share
   (`stage_b_key`) counted once; infeasible candidates are skipped, as auto skips them.
 
@@ -126,11 +134,14 @@ def auto_rows(
   groups: dict[tuple, dict] = {}
   for row in rows:
     if (row["method"], row["protocol"]) in candidates and (row["target_ratio"] or 0) > 1.0:
-      groups.setdefault((row["target_ratio"], row["seed"]), {})[row["method"], row["protocol"]] = (
-        row
-      )
+      run = row.get("stage_a_auc")  # None: infeasible (any run) or a row from before the column
+      group = groups.setdefault((row["target_ratio"], row["seed"]), {})
+      group.setdefault(run, {})[row["method"], row["protocol"]] = row
   out = []
-  for (ratio, seed), members in sorted(groups.items()):
+  for (ratio, seed), runs in sorted(groups.items()):
+    shared = runs.pop(None, {})  # infeasible cells do not depend on the stage-A run
+    complete = [shared | members for members in runs.values()] or [shared]
+    members = max(complete, key=len)  # candidates started from one stage-A run
     done = [r for r in members.values() if r.get("test_auc") is not None]
     if len(members) < len(candidates) or not done:
       continue
