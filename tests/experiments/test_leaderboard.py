@@ -291,3 +291,26 @@ def test_compare_candidates_shows_what_adding_a_line_changes(board):
   mean, std, delta = np.mean(picked), np.std(picked, ddof=1), np.mean([0.796 - 0.790, 0.0])
   assert lines[3] == f"| default + hash:scratch | {mean:.4f} ± {std:.4f} (n=2), {delta:+.4f} on 2 |"
   assert lines[4] == "| default + qr | 0.7900 (n=1), +0.0000 on 1 |"
+
+
+def test_auto_rows_compare_only_candidates_of_one_stage_a_run(board):
+  """auto trains one stage A: candidate cells of a seed that started from different stage-A runs
+  (``stage_a_auc``; grids on other machines retrain it) give no auto row; an infeasible cell,
+  which no stage A enters, joins any run."""
+
+  def row(method, protocol, seed, run, valid, test):
+    return {"method": method, "protocol": protocol, "target_ratio": 25.0, "seed": str(seed),
+            "valid_auc": valid, "valid_logloss": 0.5, "test_auc": test, "stage_a_auc": run}  # fmt: skip
+
+  pq, hash_, qr = ("pq", "warm"), ("hash", "scratch"), ("qr", "scratch")
+  infeasible = {"method": "qr", "protocol": "scratch", "target_ratio": 25.0, "note": "infeasible"}
+  rows = [
+    row("pq", "warm", 0, 0.79, 0.80, 0.790),
+    row("hash", "scratch", 0, 0.78, 0.81, 0.796),  # another stage-A run of seed 0
+    row("pq", "warm", 1, 0.79, 0.80, 0.792),
+    row("hash", "scratch", 1, 0.79, 0.81, 0.797),
+    infeasible | {"seed": "0"},
+    infeasible | {"seed": "1"},
+  ]
+  picks = board.auto_rows(rows, [pq, hash_, qr], "auc")
+  assert [(r["seed"], r["kept"], r["test_auc"]) for r in picks] == [("1", "hash scratch", 0.797)]
