@@ -179,16 +179,22 @@ def stage_b_key(method: str, protocol: str) -> tuple:
   return (method, tuple(read))
 
 
-def auto_candidates(config) -> list[tuple[str, str]]:
-  """``compress.auto_candidates`` of ``config`` as ``(method, protocol)`` pairs
-  (`mec_jax.methods.protocols.parse`)."""
-  from mec_jax.methods import protocols
+def candidate_lines(names) -> list[tuple[str, str]]:
+  """Candidate names (``"pq"``, ``"hash:scratch"``) as ``(method, protocol)`` lines, checked as
+  ``compress.auto_candidates`` is (`protocols.check_candidates`: ConfigError naming a bad one)."""
+  from mec_jax.methods import protocols, registry
 
+  protocols.check_candidates(names, registry.names())
   out = []
-  for name in config.compress.auto_candidates:
+  for name in names:
     method, overrides = protocols.parse(name)
     out.append((method, "scratch" if overrides else "warm"))
   return out
+
+
+def auto_candidates(config) -> list[tuple[str, str]]:
+  """``compress.auto_candidates`` of ``config`` as ``(method, protocol)`` lines."""
+  return candidate_lines(config.compress.auto_candidates)
 
 
 def write_csv(path: str, rows: list[dict], columns) -> None:
@@ -558,12 +564,7 @@ def candidate_table(dataset: str, lists: list[list[str]]) -> str:
   rows = read_raw(os.path.join(OUT, dataset, "results_raw.csv"))
   default = auto_candidates(config)
   if lists:
-    from ml_collections import ConfigDict
-
-    parsed = [
-      auto_candidates(ConfigDict({"compress": {"auto_candidates": names}})) for names in lists
-    ]
-    extra = [default + [c for c in cands if c not in default] for cands in parsed]
+    extra = [default + [c for c in candidate_lines(names) if c not in default] for names in lists]
   else:
     lines = dict.fromkeys(k[:2] for k in map(cell_key, sweep) if k[2] > 1.0)
     extra = [default + [line] for line in lines if line not in default]
@@ -663,8 +664,13 @@ def main(argv: list[str]) -> None:
     collect(args.dataset, args.root)
     page()
   elif args.step == "candidates":
+    from mec_jax.errors import ConfigError
+
     lists = [[c for c in part.split(",") if c] for part in args.candidates.split(";") if part]
-    print(candidate_table(args.dataset, lists), end="")
+    try:
+      print(candidate_table(args.dataset, lists), end="")
+    except ConfigError as err:  # a bad candidate name: one line
+      parser.error(f"--candidates: {err}")
   else:
     page()
 

@@ -314,3 +314,12 @@ def test_auto_rows_compare_only_candidates_of_one_stage_a_run(board):
   ]
   picks = board.auto_rows(rows, [pq, hash_, qr], "auc")
   assert [(r["seed"], r["kept"], r["test_auc"]) for r in picks] == [("1", "hash scratch", 0.797)]
+
+
+def test_candidates_step_refuses_a_bad_name_in_one_line(board, capsys):
+  """``candidates --candidates=<list>`` checks names as ``compress.auto_candidates`` is."""
+  with pytest.raises(SystemExit) as exit_:
+    board.main(["candidates", "--dataset=movielens", "--candidates=pq_head;nosuch:scratch"])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "'nosuch:scratch' names method 'nosuch'" in err
