@@ -148,8 +148,17 @@ def get_config() -> ml_collections.ConfigDict:
   )
   # auto: each candidate "<method>" (warm start) or "<method>:scratch" trained at the budget, the
   # best valid score (compress.auto_monitor) kept (mec_jax/auto.py). pq:scratch shares pq's stage
-  # B and leads at 100x (MovieLens, Frappe); qr:scratch was tried and dropped (bench/RESULTS.md)
-  comp.auto_candidates = ("pq", "pq:scratch", "cce", "cce:scratch", "hash:scratch")
+  # B and leads at 100x (MovieLens, Frappe); robez:scratch (synthetic, Frappe) and
+  # pq_head:scratch (MovieLens) lead at 100x; qr:scratch was tried and dropped (bench/RESULTS.md)
+  comp.auto_candidates = (
+    "pq",
+    "pq:scratch",
+    "cce",
+    "cce:scratch",
+    "hash:scratch",
+    "robez:scratch",
+    "pq_head:scratch",
+  )
   # auto: the validation score that picks (a train.monitor value). AUC: auc_minus_logloss picked
   # a better-calibrated, 0.012-AUC-worse model on Frappe 25x (bench/RESULTS.md, leaderboard).
   comp.auto_monitor = "auc"
