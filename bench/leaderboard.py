@@ -364,12 +364,14 @@ def recommendation(tables: dict[str, dict[tuple, dict]]) -> str:
       if auto is None or not auto["n"]:
         continue
       if (dataset, column) not in score.get(AUTO, []):
+        unresolved = _tol(best, auto) == 0.0  # one seed each: no std to tell them apart
         auto_missed.append(
           f"{dataset} {column:g}x ({auto['test_auc']:.4f} vs {best['method']} {best['protocol']} "
-          f"{best['test_auc']:.4f})"
+          f"{best['test_auc']:.4f}" + ("; one seed each, no std" if unresolved else "") + ")"
         )
       if column >= 25 and full is not None and full["n"]:
-        gaps.append(f"{dataset} {column:g}x {auto['test_auc'] - full['test_auc']:+.4f}")
+        gap = auto["test_auc"] - full["test_auc"]
+        gaps.append(f"{dataset} {column:g}x {gap:+.{4 if abs(gap) >= 5e-5 else 5}f}")
   if not cells:
     return "No budgeted cell has a result yet: no recommendation."
   measured = len(score.get(AUTO, [])) + len(auto_missed)

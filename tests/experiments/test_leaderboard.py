@@ -199,6 +199,16 @@ def test_the_recommendation_compares_auto_with_the_method_lines(board):
   assert "in 2 of 3" in text
   assert "not in d 100x (0.7689 vs pq scratch 0.7760)" in text
   assert "10x (" not in text and "50x (" not in text
+  assert "d 50x -0.0057, d 100x -0.0211" in text
+
+  one_seed = {  # one seed each: a miss with no std is said to be one
+    ("full", "stage A", 1.0): cell("full", "stage A", 1.0, 0.83224, nan, 1),
+    (*board.AUTO, 25.0): cell(*board.AUTO, 25.0, 0.83223, nan, 1),
+    ("qr", "warm", 25.0): cell("qr", "warm", 25.0, 0.83229, nan, 1),
+  }
+  text = board.recommendation({"e": one_seed})
+  assert "not in e 25x (0.8322 vs qr warm 0.8323; one seed each, no std)" in text
+  assert "e 25x -0.00001" in text
 
 
 def test_run_candidates_auto_selects_the_cells_of_the_auto_row(board, monkeypatch, tmp_path):
