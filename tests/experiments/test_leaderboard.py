@@ -210,6 +210,10 @@ def test_the_recommendation_compares_auto_with_the_method_lines(board):
   assert "not in e 25x (0.8322 vs qr warm 0.8323; one seed each, no std)" in text
   assert "e 25x -0.00001" in text
 
+  three_equal = {key: row | {"n": 3, "test_auc_std": 0.0} for key, row in one_seed.items()}
+  text = board.recommendation({"e": three_equal})  # a std of 0 is a std: no such remark
+  assert "not in e 25x (0.8322 vs qr warm 0.8323)" in text
+
 
 def test_run_candidates_auto_selects_the_cells_of_the_auto_row(board, monkeypatch, tmp_path):
   """``--candidates=auto`` runs exactly the cells of the dataset's ``compress.auto_candidates``
