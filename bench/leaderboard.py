@@ -26,6 +26,7 @@ Four steps (the first three resumable):
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import math
 import os
@@ -480,6 +481,27 @@ hand: rerun the page.
 """
 
 
+def coverage(tables: dict, expected: dict) -> str:
+  """What the sweeps' cells hold, counted as the matrix shows them: a result, "infeasible",
+  "failed" or "not run"; auto's derived rows apart (they exist only where every candidate ran
+  on one stage-A run). "Complete" when every method cell has a result or is infeasible."""
+  counts = {True: collections.Counter(), False: collections.Counter()}  # derived: auto rows
+  for dataset, keys in expected.items():
+    for key in keys:
+      cell = tables[dataset].get(key)
+      state = "a result" if cell is not None and cell["n"] else _auc(cell, False)
+      counts[key[:2] in (AUTO, AUTO_ALL)][state] += 1
+  lines, derived = counts[False], counts[True]
+  complete = not set(lines) - {"a result", "infeasible"}
+  parts = [f"{n} {state}" for state, n in sorted(lines.items()) if state != "a result"]
+  return (
+    ("\nComplete" if complete else "\nProvisional (the sentence speaks for the cells that ran)")
+    + f": {lines['a result']} of the sweeps' {sum(lines.values())} method cells have a result"
+    + (f"; {', '.join(parts)}" if parts else "")
+    + f". auto's rows: {derived['a result']} of {sum(derived.values())} derived.\n"
+  )
+
+
 def page() -> None:
   tables, sections, expected_all = {}, [], {}
   for dataset in DATASETS:
@@ -511,15 +533,7 @@ def page() -> None:
     else:
       text += "Nothing run yet on this dataset.\n\n"
     sections.append(text + dataset_section(dataset, table, expected))
-  done = sum(
-    1 for d, keys in expected_all.items() for k in keys if k in tables[d] and tables[d][k]["n"]
-  )
-  total = sum(len(keys) for keys in expected_all.values())
-  body = f"## Which method to pick\n\n{recommendation(tables)}\n"
-  if done < total:  # the sentence can only speak for the methods that ran
-    body += (
-      f"\nProvisional: {done} of the sweeps' {total} cells have a result; the rest are not run.\n"
-    )
+  body = f"## Which method to pick\n\n{recommendation(tables)}\n" + coverage(tables, expected_all)
   with open(PAGE + ".tmp", "w") as fh:
     fh.write(INTRO + "\n" + body + "\n" + "\n".join(sections))
   os.replace(PAGE + ".tmp", PAGE)

@@ -337,3 +337,19 @@ def test_candidates_step_refuses_a_bad_name_in_one_line(board, capsys):
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()[-1]
   assert "'nosuch:scratch' names method 'nosuch'" in err
+
+
+def test_coverage_counts_infeasible_cells_apart_from_those_not_run(board):
+  cell = {"n": 1, "note": ""}
+  infeasible = {"n": 0, "note": "infeasible: QR needs at least 62 rows"}
+  keys = [("full", "stage A", 1.0), (*board.AUTO, 25.0), ("pq", "warm", 25.0), ("qr", "warm", 25.0)]
+  keys.append(("hash", "scratch", 25.0))
+  table = {keys[0]: cell, keys[2]: cell, keys[3]: infeasible}
+  text = board.coverage({"d": table}, {"d": keys})
+  assert text.startswith("\nProvisional")
+  assert "2 of the sweeps' 4 method cells have a result; 1 infeasible, 1 not run." in text
+  assert "auto's rows: 0 of 1 derived" in text
+  table[keys[4]] = table[keys[1]] = cell  # every line ran or cannot: complete
+  text = board.coverage({"d": table}, {"d": keys})
+  assert text.startswith("\nComplete: 3 of the sweeps' 4 method cells have a result; 1 infeasible.")
+  assert "auto's rows: 1 of 1 derived" in text
