@@ -485,13 +485,12 @@ def coverage(tables: dict, expected: dict) -> str:
   """What the sweeps' cells hold, counted as the matrix shows them: a result, "infeasible",
   "failed" or "not run"; auto's derived rows apart (they exist only where every candidate ran
   on one stage-A run). "Complete" when every method cell has a result or is infeasible."""
-  counts = {True: collections.Counter(), False: collections.Counter()}  # derived: auto rows
+  lines, derived = collections.Counter(), collections.Counter()
   for dataset, keys in expected.items():
     for key in keys:
       cell = tables[dataset].get(key)
       state = "a result" if cell is not None and cell["n"] else _auc(cell, False)
-      counts[key[:2] in (AUTO, AUTO_ALL)][state] += 1
-  lines, derived = counts[False], counts[True]
+      (derived if key[:2] in (AUTO, AUTO_ALL) else lines)[state] += 1
   complete = not set(lines) - {"a result", "infeasible"}
   parts = [f"{n} {state}" for state, n in sorted(lines.items()) if state != "a result"]
   return (
