@@ -52,7 +52,13 @@ from jax.sharding import PartitionSpec as P
 
 from mec_jax.compression.mesh import check_mesh
 from mec_jax.compression.seeding import default_local_trials, sample_by_weight, seed_jit
-from mec_jax.compression.streaming import local_pass, row_normalizer, shard_sample, stream_pass
+from mec_jax.compression.streaming import (
+  local_pass,
+  psum,
+  row_normalizer,
+  shard_sample,
+  stream_pass,
+)
 from mec_jax.compression.streaming import nearest as nearest  # re-exported (was defined here)
 from mec_jax.mesh import DATA_AXIS
 
@@ -65,6 +71,10 @@ DEFAULT_CHUNK_SIZE = 1024
 # Lloyd steps over all rows after the sampled ones: 4 brings the inertia to or below faiss's on
 # all rows (1M x 10, K=256) for ~1 s more there and ~3 s on a 32M-row table.
 DEFAULT_REFINE_ITERS = 4
+# Row-centroid pairs of one Lloyd pass (per sub-space) above which `two_level` runs instead. At
+# 0.46x this (CCE at 25x on a 2.2M-id field: K = 2,786 on 713k sampled rows) stage B took 830 s
+# on 2 cores; at 29x (10x: K = 55,722 on all rows) one pass alone is ~10 min (bench/RESULTS.md).
+DEFAULT_MAX_FLAT_PAIRS = 1 << 32
 
 
 class KMeansResult(NamedTuple):
@@ -89,17 +99,24 @@ class KMeansResult(NamedTuple):
 # Per-device bodies (run under shard_map: `x`, `w` are this device's rows of the sample).
 
 
-def _reseed_empty(centroids, mass, x, w, min_d2):
-  """Moves each empty cluster of one sub-space onto a row with one of the largest errors."""
-  empty = mass <= 0
+def _reseed_empty(centroids, mass, x, w, min_d2, valid, axis: str | None):
+  """Moves each empty cluster of one sub-space onto a row with one of the largest errors.
+
+  ``valid [K]`` marks the clusters that exist (False: a padding slot that stays put); ``axis``
+  is the mesh axis the rows are split over (None: all rows are here).
+  """
+  empty = (mass <= 0) & valid
   k = min(centroids.shape[0], x.shape[0])
 
   def reseed(centroids):
     err, idx = lax.top_k(w * min_d2, k)
-    _, best = lax.top_k(lax.all_gather(err, DATA_AXIS, tiled=True), k)
-    # Row `best[r]` lives on device best[r] // k; its owner contributes it, psum shares it.
-    mine = (best // k == lax.axis_index(DATA_AXIS))[:, None]
-    candidates = lax.psum(jnp.where(mine, x[idx[best % k]], 0.0), DATA_AXIS)
+    if axis is None:
+      candidates = x[idx]
+    else:
+      _, best = lax.top_k(lax.all_gather(err, axis, tiled=True), k)
+      # Row `best[r]` lives on device best[r] // k; its owner contributes it, psum shares it.
+      mine = (best // k == lax.axis_index(axis))[:, None]
+      candidates = lax.psum(jnp.where(mine, x[idx[best % k]], 0.0), axis)
     rank = jnp.cumsum(empty) - 1
     moved = candidates[jnp.clip(rank, 0, k - 1)]
     return jnp.where((empty & (rank < k))[:, None], moved, centroids)
@@ -107,11 +124,15 @@ def _reseed_empty(centroids, mass, x, w, min_d2):
   return lax.cond(jnp.any(empty), reseed, lambda c: c, centroids)
 
 
-def _lloyd_body(x, w, centroids, tol, num_iters, chunk: int):
-  """Lloyd on ``x [n, M, s]`` for all sub-spaces; each stops on its own ``tol`` / ``num_iters``."""
-  total_w = lax.psum(jnp.sum(w), DATA_AXIS)
-  mean = lax.psum(jnp.einsum("n,nms->ms", w, x), DATA_AXIS) / total_w
-  variance = lax.psum(jnp.einsum("n,nms->ms", w, (x - mean) ** 2), DATA_AXIS) / total_w
+def _lloyd_body(x, w, centroids, tol, num_iters, chunk: int, penalty=None, axis=DATA_AXIS):
+  """Lloyd on ``x [n, M, s]`` for all sub-spaces; each stops on its own ``tol`` / ``num_iters``.
+
+  ``penalty [M, K]`` (optional, 0 or ``inf``) takes padding slots out of the search; ``axis``
+  is the mesh axis the rows are split over (None: all rows are on this device).
+  """
+  total_w = psum(jnp.sum(w), axis)
+  mean = psum(jnp.einsum("n,nms->ms", w, x), axis) / total_w
+  variance = psum(jnp.einsum("n,nms->ms", w, (x - mean) ** 2), axis) / total_w
   # As in scikit-learn: tol is relative to the mean per-feature variance of the data.
   tol_abs = tol * jnp.mean(variance, -1)
 
@@ -121,14 +142,16 @@ def _lloyd_body(x, w, centroids, tol, num_iters, chunk: int):
   def step(state):
     it, centroids, shift, iters = state
     active = live(it, shift)
-    sums, mass, _, _, min_d2 = local_pass(x, w, centroids, chunk)
+    sums, mass, _, _, min_d2 = local_pass(x, w, centroids, chunk, penalty, axis)
     updated = jnp.where(mass[..., None] > 0, sums / jnp.maximum(mass, 1e-30)[..., None], centroids)
-    updated = jax.vmap(_reseed_empty, in_axes=(0, 0, 1, None, 0))(updated, mass, x, w, min_d2)
+    reseed = functools.partial(_reseed_empty, axis=axis)
+    updated = jax.vmap(reseed, in_axes=(0, 0, 1, None, 0, 0))(updated, mass, x, w, min_d2, valid)
     moved = jnp.sum((updated - centroids) ** 2, (1, 2))
     centroids = jnp.where(active[:, None, None], updated, centroids)
     return it + 1, centroids, jnp.where(active, moved, shift), iters + active
 
   num_subspaces = centroids.shape[0]
+  valid = jnp.ones(centroids.shape[:2], bool) if penalty is None else jnp.isfinite(penalty)
   shift, iters = jnp.full((num_subspaces,), jnp.inf), jnp.zeros((num_subspaces,), jnp.int32)
   state = (jnp.int32(0), centroids, shift, iters)
   _, centroids, _, iters = lax.while_loop(lambda s: jnp.any(live(s[0], s[2])), step, state)
@@ -185,6 +208,7 @@ def batched_kmeans(
   seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
   center=None,
   scale: float = 1.0,
+  max_flat_pairs: int | None = DEFAULT_MAX_FLAT_PAIRS,
 ) -> KMeansResult:
   """Weighted k-means in each of the ``M`` sub-spaces of ``x``, all in one program.
 
@@ -210,6 +234,10 @@ def batched_kmeans(
       (a prefix of an i.i.d. sample is one too; seeding is the sequential part).
     center, scale: cluster ``(x - center) / scale`` instead of ``x`` (``center [M * s]``),
       normalizing the sample and each streamed block as it is used: no normalized copy.
+    max_flat_pairs: above this many row-centroid pairs in a Lloyd pass (rows: the sample,
+      or all rows when not sampling), and without ``init_centroids``, run
+      `two_level.two_level_kmeans` (``sqrt(K)`` coarse groups, then each group on its own);
+      None: always flat.
 
   Returns:
     A `KMeansResult` with a leading ``M`` axis: centroids ``[M, K, s]``, assignments
@@ -231,6 +259,45 @@ def batched_kmeans(
   normalize = row_normalizer(center, scale, x.shape[1])
   sample_size = num_clusters * (max_points_per_centroid or 0)
   sampled = 0 < sample_size < x.shape[0]
+  pass_rows = sample_size if sampled else x.shape[0]
+  if init_centroids is None and max_flat_pairs and pass_rows * num_clusters > max_flat_pairs:
+    from mec_jax.compression import two_level  # noqa: PLC0415 (it builds on this module)
+
+    def flat(coarse_keys, coarse_clusters):
+      return batched_kmeans(
+        coarse_keys,
+        x,
+        weights,
+        num_subspaces,
+        coarse_clusters,
+        num_iters=num_iters,
+        tol=tol,
+        chunk_size=chunk_size,
+        mesh=mesh,
+        max_points_per_centroid=max_points_per_centroid,
+        refine_iters=refine_iters,
+        block_rows=block_rows,
+        seed_points_per_centroid=seed_points_per_centroid,
+        center=center,
+        scale=scale,
+        max_flat_pairs=None,
+      )
+
+    per_group = -(-num_clusters // two_level.coarse_count(num_clusters))
+    return two_level.two_level_kmeans(
+      keys,
+      x,
+      weights,
+      num_subspaces,
+      num_clusters,
+      flat=flat,
+      num_iters=num_iters,
+      tol=tol,
+      num_trials=default_local_trials(per_group) if num_local_trials is None else trials,
+      chunk_size=chunk_size,
+      mesh=mesh,
+      normalize=normalize,
+    )
   if sampled:
     sample = sample_by_weight(keys, x, weights, num_subspaces, sample_size, normalize)
     sample_w = np.ones(sample_size, np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from mec_jax.compression.streaming import PRECISION, shard_sample
+from mec_jax.compression.streaming import PRECISION, psum, shard_sample
 from mec_jax.mesh import DATA_AXIS
 
 _SAMPLE_SALT = 0x5A4D  # folded into a sub-space's key for its row sample
@@ -52,17 +52,20 @@ def _sq_dists(x: jax.Array, x_sq: jax.Array, points: jax.Array) -> jax.Array:
   return jnp.maximum(x_sq[:, None] - 2.0 * cross + jnp.sum(points * points, -1)[None, :], 0.0)
 
 
-def _sample_rows(key: jax.Array, x: jax.Array, mass: jax.Array, num: int) -> jax.Array:
-  """``[num, d]`` rows drawn i.i.d. with probability proportional to ``mass`` over ALL devices.
+def _sample_rows(key: jax.Array, x: jax.Array, mass: jax.Array, num: int, axis) -> jax.Array:
+  """``[num, d]`` rows drawn i.i.d. with probability proportional to ``mass`` over ALL devices
+  of mesh axis ``axis`` (None: the rows here are all the rows).
 
   Inverse-CDF sampling with the same uniforms on every device: each device knows its slice of
   the global cumulative mass, the owner of each draw contributes the row, ``psum`` shares it.
   The draw therefore does not depend on how many devices hold the rows.
   """
-  num_devices = lax.axis_size(DATA_AXIS)
-  me = lax.axis_index(DATA_AXIS)
   cum = jnp.cumsum(mass)
-  totals = lax.all_gather(cum[-1], DATA_AXIS)
+  if axis is None:
+    num_devices, me, totals = 1, 0, cum[-1:]
+  else:
+    num_devices, me = lax.axis_size(axis), lax.axis_index(axis)
+    totals = lax.all_gather(cum[-1], axis)
   ends = jnp.cumsum(totals)
   starts = ends - totals
   target = jax.random.uniform(key, (num,)) * ends[-1]
@@ -72,28 +75,33 @@ def _sample_rows(key: jax.Array, x: jax.Array, mass: jax.Array, num: int) -> jax
   last_with_mass = x.shape[0] - 1 - jnp.argmax(mass[::-1] > 0)
   idx = jnp.where(mass[idx] > 0, idx, last_with_mass)
   rows = jnp.where((owner == me)[:, None], x[idx], 0.0)
-  return lax.psum(rows, DATA_AXIS)
+  return psum(rows, axis)
 
 
-def _seed_body(key, x, w, num_clusters: int, num_trials: int):
-  """Greedy weighted k-means++ of one sub-space's rows ``x [n, s]``."""
+def _seed_body(key, x, w, num_clusters: int, num_trials: int, num_valid=None, axis=DATA_AXIS):
+  """Greedy weighted k-means++ of one sub-space's rows ``x [n, s]``.
+
+  ``num_valid`` (default ``num_clusters``, may be traced) centres are chosen; the slots after
+  them stay zero. ``axis``: the mesh axis the rows are split over (None: all rows are here).
+  """
   x_sq = jnp.sum(x * x, -1)
   key, first_key = jax.random.split(key)
-  first = _sample_rows(first_key, x, w, 1)
+  first = _sample_rows(first_key, x, w, 1, axis)
   centroids = jnp.zeros((num_clusters, x.shape[1]), x.dtype).at[0].set(first[0])
   d2 = _sq_dists(x, x_sq, first)[:, 0]
 
   def add_centre(i, carry):
     centroids, d2 = carry
-    potential = lax.psum(jnp.sum(w * d2), DATA_AXIS)
+    potential = psum(jnp.sum(w * d2), axis)
     # All mass already sits on centres (fewer distinct rows than clusters): sample by weight.
     mass = jnp.where(potential > 0, w * d2, w)
-    candidates = _sample_rows(jax.random.fold_in(key, i), x, mass, num_trials)
+    candidates = _sample_rows(jax.random.fold_in(key, i), x, mass, num_trials, axis)
     new_d2 = jnp.minimum(d2[:, None], _sq_dists(x, x_sq, candidates))
-    best = jnp.argmin(lax.psum(jnp.sum(w[:, None] * new_d2, 0), DATA_AXIS))
+    best = jnp.argmin(psum(jnp.sum(w[:, None] * new_d2, 0), axis))
     return centroids.at[i].set(candidates[best]), new_d2[:, best]
 
-  centroids, _ = lax.fori_loop(1, num_clusters, add_centre, (centroids, d2))
+  stop = num_clusters if num_valid is None else num_valid
+  centroids, _ = lax.fori_loop(1, stop, add_centre, (centroids, d2))
   return centroids
 
 

@@ -54,13 +54,15 @@ def nearest(d2: jax.Array) -> tuple[jax.Array, jax.Array]:
   return idx, low[..., 0]
 
 
-def chunk_stats(x: jax.Array, w: jax.Array, centroids: jax.Array):
+def chunk_stats(x: jax.Array, w: jax.Array, centroids: jax.Array, penalty: jax.Array | None = None):
   """Nearest centroid per row and sub-space, and the weighted per-cluster sums of one chunk.
 
   Args:
     x: ``[c, M, s]`` rows split into sub-spaces.
     w: ``[c]`` row weights (0 for padding).
     centroids: ``[M, K, s]``.
+    penalty: optional ``[M, K]`` added to every row's squared distances (``inf`` takes a
+      centroid out of the search: padding slots of `two_level`'s groups).
 
   Returns:
     ``(sums [M, K, s], mass [M, K], inertia [M], codes int32 [c, M], min_d2 [M, c])``.
@@ -69,6 +71,8 @@ def chunk_stats(x: jax.Array, w: jax.Array, centroids: jax.Array):
   cross = jnp.einsum("cms,mks->mck", x, centroids, precision=PRECISION)
   x_sq = jnp.sum(x * x, -1).T
   d2 = x_sq[:, :, None] - 2.0 * cross + jnp.sum(centroids * centroids, -1)[:, None, :]
+  if penalty is not None:
+    d2 = d2 + penalty[:, None, :]
   idx, min_d2 = nearest(d2)
   min_d2 = jnp.maximum(min_d2, 0.0)
   # One scatter for all sub-spaces: cluster k of sub-space m is segment m * K + k.
@@ -84,17 +88,24 @@ def chunk_stats(x: jax.Array, w: jax.Array, centroids: jax.Array):
   return sums, mass.reshape(num_subspaces, num_clusters), inertia, idx.T, min_d2
 
 
-def local_pass(x: jax.Array, w: jax.Array, centroids: jax.Array, chunk: int):
+def local_pass(
+  x: jax.Array,
+  w: jax.Array,
+  centroids: jax.Array,
+  chunk: int,
+  penalty: jax.Array | None = None,
+  axis: str | None = DATA_AXIS,
+):
   """`chunk_stats` over this device's rows ``x [n, M, s]`` (n a multiple of ``chunk``), by scan.
 
   Returns:
-    ``(sums, mass, inertia)`` summed over all devices (``psum``), and this device's
-    ``codes [n, M]`` and ``min_d2 [M, n]``.
+    ``(sums, mass, inertia)`` summed over all devices of ``axis`` (``psum``; None: these rows
+    are all the rows), and this device's ``codes [n, M]`` and ``min_d2 [M, n]``.
   """
   num_subspaces, num_clusters, sub_dim = centroids.shape
 
   def step(carry, xw):
-    sums, mass, inertia, codes, min_d2 = chunk_stats(*xw, centroids)
+    sums, mass, inertia, codes, min_d2 = chunk_stats(*xw, centroids, penalty)
     carry = (carry[0] + sums, carry[1] + mass, carry[2] + inertia)
     return carry, (codes, min_d2)
 
@@ -103,11 +114,17 @@ def local_pass(x: jax.Array, w: jax.Array, centroids: jax.Array, chunk: int):
     jnp.zeros((num_subspaces, num_clusters)),
     jnp.zeros((num_subspaces,)),
   )
-  init = lax.pcast(init, DATA_AXIS, to="varying")  # the carry accumulates per-device rows
+  if axis is not None:
+    init = lax.pcast(init, axis, to="varying")  # the carry accumulates per-device rows
   xs = (x.reshape(-1, chunk, num_subspaces, sub_dim), w.reshape(-1, chunk))
   totals, (codes, min_d2) = lax.scan(step, init, xs)
   min_d2 = min_d2.transpose(1, 0, 2).reshape(num_subspaces, -1)
-  return (*lax.psum(totals, DATA_AXIS), codes.reshape(-1, num_subspaces), min_d2)
+  return (*psum(totals, axis), codes.reshape(-1, num_subspaces), min_d2)
+
+
+def psum(value, axis: str | None):
+  """``lax.psum`` over ``axis``; the identity for None (code that runs within one device)."""
+  return value if axis is None else lax.psum(value, axis)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk", "mesh", "with_codes"))

@@ -27,7 +27,9 @@ def check_kmeans():
   one, eight = data_mesh(1), data_mesh(8)
   init = x[:16].copy()
   # Given init, k-means++ seeding on all rows, and on a sample (16 x 16 = 256 < 1001 rows).
-  for kwargs in ({"init_centroids": init}, {}, {"max_points_per_centroid": 16}):
+  # ... and two-level (4 coarse groups, then each group's k-means on the device holding it).
+  options = ({"init_centroids": init}, {}, {"max_points_per_centroid": 16}, {"max_flat_pairs": 1})
+  for kwargs in options:
     a = weighted_kmeans(jax.random.key(5), x, w, 16, num_iters=10, mesh=one, **kwargs)
     b = weighted_kmeans(jax.random.key(5), x, w, 16, num_iters=10, mesh=eight, **kwargs)
     np.testing.assert_allclose(np.asarray(a.centroids), np.asarray(b.centroids), atol=1e-4)
