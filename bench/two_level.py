@@ -4,7 +4,7 @@ Rows: the first ``--rows`` rows of a stage-A table (``--table``, a workdir's
 ``pretrain/tables/<field>.npz``) or, without one, of a 64-Gaussian mixture. Both paths of
 `mec_jax.compression.kmeans.batched_kmeans` cluster the same rows into ``--clusters`` clusters in
 each of ``--columns`` sub-spaces, unweighted (as CCE's stage B) or, with ``--weighted``, with the
-popularity weights of the table's counts: flat (``max_flat_pairs=None``) and two-level
+popularity weights of the table's counts: flat (``max_flat_pairs=math.inf``) and two-level
 (``max_flat_pairs=1``). ``--skip_flat`` leaves flat out where it takes hours. Inertia is the
 weighted sum over sub-spaces, recomputed in float64 from the returned codes; two-level's is
 also given for a flat nearest search over its own centroids (``--exact``: a flat pass's cost).
@@ -16,6 +16,7 @@ Run: ``python bench/two_level.py --table=WORKDIR/pretrain/tables/cat1.npz --rows
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
 
@@ -78,7 +79,7 @@ def main() -> None:
   print(f"{x.shape[0]:,} rows x {x.shape[1]}, {args.columns} sub-spaces, K = {args.clusters:,}")
   print(f"{'path':<10} {'seconds':>8} {'inertia':>12} {'vs flat':>8}")
   flat_inertia = None
-  paths = (("two-level", 1),) if args.skip_flat else (("flat", None), ("two-level", 1))
+  paths = (("two-level", 1),) if args.skip_flat else (("flat", math.inf), ("two-level", 1))
   for name, max_pairs in paths:
     start = time.perf_counter()
     result = batched_kmeans(

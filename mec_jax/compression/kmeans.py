@@ -41,6 +41,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -71,10 +72,21 @@ DEFAULT_CHUNK_SIZE = 1024
 # Lloyd steps over all rows after the sampled ones: 4 brings the inertia to or below faiss's on
 # all rows (1M x 10, K=256) for ~1 s more there and ~3 s on a 32M-row table.
 DEFAULT_REFINE_ITERS = 4
-# Row-centroid pairs of one Lloyd pass (per sub-space) above which `two_level` runs instead. At
-# 0.46x this (CCE at 25x on a 2.2M-id field: K = 2,786 on 713k sampled rows) stage B took 830 s
-# on 2 cores; at 29x (10x: K = 55,722 on all rows) one pass alone is ~10 min (bench/RESULTS.md).
-DEFAULT_MAX_FLAT_PAIRS = 1 << 32
+# Row-centroid pairs of one Lloyd pass (per sub-space) above which `two_level` runs instead.
+# CPU: CCE at 10x on `synthetic_large` asks 55,722 clusters of 2.2M rows (29 x 2^32 pairs): one
+# flat pass is ~10 min, the two-level k-means 225 s; its 10,161 clusters of 361k rows on the next
+# field (0.85 x 2^32) ran flat for over 16 min. At 25x (2,786 clusters of 713k sampled rows,
+# 0.92 x 2^31) the whole stage B took 830 s, flat. Hence 2^31 (bench/RESULTS.md, "Two-level
+# k-means"). Accelerators: a flat pass of 2^40 pairs at s = 10 is ~2e13 flop, seconds on one GPU
+# (not measured here), so the exact flat k-means runs there up to that.
+CPU_MAX_FLAT_PAIRS = 1 << 31
+ACCELERATOR_MAX_FLAT_PAIRS = 1 << 40
+
+
+def default_max_flat_pairs(mesh: Mesh) -> int:
+  """The platform's flat-pass limit for ``mesh``'s devices (`CPU_MAX_FLAT_PAIRS` on CPUs)."""
+  cpu = mesh.devices.flat[0].platform == "cpu"
+  return CPU_MAX_FLAT_PAIRS if cpu else ACCELERATOR_MAX_FLAT_PAIRS
 
 
 class KMeansResult(NamedTuple):
@@ -208,7 +220,7 @@ def batched_kmeans(
   seed_points_per_centroid: int = DEFAULT_SEED_POINTS_PER_CENTROID,
   center=None,
   scale: float = 1.0,
-  max_flat_pairs: int | None = DEFAULT_MAX_FLAT_PAIRS,
+  max_flat_pairs: float | None = None,
 ) -> KMeansResult:
   """Weighted k-means in each of the ``M`` sub-spaces of ``x``, all in one program.
 
@@ -237,7 +249,8 @@ def batched_kmeans(
     max_flat_pairs: above this many row-centroid pairs in a Lloyd pass (rows: the sample,
       or all rows when not sampling), and without ``init_centroids``, run
       `two_level.two_level_kmeans` (``sqrt(K)`` coarse groups, then each group on its own);
-      None: always flat.
+      None: the platform's (`default_max_flat_pairs`: 2^31 on CPUs, 2^40 on accelerators);
+      ``math.inf``: always flat.
 
   Returns:
     A `KMeansResult` with a leading ``M`` axis: centroids ``[M, K, s]``, assignments
@@ -260,7 +273,9 @@ def batched_kmeans(
   sample_size = num_clusters * (max_points_per_centroid or 0)
   sampled = 0 < sample_size < x.shape[0]
   pass_rows = sample_size if sampled else x.shape[0]
-  if init_centroids is None and max_flat_pairs and pass_rows * num_clusters > max_flat_pairs:
+  if max_flat_pairs is None:
+    max_flat_pairs = default_max_flat_pairs(mesh)
+  if init_centroids is None and pass_rows * num_clusters > max_flat_pairs:
     from mec_jax.compression import two_level  # noqa: PLC0415 (it builds on this module)
 
     def flat(coarse_keys, coarse_clusters):
@@ -280,7 +295,7 @@ def batched_kmeans(
         seed_points_per_centroid=seed_points_per_centroid,
         center=center,
         scale=scale,
-        max_flat_pairs=None,
+        max_flat_pairs=math.inf,
       )
 
     per_group = -(-num_clusters // two_level.coarse_count(num_clusters))

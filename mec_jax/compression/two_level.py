@@ -3,8 +3,8 @@ into its share of the ``K`` clusters.
 
 A flat Lloyd pass compares every row with every centroid, ``N K`` pairs, and flat k-means++
 seeding is sequential over the ``K`` centres. Once one pass passes ``max_flat_pairs`` pairs
-(`kmeans.DEFAULT_MAX_FLAT_PAIRS`) `kmeans.batched_kmeans` runs this instead, as faiss's
-``two_level_clustering`` does for large codebooks. CCE at 10x on a 2.2M-id field asks for
+(`kmeans.default_max_flat_pairs`: 2^31 on CPUs) `kmeans.batched_kmeans` runs this instead, as
+faiss's ``two_level_clustering`` does for large codebooks. CCE at 10x on a 2.2M-id field asks for
 55,722 clusters a column: 1.2e11 pairs a pass, ~10 min a pass on 2 cores (bench/RESULTS.md).
 
 1. **Coarse**: the flat weighted k-means (`kmeans.batched_kmeans`: sampled, refined and

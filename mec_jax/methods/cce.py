@@ -1,8 +1,9 @@
 """``cce``: Clustered Compositional Embeddings (`mec_jax.layers.cce`) within the byte budget.
 
 Stage B, ``compress.init_tables = "stage_a"``: the clustering step of CCE on stage A's rows --
-k-means (`mec_jax.compression.pq.train_pq`, unweighted as in the paper) of each column of the
-table gives the cluster rows and the pointers; the hashed table starts at the count-weighted mean
+k-means (`mec_jax.compression.pq.train_pq`, unweighted as in the paper; two-level,
+`mec_jax.compression.two_level`, when the budget asks for tens of thousands of clusters on
+millions of ids) of each column of the table gives the cluster rows and the pointers; the hashed table starts at the count-weighted mean
 of the residual in each hash bucket (`group_fit.group_mean`), the least-squares fit given the
 clusters. ``"random"`` is the paper's start before any clustering: pointers are a second seeded
 hash (so the layer is a two-hash compositional embedding), cluster rows small random, hashed rows

@@ -1,13 +1,16 @@
 """Two-level k-means (many clusters): the allocation rule, a Lloyd fixed point per group checked
 with numpy, inertia against scikit-learn's flat k-means, and when `batched_kmeans` takes it."""
 
+import math
+
 import jax
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from mec_jax.compression import two_level
+from mec_jax.compression import kmeans, two_level
 from mec_jax.compression.kmeans import batched_kmeans, weighted_kmeans
+from mec_jax.mesh import data_mesh
 
 
 def _mixture(num_rows=3000, dim=4, centres=40, seed=0):
@@ -91,10 +94,21 @@ def test_threshold_picks_the_path(monkeypatch):
   x, w = _mixture(num_rows=1000)
   # 1000 rows (not sampled: 16 * 256 > 1000) x 16 clusters = 16,000 pairs a pass.
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=16_000)
-  weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=None)
+  weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=math.inf)
   assert calls == []
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=15_999)
   assert calls == [16]
   # Given starting centroids are a flat run's by definition.
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=1, init_centroids=x[:16])
   assert calls == [16]
+
+
+def test_flat_limit_is_the_platforms():
+  class Device:
+    platform = "gpu"
+
+  class GpuMesh:
+    devices = np.array([Device()])
+
+  cpu = kmeans.default_max_flat_pairs(data_mesh(1))
+  assert cpu == kmeans.CPU_MAX_FLAT_PAIRS < kmeans.default_max_flat_pairs(GpuMesh)
