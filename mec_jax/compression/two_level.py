@@ -19,7 +19,7 @@ faiss's ``two_level_clustering`` does for large codebooks. CCE at 10x on a 2.2M-
    allocating by weight, as faiss does by size, came to 41% above: rare ids sit in tight
    clumps that need few clusters.
 3. **Fine**: greedy weighted k-means++ and Lloyd (the flat path's own bodies, `seeding` and
-   `kmeans`) on all rows of each group. Groups of similar size share one compiled program: rows
+   `kmeans`; ``tol`` relative to the group's own variance) on all rows of each group. Groups of similar size share one compiled program: rows
    are padded to a power of two with weight-0 rows, and cluster slots to a power of two that an
    ``inf`` distance penalty keeps out of the search. Groups are independent, so they are split
    over the mesh's devices (no collectives) and run one after another on each (``lax.map``).
