@@ -74,7 +74,7 @@ DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_REFINE_ITERS = 4
 # Row-centroid pairs of one Lloyd pass (per sub-space) above which `two_level` runs instead.
 # CPU: CCE at 10x on `synthetic_large` asks 55,722 clusters of 2.2M rows (29 x 2^32 pairs): one
-# flat pass is ~10 min, the two-level k-means 225 s; its 10,161 clusters of 361k rows on the next
+# flat pass is ~10 min, the two-level k-means 200 s; its 10,161 clusters of 361k rows on the next
 # field (0.85 x 2^32) ran flat for over 16 min. At 25x (2,786 clusters of 713k sampled rows,
 # 0.92 x 2^31) the whole stage B took 830 s, flat. Hence 2^31 (bench/RESULTS.md, "Two-level
 # k-means"). Accelerators: a flat pass of 2^40 pairs at s = 10 is ~2e13 flop, seconds on one GPU
