@@ -47,6 +47,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -299,6 +300,14 @@ def batched_kmeans(
       )
 
     per_group = -(-num_clusters // two_level.coarse_count(num_clusters))
+    logging.info(
+      "k-means: two-level (%d rows x %d clusters a pass > %g pairs): %d groups of ~%d clusters",
+      pass_rows,
+      num_clusters,
+      max_flat_pairs,
+      two_level.coarse_count(num_clusters),
+      per_group,
+    )
     return two_level.two_level_kmeans(
       keys,
       x,

@@ -1,6 +1,7 @@
 """Two-level k-means (many clusters): the allocation rule, a Lloyd fixed point per group checked
 with numpy, inertia against scikit-learn's flat k-means, and when `batched_kmeans` takes it."""
 
+import logging
 import math
 
 import jax
@@ -82,7 +83,7 @@ def test_batched_two_level_sub_spaces_are_independent():
     np.testing.assert_array_equal(both.assignments[:, m], alone.assignments[:, 0])
 
 
-def test_threshold_picks_the_path(monkeypatch):
+def test_threshold_picks_the_path(monkeypatch, caplog):
   calls = []
   real = two_level.two_level_kmeans
 
@@ -96,8 +97,10 @@ def test_threshold_picks_the_path(monkeypatch):
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=16_000)
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=math.inf)
   assert calls == []
-  weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=15_999)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=15_999)
   assert calls == [16]
+  assert "two-level (1000 rows x 16 clusters a pass > 15999 pairs): 4 groups" in caplog.text
   # Given starting centroids are a flat run's by definition.
   weighted_kmeans(jax.random.key(0), x, w, 16, num_iters=3, max_flat_pairs=1, init_centroids=x[:16])
   assert calls == [16]
