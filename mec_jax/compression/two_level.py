@@ -57,6 +57,9 @@ from mec_jax.mesh import DATA_AXIS
 _COARSE_SALT = 0x2C1  # folded into a sub-space's key for its coarse k-means
 _FINE_SALT = 0x2C2  # folded into a sub-space's key, then the group's index, for a fine k-means
 _MIN_GROUP_ROWS = 8
+# Padded row floats of one fine-level call (2^26: 256 MiB): the groups' copies stay a bounded
+# block whatever the table's size, as the flat path's streamed passes do.
+_CALL_FLOATS = 1 << 26
 
 
 def coarse_count(num_clusters: int) -> int:
@@ -140,6 +143,52 @@ def _fine_jit(keys, x, w, num_valid, tol, num_iters, *, num_clusters, num_trials
   return run(keys, x, w, num_valid, tol, num_iters)
 
 
+def _fine_batch(
+  groups,
+  x,
+  weights,
+  normalize,
+  group_rows,
+  slots,
+  out,
+  *,
+  tol,
+  num_iters,
+  num_trials,
+  chunk_size,
+  mesh,
+):
+  """Runs the fine k-means of ``groups`` (one bucket's shape) and writes their centroids,
+  codes, inertia and iterations into ``out``."""
+  centroids, codes, inertia, fine_iters = out
+  sub_dim = centroids.shape[2]
+  padded = -(-len(groups) // mesh.size) * mesh.size
+  xs = np.zeros((padded, group_rows, sub_dim), np.float32)
+  ws = np.zeros((padded, group_rows), np.float32)
+  valid = np.ones(padded, np.int32)
+  group_keys = [g[4] for g in groups] + [groups[0][4]] * (padded - len(groups))
+  for i, (m, members, size, _, _) in enumerate(groups):
+    xs[i, : len(members)] = normalize(x[members])[:, m * sub_dim : (m + 1) * sub_dim]
+    ws[i, : len(members)] = weights[members]
+    valid[i] = size
+  by_group = NamedSharding(mesh, P(DATA_AXIS))
+  result = _fine_jit(
+    *jax.device_put((jnp.stack(group_keys), xs, ws, valid), by_group),
+    jnp.float32(tol),
+    jnp.int32(num_iters),
+    num_clusters=slots,
+    num_trials=num_trials,
+    chunk=min(group_rows, _pow2(chunk_size + 1) // 2),
+    mesh=mesh,
+  )
+  group_centroids, group_codes, group_inertia, group_iters = (np.asarray(a) for a in result)
+  for i, (m, members, size, offset, _) in enumerate(groups):
+    centroids[m, offset : offset + size] = group_centroids[i, :size]
+    codes[members, m] = offset + group_codes[i, : len(members)]
+    inertia[m] += group_inertia[i]
+    fine_iters[m] = max(fine_iters[m], group_iters[i])
+
+
 def two_level_kmeans(
   keys: jax.Array,
   x: np.ndarray,
@@ -162,7 +211,7 @@ def two_level_kmeans(
     x: ``[N, M * s]`` float32 rows; ``weights``: ``[N]`` float32.
     flat: ``flat(keys, num_clusters)``, the flat weighted k-means of these rows (the coarse level).
     num_iters, tol, num_trials, chunk_size, mesh: as `kmeans.batched_kmeans` (``num_trials``
-      is the fine level's: ``2 + floor(ln K1)`` by default there).
+      is the fine level's: ``2 + floor(ln(K / K1))`` by default there).
     normalize: the rows' normalization (`streaming.row_normalizer`).
 
   Returns:
@@ -178,6 +227,13 @@ def two_level_kmeans(
   inertia = np.zeros(num_subspaces, np.float64)
   fine_iters = np.zeros(num_subspaces, np.int64)
   errors = _group_errors(x, weights, coarse, normalize, num_subspaces)
+  options = {
+    "tol": tol,
+    "num_iters": num_iters,
+    "num_trials": num_trials,
+    "chunk_size": chunk_size,
+    "mesh": mesh,
+  }
   buckets: dict[tuple[int, int], list] = {}
   for m in range(num_subspaces):
     group_of = coarse.assignments[:, m]
@@ -191,33 +247,13 @@ def two_level_kmeans(
       shape = (max(_pow2(counts[g]), _MIN_GROUP_ROWS), _pow2(sizes[g]))
       group = (m, members, int(sizes[g]), int(offsets[g]), jax.random.fold_in(fine_key, g))
       buckets.setdefault(shape, []).append(group)
+  out = (centroids, codes, inertia, fine_iters)
   for (group_rows, slots), groups in buckets.items():
-    padded = -(-len(groups) // mesh.size) * mesh.size
-    xs = np.zeros((padded, group_rows, sub_dim), np.float32)
-    ws = np.zeros((padded, group_rows), np.float32)
-    valid = np.ones(padded, np.int32)
-    group_keys = [g[4] for g in groups] + [groups[0][4]] * (padded - len(groups))
-    for i, (m, members, size, _, _) in enumerate(groups):
-      columns = slice(m * sub_dim, (m + 1) * sub_dim)
-      xs[i, : len(members)] = normalize(x[members])[:, columns]
-      ws[i, : len(members)] = weights[members]
-      valid[i] = size
-    by_group = NamedSharding(mesh, P(DATA_AXIS))
-    out = _fine_jit(
-      *jax.device_put((jnp.stack(group_keys), xs, ws, valid), by_group),
-      jnp.float32(tol),
-      jnp.int32(num_iters),
-      num_clusters=slots,
-      num_trials=num_trials,
-      chunk=min(group_rows, _pow2(chunk_size + 1) // 2),
-      mesh=mesh,
-    )
-    group_centroids, group_codes, group_inertia, group_iters = (np.asarray(a) for a in out)
-    for i, (m, members, size, offset, _) in enumerate(groups):
-      centroids[m, offset : offset + size] = group_centroids[i, :size]
-      codes[members, m] = offset + group_codes[i, : len(members)]
-      inertia[m] += group_inertia[i]
-      fine_iters[m] = max(fine_iters[m], group_iters[i])
+    # At most ~_CALL_FLOATS padded floats of rows on the devices at a time.
+    per_call = max(1, _CALL_FLOATS // (group_rows * sub_dim))
+    for start in range(0, len(groups), per_call):
+      batch = groups[start : start + per_call]
+      _fine_batch(batch, x, weights, normalize, group_rows, slots, out, **options)
   return kmeans.KMeansResult(
     jnp.asarray(centroids),
     codes,

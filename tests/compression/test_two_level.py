@@ -115,3 +115,12 @@ def test_flat_limit_is_the_platforms():
 
   cpu = kmeans.default_max_flat_pairs(data_mesh(1))
   assert cpu == kmeans.CPU_MAX_FLAT_PAIRS < kmeans.default_max_flat_pairs(GpuMesh)
+
+
+def test_groups_split_over_calls_give_the_same_result(monkeypatch):
+  x, w = _mixture(num_rows=2000)
+  one_call = weighted_kmeans(jax.random.key(1), x, w, 49, num_iters=20, max_flat_pairs=1)
+  monkeypatch.setattr(two_level, "_CALL_FLOATS", 1)  # one group a call
+  many_calls = weighted_kmeans(jax.random.key(1), x, w, 49, num_iters=20, max_flat_pairs=1)
+  np.testing.assert_allclose(many_calls.centroids, one_call.centroids, atol=1e-6)
+  np.testing.assert_array_equal(many_calls.assignments, one_call.assignments)
