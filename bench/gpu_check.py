@@ -21,6 +21,10 @@ exit status is 1 if any failed):
   size is skipped when less than 150 s of the budget is left).
 * ``synthetic_large``: ``configs/synthetic_large.py`` end to end (`pipeline.run`), seconds per
   stage; skipped on an accelerator when the time budget (``--budget_s``) has run out.
+* ``kmeans``: flat vs two-level k-means (`bench/two_level.py`'s mixture, 2M x 40 rows, 4
+  sub-spaces, K = 16,384: 15 x 2^31 pairs a pass, two-level on a CPU, flat on an accelerator by
+  default), seconds and inertia; the evidence for `kmeans.ACCELERATOR_MAX_FLAT_PAIRS` (skipped
+  when less than 90 s of the budget is left).
 
 ``--cpu`` runs the same sections at tiny sizes on the CPU (CI runs it through ``bench/gpu.sh``).
 
@@ -45,19 +49,21 @@ import numpy as np
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 FTZ_FLAG = "--xla_backend_extra_options=-nvptx-allow-ftz-atomics"
-SECTIONS = ("env", "lowering", "scatter", "deepfm", "loader", "stage_b", "synthetic_large")
+SECTIONS = (
+  "env", "lowering", "scatter", "deepfm", "loader", "stage_b", "synthetic_large", "kmeans"
+)  # fmt: skip
 
 # Sizes per mode: an accelerator gets the issue's sizes, --cpu tiny ones (seconds in all).
 SIZES = {
   "gpu": SimpleNamespace(
     batch=8192, rows=(10**4, 10**6, 10**7), steps=30, warmup=3, scatter_ids=8192 * 26,
     scatter_vocabs=(10**4, 10**6), scatter_dim=40, loader_rows=4_000_000, loader_batches=300,
-    stage_b_rows=(4_000_000, 32_000_000), pipeline_scale=1,
+    stage_b_rows=(4_000_000, 32_000_000), pipeline_scale=1, kmeans=(2_000_000, 16_384),
   ),
   "cpu": SimpleNamespace(
     batch=256, rows=(10**3,), steps=3, warmup=1, scatter_ids=4096, scatter_vocabs=(1000,),
     scatter_dim=8, loader_rows=40_000, loader_batches=20, stage_b_rows=(5_000,),
-    pipeline_scale=0,
+    pipeline_scale=0, kmeans=(5_000, 64),
   ),
 }  # fmt: skip
 
@@ -382,6 +388,35 @@ def section_synthetic_large(ctx) -> None:
   print(f"synthetic_large ({config.data.synthetic.num_rows:,} rows): {total:.1f}s: {stages}")
   full, small = report["full"]["test_auc"], report["compressed"]["test_auc"]
   print(f"test AUC full {full:.4f}, compressed {small:.4f}")
+
+
+def section_kmeans(ctx) -> None:
+  left = ctx.budget_s - (time.perf_counter() - ctx.start)
+  if not ctx.cpu and left < 90:
+    print(f"skipped: {left:.0f}s of the {ctx.budget_s:.0f}s budget left (needs ~90s)")
+    return
+  import math
+
+  import jax
+
+  from mec_jax.compression.kmeans import batched_kmeans
+
+  two_level = _bench_module("two_level")
+  rows, clusters = ctx.sizes.kmeans
+  x, w = two_level.load_rows(None, rows, weighted=False)
+  keys = jax.random.split(jax.random.key(0), 4)
+  print(f"k-means: {rows:,} x {x.shape[1]}, 4 sub-spaces, K = {clusters:,} (first call compiles)")
+  print("| path | seconds | inertia vs flat |")
+  print("|---|---|---|")
+  flat = None
+  for name, limit in (("flat", math.inf), ("two-level", 1)):
+    start = time.perf_counter()
+    result = batched_kmeans(keys, x, w, 4, clusters, max_flat_pairs=limit)
+    centroids = np.asarray(result.centroids)
+    seconds = time.perf_counter() - start
+    inertia = two_level.codes_inertia(x, w, centroids, result.assignments, 4)
+    flat = inertia if flat is None else flat
+    print(f"| {name} | {seconds:.1f} | {inertia / flat:.3f} |")
 
 
 # --------------------------------------------------------------------------- driver
