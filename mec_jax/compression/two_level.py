@@ -19,14 +19,16 @@ faiss's ``two_level_clustering`` does for large codebooks. CCE at 10x on a 2.2M-
    allocating by weight, as faiss does by size, came to 41% above: rare ids sit in tight
    clumps that need few clusters.
 3. **Fine**: greedy weighted k-means++ and Lloyd (the flat path's own bodies, `seeding` and
-   `kmeans`; ``tol`` relative to the group's own variance) on all rows of each group. Groups of similar size share one compiled program: rows
-   are padded to a power of two with weight-0 rows, and cluster slots to a power of two that an
-   ``inf`` distance penalty keeps out of the search. Groups are independent, so they are split
-   over the mesh's devices (no collectives) and run one after another on each (``lax.map``).
+   `kmeans`; ``tol`` relative to the group's own variance) on all rows of each group. Groups of
+   similar size share one compiled program: rows are padded to a power of two with weight-0
+   rows, and cluster slots to a power of two that an ``inf`` distance penalty keeps out of the
+   search. Groups are independent, so they are split over the mesh's devices (no collectives)
+   and run one after another on each (``lax.map``), at most `_CALL_FLOATS` padded row floats a
+   call.
 
 A row's code is the nearest centroid of its own group: a pass costs about ``N (K1 + K / K1)``
 pairs instead of ``N K``. The search is restricted to the group, so the inertia can only be
-above what the same centroids give with a flat search (bench/kmeans.py measures both against
+above what the same centroids give with a flat search (bench/two_level.py measures both against
 flat k-means).
 
 References:
@@ -41,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +63,16 @@ _MIN_GROUP_ROWS = 8
 # Padded row floats of one fine-level call (2^26: 256 MiB): the groups' copies stay a bounded
 # block whatever the table's size, as the flat path's streamed passes do.
 _CALL_FLOATS = 1 << 26
+
+
+class _Group(NamedTuple):
+  """One coarse group of sub-space ``m``: its rows, cluster count, first cluster index, key."""
+
+  m: int
+  members: np.ndarray
+  size: int
+  offset: int
+  key: jax.Array
 
 
 def coarse_count(num_clusters: int) -> int:
@@ -166,11 +179,11 @@ def _fine_batch(
   xs = np.zeros((padded, group_rows, sub_dim), np.float32)
   ws = np.zeros((padded, group_rows), np.float32)
   valid = np.ones(padded, np.int32)
-  group_keys = [g[4] for g in groups] + [groups[0][4]] * (padded - len(groups))
-  for i, (m, members, size, _, _) in enumerate(groups):
-    xs[i, : len(members)] = normalize(x[members])[:, m * sub_dim : (m + 1) * sub_dim]
-    ws[i, : len(members)] = weights[members]
-    valid[i] = size
+  group_keys = [g.key for g in groups] + [groups[0].key] * (padded - len(groups))
+  for i, g in enumerate(groups):
+    xs[i, : len(g.members)] = normalize(x[g.members])[:, g.m * sub_dim : (g.m + 1) * sub_dim]
+    ws[i, : len(g.members)] = weights[g.members]
+    valid[i] = g.size
   by_group = NamedSharding(mesh, P(DATA_AXIS))
   result = _fine_jit(
     *jax.device_put((jnp.stack(group_keys), xs, ws, valid), by_group),
@@ -182,11 +195,11 @@ def _fine_batch(
     mesh=mesh,
   )
   group_centroids, group_codes, group_inertia, group_iters = (np.asarray(a) for a in result)
-  for i, (m, members, size, offset, _) in enumerate(groups):
-    centroids[m, offset : offset + size] = group_centroids[i, :size]
-    codes[members, m] = offset + group_codes[i, : len(members)]
-    inertia[m] += group_inertia[i]
-    fine_iters[m] = max(fine_iters[m], group_iters[i])
+  for i, g in enumerate(groups):
+    centroids[g.m, g.offset : g.offset + g.size] = group_centroids[i, : g.size]
+    codes[g.members, g.m] = g.offset + group_codes[i, : len(g.members)]
+    inertia[g.m] += group_inertia[i]
+    fine_iters[g.m] = max(fine_iters[g.m], group_iters[i])
 
 
 def two_level_kmeans(
@@ -234,7 +247,7 @@ def two_level_kmeans(
     "chunk_size": chunk_size,
     "mesh": mesh,
   }
-  buckets: dict[tuple[int, int], list] = {}
+  buckets: dict[tuple[int, int], list[_Group]] = {}
   for m in range(num_subspaces):
     group_of = coarse.assignments[:, m]
     order = np.argsort(group_of, kind="stable")
@@ -245,7 +258,7 @@ def two_level_kmeans(
     for g in np.flatnonzero(sizes):
       members = order[starts[g] : starts[g] + counts[g]]
       shape = (max(_pow2(counts[g]), _MIN_GROUP_ROWS), _pow2(sizes[g]))
-      group = (m, members, int(sizes[g]), int(offsets[g]), jax.random.fold_in(fine_key, g))
+      group = _Group(m, members, int(sizes[g]), int(offsets[g]), jax.random.fold_in(fine_key, g))
       buckets.setdefault(shape, []).append(group)
   out = (centroids, codes, inertia, fine_iters)
   for (group_rows, slots), groups in buckets.items():

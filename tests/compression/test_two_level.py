@@ -22,7 +22,7 @@ def _mixture(num_rows=3000, dim=4, centres=40, seed=0):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_allocate_sums_to_total_within_bounds_and_one_of_its_share(seed):
+def test_allocate_sums_to_total_within_bounds(seed):
   rng = np.random.default_rng(seed)
   rows = rng.integers(0, 60, 30)
   share = rng.pareto(1.0, 30) * (rng.random(30) > 0.2)  # some groups with rows but no share
