@@ -182,7 +182,7 @@ def test_the_recommendation_compares_auto_with_the_method_lines(board):
 
   def cell(method, protocol, ratio, auc, std, n):
     return {"method": method, "protocol": protocol, "target_ratio": ratio, "n": n,
-            "test_auc": auc, "test_auc_std": std}  # fmt: skip
+            "test_auc": auc, "test_auc_std": std, "by_seed": dict.fromkeys(range(n), auc)}  # fmt: skip
 
   nan = float("nan")
   table = {
@@ -210,9 +210,36 @@ def test_the_recommendation_compares_auto_with_the_method_lines(board):
   assert "not in e 25x (0.8322 vs qr warm 0.8323; one seed each, no std)" in text
   assert "e 25x -0.00001" in text
 
-  three_equal = {key: row | {"n": 3, "test_auc_std": 0.0} for key, row in one_seed.items()}
+  three_equal = {
+    key: row | {"n": 3, "test_auc_std": 0.0, "by_seed": dict.fromkeys(range(3), row["test_auc"])}
+    for key, row in one_seed.items()
+  }
   text = board.recommendation({"e": three_equal})  # a std of 0 is a std: no such remark
   assert "not in e 25x (0.8322 vs qr warm 0.8323)" in text
+
+
+def test_the_gap_to_the_full_model_is_paired_over_common_seeds(board):
+  """A second seed of the full model (a better stage-A run) does not move the gap of a cell
+  that ran the first seed only: the gap is each seed's difference, over the seeds both ran."""
+  rows = [
+    ("full", "stage A", 1.0, "2024", 0.8322),
+    ("full", "stage A", 1.0, "2025", 0.8325),  # its mean, 0.83235, is not what auto ran against
+    ("auto", "by valid", 25.0, "2024", 0.8321),
+    ("pq", "warm", 25.0, "2024", 0.8321),
+  ]
+  table = board.aggregate(
+    [
+      {"method": m, "protocol": p, "target_ratio": r, "seed": s, "test_auc": a, "note": ""}
+      | dict.fromkeys(("test_logloss", "bytes", "ratio", "stage_a_s", "stage_b_s", "stage_c_s"))
+      for m, p, r, s, a in rows
+    ]
+  )
+  assert board.paired_gap(table["auto", "by valid", 25.0], table["full", "stage A", 1.0]) == (
+    pytest.approx(-0.0001),
+    1,
+  )
+  text = board.recommendation({"e": table})
+  assert "e 25x -0.0001 (1 of the full model's 2 seeds)" in text
 
 
 def test_run_candidates_auto_selects_the_cells_of_the_auto_row(board, monkeypatch, tmp_path):
