@@ -29,6 +29,7 @@ from ml_collections import ConfigDict
 from mec_jax.data import load_dataset
 from mec_jax.experiments import significance
 from mec_jax.export import serving
+from mec_jax.train import metrics
 
 BATCH = 65_536
 REPORT_TOLERANCE = 1e-4  # AUC of the export vs report.json (batching changes float sums only)
@@ -81,27 +82,21 @@ def main(argv: list[str]) -> None:
   test = dataset.splits["test"]
   labels = np.asarray(test["label"])
 
-  runs = []  # (name, logits, report AUC)
-  first = read_json(os.path.join(args.workdirs[0], "report.json"))
-  for workdir in args.workdirs:
-    report = read_json(os.path.join(workdir, "report.json"))
+  reports = [read_json(os.path.join(w, "report.json")) for w in args.workdirs]
+  runs = []  # (name, export directory, report AUC)
+  for workdir, report in zip(args.workdirs, reports, strict=True):
     if "compressed" not in report:
       fail(f"{workdir}/report.json: no 'compressed' result; expected a finished stage B/C run")
     runs.append((workdir, os.path.join(workdir, "export"), report["compressed"]["test_auc"]))
-  runs.append(
-    (
-      f"{args.workdirs[0]} (full)",
-      os.path.join(args.workdirs[0], "export", "full"),
-      first["full"]["test_auc"],
-    )
-  )
+  full_export = os.path.join(args.workdirs[0], "export", "full")
+  runs.append((f"{args.workdirs[0]} (full)", full_export, reports[0]["full"]["test_auc"]))
 
   print(f"test rows: {len(labels):,} ({labels.mean():.4f} positive); {args.resamples} resamples")
   logits = []
   for name, export_dir, reported in runs:
     t0 = time.perf_counter()
     s = scores(export_dir, test)
-    auc = significance.auc(s, labels)
+    auc = metrics.auc(labels, s, export_dir)
     if abs(auc - reported) > REPORT_TOLERANCE:
       fail(f"{export_dir}: test AUC {auc:.6f}, its report.json says {reported:.6f}")
     logits.append(s)

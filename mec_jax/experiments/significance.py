@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 
+from mec_jax.train import metrics
+
 
 @dataclasses.dataclass(frozen=True)
 class PairedAUC:
@@ -63,13 +65,6 @@ class _SortedScores:
     return float(np.dot(pos, below + 0.5 * neg) / (total_pos * total_neg))
 
 
-def auc(scores, labels, weights=None) -> float:
-  """AUC of ``scores`` for 0/1 ``labels`` (optional row ``weights``), ties counting one half."""
-  y = np.asarray(labels, np.float64)
-  w = np.ones_like(y) if weights is None else np.asarray(weights, np.float64)
-  return _SortedScores(np.asarray(scores, np.float64), y).auc(w)
-
-
 def paired_bootstrap(
   scores_a, scores_b, labels, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> PairedAUC:
@@ -84,7 +79,8 @@ def paired_bootstrap(
     seed: seed of the resampling.
 
   Raises:
-    ValueError: the arrays differ in length, are not finite, or one class is missing.
+    ValueError: the arrays differ in length, scores are not finite, labels are not 0/1 or hold
+      one class only (`metrics.auc`'s checks), or bad ``resamples``/``level``.
   """
   a, b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
   y = np.asarray(labels, np.float64)
@@ -92,15 +88,11 @@ def paired_bootstrap(
     raise ValueError(
       f"scores and labels must be [rows] of one length: {a.shape}, {b.shape}, {y.shape}"
     )
-  if not (np.isfinite(a).all() and np.isfinite(b).all()):
-    raise ValueError("scores must be finite")
-  if y.min() == y.max():
-    raise ValueError("labels hold one class only: AUC is undefined")
   if resamples < 2 or not 0 < level < 1:
     raise ValueError(f"need resamples >= 2 and 0 < level < 1, got {resamples}, {level}")
+  # the whole test set's AUCs, as the pipeline computes them (and its input checks)
+  auc_a, auc_b = metrics.auc(y, a, "scores_a"), metrics.auc(y, b, "scores_b")
   sa, sb = _SortedScores(a, y), _SortedScores(b, y)
-  ones = np.ones_like(y)
-  auc_a, auc_b = sa.auc(ones), sb.auc(ones)
   rng = np.random.default_rng(seed)
   diffs = np.empty(resamples)
   for r in range(resamples):

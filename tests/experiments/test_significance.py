@@ -22,12 +22,13 @@ def test_auc_equals_sklearn_with_weights_and_ties():
   rng, labels, signal = _data()
   tied = np.round(signal, 1)  # many tied scores
   for scores in (signal, tied):
-    assert significance.auc(scores, labels) == pytest.approx(
+    sorted_once = significance._SortedScores(scores, labels)  # what each resample's AUC uses
+    assert sorted_once.auc(np.ones_like(labels)) == pytest.approx(
       roc_auc_score(labels, scores), abs=1e-12
     )
     weights = rng.poisson(1.0, labels.shape).astype(np.float64)  # a bootstrap resample's weights
     expected = roc_auc_score(labels, scores, sample_weight=weights)
-    assert significance.auc(scores, labels, weights) == pytest.approx(expected, abs=1e-12)
+    assert sorted_once.auc(weights) == pytest.approx(expected, abs=1e-12)
 
 
 def test_paired_bootstrap_of_a_model_with_itself_is_zero():
@@ -49,7 +50,9 @@ def test_paired_bootstrap_resolves_a_real_gap_and_not_noise():
   # pairing: the difference varies far less than either AUC does over the same resamples
   spread_alone = np.std(
     [
-      significance.auc(signal, labels, np.random.default_rng(s).poisson(1.0, labels.shape))
+      significance._SortedScores(signal, labels).auc(
+        np.random.default_rng(s).poisson(1.0, labels.shape).astype(np.float64)
+      )
       for s in range(50)
     ]
   )
@@ -74,8 +77,9 @@ def test_paired_bootstrap_std_matches_a_direct_bootstrap():
   "a, b, y, match",
   [
     (np.zeros(3), np.zeros(4), np.array([0, 1, 0]), "one length"),
-    (np.array([0.0, np.nan, 1.0]), np.zeros(3), np.array([0, 1, 0]), "finite"),
-    (np.zeros(3), np.zeros(3), np.ones(3), "one class"),
+    (np.array([0.0, np.nan, 1.0]), np.zeros(3), np.array([0, 1, 0]), "scores_a: .*NaN or inf"),
+    (np.zeros(3), np.zeros(3), np.ones(3), "scores_a: AUC is undefined, every label is 1"),
+    (np.zeros(3), np.zeros(3), np.array([0, 2, 1]), "labels must be 0/1"),
   ],
 )
 def test_paired_bootstrap_refuses_bad_input(a, b, y, match):
